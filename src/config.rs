@@ -1,0 +1,621 @@
+//! exporter.yaml: the schema (a contract users and docs depend on), parsing
+//! with unknown keys rejected, and validation that lists every problem with
+//! the key it concerns. Also loads the SecretKey from its env var or file.
+
+use std::collections::HashSet;
+use std::fmt;
+use std::path::Path;
+use std::time::Duration;
+
+use serde::Deserialize;
+use url::Url;
+
+/// The API's documented cap on calls per second for one SDKAppID.
+pub const API_RATE_LIMIT: u32 = 200;
+/// The Room Engine backend's own timeout; ours must be longer.
+pub const BACKEND_TIMEOUT: Duration = Duration::from_secs(3);
+/// Room IDs are at most 48 bytes (Room Engine's limit).
+pub const MAX_ROOM_ID_BYTES: usize = 48;
+pub const DEFAULT_SECRET_ENV: &str = "ROOMENGINE_SECRET_KEY";
+
+/// The console SecretKey. Its Debug and Display never show the value, so it
+/// cannot leak through a log line or an error by accident.
+#[derive(Clone, PartialEq, Eq)]
+pub struct SecretKey(String);
+
+impl SecretKey {
+    pub fn new(value: String) -> Self {
+        SecretKey(value)
+    }
+    /// The key itself: only for HMAC computation.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for SecretKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("SecretKey(<redacted>)")
+    }
+}
+
+/// Tencent data centres and their REST API domains.
+pub const REGIONS: &[(&str, &str)] = &[
+    ("china", "https://console.tim.qq.com"),
+    ("singapore", "https://adminapisgp.im.qcloud.com"),
+    ("seoul", "https://adminapikr.im.qcloud.com"),
+    ("frankfurt", "https://adminapiger.im.qcloud.com"),
+    ("mumbai", "https://adminapiind.im.qcloud.com"),
+    ("silicon-valley", "https://adminapiusa.im.qcloud.com"),
+    ("jakarta", "https://adminapiidn.im.qcloud.com"),
+];
+
+/// A validated configuration, ready to run.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub sdkappid: u64,
+    pub identifier: String,
+    pub secret_key: SecretKey,
+    /// Base URL without trailing slash, e.g. `https://adminapisgp.im.qcloud.com`.
+    pub endpoint: String,
+    pub usersig_ttl: Duration,
+    pub interval: Duration,
+    pub rate_limit: u32,
+    pub timeout: Duration,
+    pub seat_usage: bool,
+    pub probe_enabled: bool,
+    pub rooms: Vec<String>,
+}
+
+impl Config {
+    /// The one-line summary `--config.check` prints.
+    pub fn summary(&self) -> String {
+        format!(
+            "config OK: sdkappid {}, endpoint {}, {} rooms, interval {}, rate_limit {}/s",
+            self.sdkappid,
+            self.endpoint,
+            self.rooms.len(),
+            humantime::format_duration(self.interval),
+            self.rate_limit
+        )
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawConfig {
+    app: Option<RawApp>,
+    #[serde(default)]
+    polling: RawPolling,
+    #[serde(default)]
+    probe: RawProbe,
+    rooms: Option<Vec<String>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawApp {
+    sdkappid: Option<i64>,
+    identifier: Option<String>,
+    secret_key_env: Option<String>,
+    secret_key_file: Option<String>,
+    region: Option<String>,
+    endpoint: Option<String>,
+    usersig_ttl: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawPolling {
+    interval: Option<String>,
+    rate_limit: Option<i64>,
+    timeout: Option<String>,
+    seat_usage: Option<bool>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawProbe {
+    enabled: Option<bool>,
+}
+
+/// Every problem found in a configuration, each naming its key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigErrors(pub Vec<String>);
+
+impl fmt::Display for ConfigErrors {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, e) in self.0.iter().enumerate() {
+            if i > 0 {
+                f.write_str("\n")?;
+            }
+            f.write_str(e)?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for ConfigErrors {}
+
+/// Where the SecretKey is looked up; injectable so tests need no process env.
+pub trait SecretSource {
+    fn env(&self, name: &str) -> Option<String>;
+    fn read_file(&self, path: &Path) -> std::io::Result<String>;
+}
+
+/// The real process environment and file system.
+pub struct ProcessSecrets;
+
+impl SecretSource for ProcessSecrets {
+    fn env(&self, name: &str) -> Option<String> {
+        std::env::var(name).ok()
+    }
+    fn read_file(&self, path: &Path) -> std::io::Result<String> {
+        std::fs::read_to_string(path)
+    }
+}
+
+/// Reads and validates `path`; errors are prefixed with the file name.
+pub fn load(path: &Path, secrets: &dyn SecretSource) -> Result<Config, ConfigErrors> {
+    let text = std::fs::read_to_string(path).map_err(|e| {
+        ConfigErrors(vec![format!("{}: cannot read config file: {e}", path.display())])
+    })?;
+    parse(&text, secrets).map_err(|ConfigErrors(errs)| {
+        ConfigErrors(errs.into_iter().map(|e| format!("{}: {e}", path.display())).collect())
+    })
+}
+
+/// Parses and validates YAML text, collecting every problem rather than the first.
+pub fn parse(text: &str, secrets: &dyn SecretSource) -> Result<Config, ConfigErrors> {
+    let raw: RawConfig = serde_yaml::from_str(text).map_err(|e| ConfigErrors(vec![yaml_error(&e)]))?;
+    let mut errors = Vec::new();
+
+    let Some(app) = raw.app else {
+        errors.push("app: missing (sdkappid, identifier and the SecretKey are required)".to_owned());
+        return Err(ConfigErrors(errors));
+    };
+
+    let sdkappid = match app.sdkappid {
+        None => {
+            errors.push("app.sdkappid: missing".to_owned());
+            0
+        }
+        Some(n) if n <= 0 => {
+            errors.push(format!("app.sdkappid: {n} is not a positive SDKAppID"));
+            0
+        }
+        Some(n) => n as u64,
+    };
+
+    let identifier = app.identifier.unwrap_or_default();
+    if identifier.trim().is_empty() {
+        errors.push("app.identifier: missing or empty (an app administrator account is required)".to_owned());
+    }
+
+    let secret_key = load_secret(app.secret_key_env, app.secret_key_file, secrets, &mut errors);
+
+    let endpoint = match (app.endpoint, app.region) {
+        (Some(endpoint), _) => match Url::parse(&endpoint) {
+            Ok(url) if (url.scheme() == "http" || url.scheme() == "https") && url.host().is_some() => {
+                endpoint.trim_end_matches('/').to_owned()
+            }
+            Ok(url) => {
+                errors.push(format!(
+                    "app.endpoint: {endpoint:?} must be an http:// or https:// URL with a host (scheme {:?})",
+                    url.scheme()
+                ));
+                String::new()
+            }
+            Err(e) => {
+                errors.push(format!("app.endpoint: {endpoint:?} is not a valid URL: {e}"));
+                String::new()
+            }
+        },
+        (None, Some(region)) => match REGIONS.iter().find(|(name, _)| *name == region) {
+            Some((_, domain)) => (*domain).to_owned(),
+            None => {
+                let known: Vec<&str> = REGIONS.iter().map(|(n, _)| *n).collect();
+                errors.push(format!("app.region: unknown region {region:?} (known: {})", known.join(", ")));
+                String::new()
+            }
+        },
+        (None, None) => {
+            errors.push("app.region: missing (or set app.endpoint)".to_owned());
+            String::new()
+        }
+    };
+
+    let usersig_ttl = duration("app.usersig_ttl", app.usersig_ttl, "24h", &mut errors);
+    if usersig_ttl.is_some_and(|d| d < Duration::from_secs(60)) {
+        errors.push(format!(
+            "app.usersig_ttl: {} is too short (at least 1m)",
+            humantime::format_duration(usersig_ttl.unwrap_or_default())
+        ));
+    }
+
+    let polling = raw.polling;
+    let interval = duration("polling.interval", polling.interval, "30s", &mut errors);
+    if interval.is_some_and(|d| d < Duration::from_secs(1)) {
+        errors.push(format!(
+            "polling.interval: {} is shorter than the minimum of 1s",
+            humantime::format_duration(interval.unwrap_or_default())
+        ));
+    }
+    let rate_limit = match polling.rate_limit.unwrap_or(100) {
+        n if n > API_RATE_LIMIT as i64 => {
+            errors.push(format!(
+                "polling.rate_limit: {n} exceeds the API limit of {API_RATE_LIMIT} calls/s"
+            ));
+            0
+        }
+        n if n < 1 => {
+            errors.push(format!("polling.rate_limit: {n} must be at least 1 call/s"));
+            0
+        }
+        n => n as u32,
+    };
+    let timeout = duration("polling.timeout", polling.timeout, "5s", &mut errors);
+    if timeout.is_some_and(|d| d <= BACKEND_TIMEOUT) {
+        errors.push(format!(
+            "polling.timeout: {} must be more than 3s (the backend's own timeout)",
+            humantime::format_duration(timeout.unwrap_or_default())
+        ));
+    }
+
+    let rooms = raw.rooms.unwrap_or_default();
+    if rooms.is_empty() {
+        errors.push("rooms: the list is empty (name at least one room ID)".to_owned());
+    }
+    let mut seen = HashSet::new();
+    for (i, room) in rooms.iter().enumerate() {
+        if let Err(problem) = validate_room_id(room) {
+            errors.push(format!("rooms[{i}]: {problem}"));
+        } else if !seen.insert(room.as_str()) {
+            errors.push(format!("rooms[{i}]: {room:?} is listed more than once"));
+        }
+    }
+
+    if !errors.is_empty() {
+        return Err(ConfigErrors(errors));
+    }
+    Ok(Config {
+        sdkappid,
+        identifier,
+        secret_key: secret_key.unwrap_or_else(|| SecretKey::new(String::new())),
+        endpoint,
+        usersig_ttl: usersig_ttl.unwrap_or_default(),
+        interval: interval.unwrap_or_default(),
+        rate_limit,
+        timeout: timeout.unwrap_or_default(),
+        seat_usage: polling.seat_usage.unwrap_or(true),
+        probe_enabled: raw.probe.enabled.unwrap_or(true),
+        rooms,
+    })
+}
+
+/// A room ID as Room Engine accepts it: non-empty, at most 48 bytes.
+pub fn validate_room_id(room: &str) -> Result<(), String> {
+    if room.is_empty() {
+        Err("room ID is empty".to_owned())
+    } else if room.len() > MAX_ROOM_ID_BYTES {
+        Err(format!(
+            "room ID {room:?} is {} bytes, longer than the limit of {MAX_ROOM_ID_BYTES}",
+            room.len()
+        ))
+    } else {
+        Ok(())
+    }
+}
+
+fn load_secret(
+    env: Option<String>,
+    file: Option<String>,
+    secrets: &dyn SecretSource,
+    errors: &mut Vec<String>,
+) -> Option<SecretKey> {
+    let value = match (env, file) {
+        (Some(_), Some(_)) => {
+            errors.push(
+                "app.secret_key_env, app.secret_key_file: set only one source for the SecretKey".to_owned(),
+            );
+            return None;
+        }
+        (None, Some(path)) => match secrets.read_file(Path::new(&path)) {
+            Ok(text) => (text.trim().to_owned(), format!("app.secret_key_file: {path}")),
+            Err(e) => {
+                errors.push(format!("app.secret_key_file: cannot read {path}: {e}"));
+                return None;
+            }
+        },
+        (env, None) => {
+            let name = env.unwrap_or_else(|| DEFAULT_SECRET_ENV.to_owned());
+            if name.is_empty() {
+                errors.push("app.secret_key_env: empty variable name".to_owned());
+                return None;
+            }
+            match secrets.env(&name) {
+                Some(v) => (v.trim().to_owned(), format!("app.secret_key_env: environment variable {name}")),
+                None => {
+                    errors.push(format!(
+                        "app.secret_key_env: environment variable {name} is not set (it must hold the SecretKey)"
+                    ));
+                    return None;
+                }
+            }
+        }
+    };
+    let (key, source) = value;
+    if key.is_empty() {
+        errors.push(format!("{source} is empty (it must hold the SecretKey)"));
+        return None;
+    }
+    Some(SecretKey::new(key))
+}
+
+/// Parses a humantime duration; `None` (with the error recorded) when it does not parse.
+fn duration(key: &str, value: Option<String>, default: &str, errors: &mut Vec<String>) -> Option<Duration> {
+    let text = value.unwrap_or_else(|| default.to_owned());
+    match humantime::parse_duration(&text) {
+        Ok(d) => Some(d),
+        Err(e) => {
+            errors.push(format!("{key}: {text:?} is not a duration like 30s or 5m: {e}"));
+            None
+        }
+    }
+}
+
+/// serde_yaml's message already names the key path and position
+/// (`polling.rate_limit: invalid type ... at line 9 column 15`); keep it whole.
+fn yaml_error(e: &serde_yaml::Error) -> String {
+    let msg = e.to_string();
+    if msg.contains("EOF while parsing") || msg.is_empty() {
+        "the file is empty or not a YAML mapping".to_owned()
+    } else {
+        msg
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    struct FakeSecrets {
+        env: HashMap<String, String>,
+        files: HashMap<String, String>,
+    }
+
+    impl SecretSource for FakeSecrets {
+        fn env(&self, name: &str) -> Option<String> {
+            self.env.get(name).cloned()
+        }
+        fn read_file(&self, path: &Path) -> std::io::Result<String> {
+            self.files
+                .get(path.to_str().unwrap_or_default())
+                .cloned()
+                .ok_or_else(|| std::io::Error::new(std::io::ErrorKind::NotFound, "No such file or directory (os error 2)"))
+        }
+    }
+
+    fn secrets() -> FakeSecrets {
+        FakeSecrets {
+            env: HashMap::from([("ROOMENGINE_SECRET_KEY".to_owned(), "k3y".to_owned())]),
+            files: HashMap::from([("/run/key".to_owned(), "  filek3y\n".to_owned())]),
+        }
+    }
+
+    const GOOD: &str = "app:\n  sdkappid: 1400000000\n  identifier: administrator\n  region: singapore\npolling:\n  interval: 30s\n  rate_limit: 100\n  timeout: 5s\nrooms:\n  - room-test\n";
+
+    /// GOOD with one line replaced (by its starting text) or removed.
+    fn with(from: &str, to: &str) -> String {
+        let out: Vec<String> = GOOD
+            .lines()
+            .filter_map(|l| {
+                if l.trim_start().starts_with(from) {
+                    (!to.is_empty()).then(|| to.to_owned())
+                } else {
+                    Some(l.to_owned())
+                }
+            })
+            .collect();
+        out.join("\n")
+    }
+
+    fn errors_of(text: &str) -> Vec<String> {
+        match parse(text, &secrets()) {
+            Ok(c) => panic!("expected errors, got {c:?}"),
+            Err(ConfigErrors(e)) => e,
+        }
+    }
+
+    #[test]
+    fn good_config_parses_with_defaults() {
+        let c = parse(GOOD, &secrets()).expect("valid");
+        assert_eq!(c.sdkappid, 1400000000);
+        assert_eq!(c.endpoint, "https://adminapisgp.im.qcloud.com");
+        assert_eq!(c.secret_key.expose(), "k3y");
+        assert_eq!(c.usersig_ttl, Duration::from_secs(86400));
+        assert_eq!(c.rooms, vec!["room-test"]);
+        assert!(c.seat_usage && c.probe_enabled);
+        assert_eq!(
+            c.summary(),
+            "config OK: sdkappid 1400000000, endpoint https://adminapisgp.im.qcloud.com, 1 rooms, interval 30s, rate_limit 100/s"
+        );
+    }
+
+    #[test]
+    fn shipped_example_is_valid() {
+        let text = include_str!("../exporter.yaml");
+        let c = parse(text, &secrets()).expect("exporter.yaml is valid");
+        assert_eq!(c.rooms, vec!["room-test"]);
+    }
+
+    #[test]
+    fn rate_limit_above_api_cap() {
+        assert_eq!(
+            errors_of(&with("rate_limit", "  rate_limit: 250")),
+            vec!["polling.rate_limit: 250 exceeds the API limit of 200 calls/s"]
+        );
+    }
+
+    #[test]
+    fn rate_limit_zero() {
+        assert_eq!(
+            errors_of(&with("rate_limit", "  rate_limit: 0")),
+            vec!["polling.rate_limit: 0 must be at least 1 call/s"]
+        );
+    }
+
+    #[test]
+    fn unknown_key_names_key_and_position() {
+        let e = errors_of(&with("timeout", "  timeout: 5s\n  intervall: 10s"));
+        assert_eq!(e.len(), 1);
+        assert!(e[0].starts_with("polling: unknown field `intervall`"), "{}", e[0]);
+        assert!(e[0].contains("line 9 column 3"), "{}", e[0]);
+    }
+
+    #[test]
+    fn wrong_type_names_key() {
+        let e = errors_of(&with("rate_limit", "  rate_limit: lots"));
+        assert!(e[0].starts_with("polling.rate_limit: invalid type: string \"lots\""), "{}", e[0]);
+    }
+
+    #[test]
+    fn sdkappid_missing_and_not_positive() {
+        assert_eq!(errors_of(&with("sdkappid", "")), vec!["app.sdkappid: missing"]);
+        assert_eq!(
+            errors_of(&with("sdkappid", "  sdkappid: -5")),
+            vec!["app.sdkappid: -5 is not a positive SDKAppID"]
+        );
+    }
+
+    #[test]
+    fn identifier_empty() {
+        assert_eq!(
+            errors_of(&with("identifier", "  identifier: ''")),
+            vec!["app.identifier: missing or empty (an app administrator account is required)"]
+        );
+    }
+
+    #[test]
+    fn secret_env_unset_and_empty() {
+        assert_eq!(
+            errors_of(&with("identifier", "  identifier: administrator\n  secret_key_env: NOPE")),
+            vec!["app.secret_key_env: environment variable NOPE is not set (it must hold the SecretKey)"]
+        );
+        let mut s = secrets();
+        s.env.insert("ROOMENGINE_SECRET_KEY".into(), "  ".into());
+        assert_eq!(
+            parse(GOOD, &s).unwrap_err().0,
+            vec!["app.secret_key_env: environment variable ROOMENGINE_SECRET_KEY is empty (it must hold the SecretKey)"]
+        );
+    }
+
+    #[test]
+    fn secret_from_file_is_trimmed_and_missing_file_named() {
+        let c = parse(&with("identifier", "  identifier: administrator\n  secret_key_file: /run/key"), &secrets())
+            .expect("valid");
+        assert_eq!(c.secret_key.expose(), "filek3y");
+        assert_eq!(
+            errors_of(&with("identifier", "  identifier: administrator\n  secret_key_file: /nope")),
+            vec!["app.secret_key_file: cannot read /nope: No such file or directory (os error 2)"]
+        );
+    }
+
+    #[test]
+    fn two_secret_sources() {
+        assert_eq!(
+            errors_of(&with(
+                "identifier",
+                "  identifier: administrator\n  secret_key_env: ROOMENGINE_SECRET_KEY\n  secret_key_file: /run/key"
+            )),
+            vec!["app.secret_key_env, app.secret_key_file: set only one source for the SecretKey"]
+        );
+    }
+
+    #[test]
+    fn region_unknown_and_missing() {
+        assert_eq!(
+            errors_of(&with("region", "  region: mars")),
+            vec!["app.region: unknown region \"mars\" (known: china, singapore, seoul, frankfurt, mumbai, silicon-valley, jakarta)"]
+        );
+        assert_eq!(errors_of(&with("region", "")), vec!["app.region: missing (or set app.endpoint)"]);
+    }
+
+    #[test]
+    fn endpoint_overrides_region_and_must_be_http() {
+        let c = parse(&with("region", "  endpoint: http://127.0.0.1:39181/"), &secrets()).expect("valid");
+        assert_eq!(c.endpoint, "http://127.0.0.1:39181");
+        assert_eq!(
+            errors_of(&with("region", "  endpoint: ftp://example.com")),
+            vec!["app.endpoint: \"ftp://example.com\" must be an http:// or https:// URL with a host (scheme \"ftp\")"]
+        );
+        assert_eq!(
+            errors_of(&with("region", "  endpoint: not a url")),
+            vec!["app.endpoint: \"not a url\" is not a valid URL: relative URL without a base"]
+        );
+    }
+
+    #[test]
+    fn interval_too_short_and_unparsable() {
+        assert_eq!(
+            errors_of(&with("interval", "  interval: 500ms")),
+            vec!["polling.interval: 500ms is shorter than the minimum of 1s"]
+        );
+        assert_eq!(
+            errors_of(&with("interval", "  interval: soon")),
+            vec!["polling.interval: \"soon\" is not a duration like 30s or 5m: expected number at 0"]
+        );
+    }
+
+    #[test]
+    fn timeout_not_above_backend_timeout() {
+        assert_eq!(
+            errors_of(&with("timeout", "  timeout: 3s")),
+            vec!["polling.timeout: 3s must be more than 3s (the backend's own timeout)"]
+        );
+    }
+
+    #[test]
+    fn usersig_ttl_too_short() {
+        assert_eq!(
+            errors_of(&with("region", "  region: singapore\n  usersig_ttl: 10s")),
+            vec!["app.usersig_ttl: 10s is too short (at least 1m)"]
+        );
+    }
+
+    #[test]
+    fn rooms_empty_long_duplicate() {
+        assert_eq!(
+            errors_of(&with("- room-test", "  []").replace("rooms:\n  []", "rooms: []")),
+            vec!["rooms: the list is empty (name at least one room ID)"]
+        );
+        let long = "r".repeat(49);
+        assert_eq!(
+            errors_of(&with("- room-test", &format!("  - room-test\n  - ''\n  - {long}\n  - room-test"))),
+            vec![
+                "rooms[1]: room ID is empty".to_owned(),
+                format!("rooms[2]: room ID \"{long}\" is 49 bytes, longer than the limit of 48"),
+                "rooms[3]: \"room-test\" is listed more than once".to_owned(),
+            ]
+        );
+    }
+
+    #[test]
+    fn every_problem_is_listed() {
+        let text = with("rate_limit", "  rate_limit: 500").replace("interval: 30s", "interval: 0s");
+        assert_eq!(
+            errors_of(&text),
+            vec![
+                "polling.interval: 0s is shorter than the minimum of 1s",
+                "polling.rate_limit: 500 exceeds the API limit of 200 calls/s"
+            ]
+        );
+    }
+
+    #[test]
+    fn debug_never_shows_the_secret() {
+        let c = parse(GOOD, &secrets()).expect("valid");
+        assert!(!format!("{c:?}").contains("k3y"));
+    }
+}
