@@ -1,10 +1,21 @@
 //! roomengine-exporter: a Prometheus exporter for Tencent Cloud Room Engine rooms.
-//! Data flow: config → poller → api → store → exposition → server; `sim` and
-//! `demo` are the stand-in API server and the credential-free demo.
+//! Data flow: config → poller → budget → api → store → exposition → server,
+//! wired by `app`; `sim` and `demo` are the stand-in API server and the demo.
 
+pub mod api;
+pub mod app;
+pub mod budget;
 pub mod config;
 pub mod demo;
+pub mod exposition;
+pub mod logging;
+pub mod metrics;
+pub mod poller;
+pub mod probe;
+pub mod server;
+pub mod shutdown;
 pub mod sim;
+pub mod store;
 pub mod usersig;
 
 /// Error type for the top-level entry points (`run`, `simulate`, `demo`).

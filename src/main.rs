@@ -1,1 +1,103 @@
-fn main() {}
+//! Command line of roomengine-exporter: flags in the Prometheus style for the
+//! exporter itself, plus the `simulate` and `demo` subcommands.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use tokio_util::sync::CancellationToken;
+
+use roomengine_exporter::logging::{self, LogFormat, LogLevel};
+use roomengine_exporter::{app, config, demo, shutdown, sim};
+
+/// Prometheus exporter for Tencent Cloud Room Engine (Conference) rooms.
+///
+/// Polls get_room_info for the configured rooms in the background, under a
+/// hard call budget, and serves the latest snapshot of every room on /metrics.
+#[derive(Parser, Debug)]
+#[command(version, about, long_about)]
+struct Cli {
+    /// Path to the configuration file.
+    #[arg(long = "config.file", value_name = "PATH", default_value = "exporter.yaml")]
+    config_file: PathBuf,
+    /// Address to listen on for the web interface and telemetry.
+    #[arg(long = "web.listen-address", value_name = "ADDR", default_value = "0.0.0.0:39180")]
+    listen_address: String,
+    /// Path under which to expose metrics.
+    #[arg(long = "web.telemetry-path", value_name = "PATH", default_value = "/metrics")]
+    telemetry_path: String,
+    /// Only log messages with the given severity or above.
+    #[arg(long = "log.level", value_enum, default_value = "info", global = true)]
+    log_level: LogLevel,
+    /// Output format of log messages.
+    #[arg(long = "log.format", value_enum, default_value = "logfmt", global = true)]
+    log_format: LogFormat,
+    /// Validate the configuration file (SecretKey included) and exit: 0 when valid, 1 listing every problem.
+    #[arg(long = "config.check")]
+    config_check: bool,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Run a stand-in for the Room Engine API (for demos and tests; no credentials needed).
+    Simulate(sim::SimulateArgs),
+    /// Run the simulator and the exporter together: live metrics with no account.
+    Demo(demo::DemoArgs),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    if cli.config_check {
+        return match config::load(&cli.config_file, &config::ProcessSecrets) {
+            Ok(c) => {
+                println!("{}: {}", cli.config_file.display(), c.summary());
+                ExitCode::SUCCESS
+            }
+            Err(errors) => {
+                eprintln!("{errors}");
+                ExitCode::FAILURE
+            }
+        };
+    }
+    logging::init(cli.log_level, cli.log_format);
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(async move {
+        match cli.command {
+            Some(Command::Simulate(args)) => sim::run(args).await,
+            Some(Command::Demo(args)) => demo::run(args).await,
+            None => run_exporter(cli).await,
+        }
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!(error = %e, "exiting");
+            eprintln!("roomengine-exporter: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run_exporter(cli: Cli) -> Result<(), roomengine_exporter::BoxError> {
+    let config = config::load(&cli.config_file, &config::ProcessSecrets)?;
+    tracing::info!(version = env!("CARGO_PKG_VERSION"), config = %cli.config_file.display(), "starting");
+    let shutdown = CancellationToken::new();
+    tokio::spawn(shutdown::on_signal(shutdown.clone()));
+    app::run(
+        config,
+        app::WebOptions {
+            listen_address: cli.listen_address,
+            telemetry_path: cli.telemetry_path,
+        },
+        shutdown,
+    )
+    .await
+}

@@ -1,9 +1,344 @@
-//! Placeholder: the Room Engine API simulator (issue 3) lands here.
+//! A stand-in for the Room Engine server REST API, faithful enough that the
+//! exporter cannot tell it from Tencent's: `roomengine-exporter simulate`, the
+//! demo, and the tests all run it. This file holds its options and lifecycle;
+//! `world` is the rooms, `handlers` the Tencent paths, `control` the `/sim/*`
+//! API, `stats` its counters and `clock` its movable wall clock.
+
+mod clock;
+mod control;
+mod handlers;
+mod stats;
+mod world;
+
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::Router;
+use rand::Rng;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::SecretKey;
+use crate::BoxError;
+
+pub use clock::Clock;
+pub use world::{room_id, RoomInfo, Seat, TICK_SECONDS};
 
 /// Flags of `roomengine-exporter simulate`.
 #[derive(clap::Args, Debug, Clone)]
-pub struct SimulateArgs {}
+pub struct SimulateArgs {
+    /// Address to serve the simulated API (and /sim/*) on.
+    #[arg(long, default_value = "127.0.0.1:39181")]
+    pub listen: String,
+    /// Rooms at start: room-0001 .. room-NNNN.
+    #[arg(long, default_value_t = 50)]
+    pub rooms: usize,
+    /// Seed of the rooms' history: the same seed gives the same history.
+    #[arg(long, default_value_t = 1)]
+    pub seed: u64,
+    /// The one SDKAppID the simulator knows.
+    #[arg(long, default_value_t = 1_400_000_000)]
+    pub sdkappid: u64,
+    /// The app administrator account.
+    #[arg(long, default_value = "administrator")]
+    pub identifier: String,
+    /// Environment variable holding the SecretKey; when it is unset, a key is
+    /// generated and printed once.
+    #[arg(long, default_value = crate::config::DEFAULT_SECRET_ENV)]
+    pub secret_key_env: String,
+    /// Calls per second (one-second sliding window) before 60011.
+    #[arg(long, default_value_t = 200)]
+    pub rate_limit: u32,
+    /// Mean time to answer a call; each call waits 0.5x to 1.5x this.
+    #[arg(long, default_value = "20ms", value_parser = humantime::parse_duration)]
+    pub latency: Duration,
+    /// Share of calls answered 100001 (internal error).
+    #[arg(long, default_value_t = 0.0, value_parser = parse_share)]
+    pub fault_rate: f64,
+    /// Share of calls answered HTTP 502 with an HTML body.
+    #[arg(long, default_value_t = 0.0, value_parser = parse_share)]
+    pub http_error_rate: f64,
+    /// Share of calls answered with truncated JSON.
+    #[arg(long, default_value_t = 0.0, value_parser = parse_share)]
+    pub malformed_rate: f64,
+    /// Share of rooms destroyed and replaced by new ones per minute.
+    #[arg(long, default_value_t = 0.0, value_parser = parse_share)]
+    pub churn: f64,
+}
 
-pub async fn run(_args: SimulateArgs) -> Result<(), crate::BoxError> {
-    Err("the simulator is not built yet".into())
+fn parse_share(text: &str) -> Result<f64, String> {
+    match text.parse::<f64>() {
+        Ok(share) if (0.0..=1.0).contains(&share) => Ok(share),
+        _ => Err(format!("{text:?} is not a share between 0 and 1")),
+    }
+}
+
+/// Everything a simulator is started with. [`SimOptions::new`] gives the
+/// `simulate` defaults, except: port 0 (any free one) and no latency.
+#[derive(Debug, Clone)]
+pub struct SimOptions {
+    /// Address to bind, e.g. `127.0.0.1:0`.
+    pub listen: String,
+    pub rooms: usize,
+    pub seed: u64,
+    pub sdkappid: u64,
+    pub identifier: String,
+    pub secret_key: SecretKey,
+    pub rate_limit: u32,
+    /// Mean answer delay (jittered 0.5x..1.5x); zero answers at once.
+    pub latency: Duration,
+    pub fault_rate: f64,
+    pub http_error_rate: f64,
+    pub malformed_rate: f64,
+    /// Share of rooms replaced per simulated minute.
+    pub churn: f64,
+    /// Seconds added to the system clock when checking UserSig expiry.
+    pub clock_offset_secs: i64,
+    /// World time at tick 0 (Unix s); `None` takes the clock's now. Fix it to
+    /// compare two simulators' histories.
+    pub epoch: Option<u64>,
+    /// Real time between ticks; `None` leaves ticking to [`SimHandle::step`].
+    pub tick: Option<Duration>,
+}
+
+impl SimOptions {
+    pub fn new(secret_key: SecretKey) -> Self {
+        SimOptions {
+            listen: "127.0.0.1:0".into(),
+            rooms: 50,
+            seed: 1,
+            sdkappid: 1_400_000_000,
+            identifier: "administrator".into(),
+            secret_key,
+            rate_limit: 200,
+            latency: Duration::ZERO,
+            fault_rate: 0.0,
+            http_error_rate: 0.0,
+            malformed_rate: 0.0,
+            churn: 0.0,
+            clock_offset_secs: 0,
+            epoch: None,
+            tick: Some(Duration::from_secs(TICK_SECONDS)),
+        }
+    }
+
+    fn check(&self) -> Result<(), BoxError> {
+        for (name, share) in [
+            ("fault_rate", self.fault_rate),
+            ("http_error_rate", self.http_error_rate),
+            ("malformed_rate", self.malformed_rate),
+            ("churn", self.churn),
+        ] {
+            if !(0.0..=1.0).contains(&share) {
+                return Err(format!("simulator option {name} must be between 0 and 1, not {share}").into());
+            }
+        }
+        if self.tick.is_some_and(|t| t.is_zero()) {
+            return Err("simulator option tick must be longer than zero".into());
+        }
+        Ok(())
+    }
+}
+
+/// State shared by every request handler and the ticking task.
+pub(crate) struct Shared {
+    /// Locked only for short, synchronous reads and updates (never across `.await`).
+    pub world: Mutex<world::World>,
+    pub stats: stats::Stats,
+    pub clock: Clock,
+    pub auth: handlers::Auth,
+    pub faults: handlers::Faults,
+    pub rate_limit: u32,
+    pub latency: Duration,
+}
+
+impl Shared {
+    pub fn world(&self) -> std::sync::MutexGuard<'_, world::World> {
+        self.world.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// Starts simulators.
+pub struct Simulator;
+
+impl Simulator {
+    /// Binds `options.listen`, serves the API and `/sim/*`, and (with
+    /// `options.tick`) advances the world in the background.
+    pub async fn start(options: SimOptions) -> Result<SimHandle, BoxError> {
+        options.check()?;
+        let clock = Clock::with_offset(options.clock_offset_secs);
+        let epoch = options.epoch.unwrap_or_else(|| clock.now_unix());
+        let shared = Arc::new(Shared {
+            world: Mutex::new(world::World::new(options.seed, options.rooms, epoch, options.churn)),
+            stats: stats::Stats::default(),
+            clock,
+            auth: handlers::Auth {
+                sdkappid: options.sdkappid,
+                identifier: options.identifier.clone(),
+                key: options.secret_key.clone(),
+            },
+            faults: handlers::Faults::new(&options),
+            rate_limit: options.rate_limit,
+            latency: options.latency,
+        });
+        let listener = tokio::net::TcpListener::bind(&options.listen)
+            .await
+            .map_err(|e| format!("simulator cannot listen on {}: {e}", options.listen))?;
+        let addr = listener.local_addr()?;
+        let app = Router::new()
+            .merge(handlers::routes())
+            .merge(control::routes())
+            .with_state(shared.clone());
+        let cancel = CancellationToken::new();
+        let stop = cancel.clone();
+        let mut tasks = vec![tokio::spawn(async move {
+            let server = axum::serve(listener, app).with_graceful_shutdown(stop.cancelled_owned());
+            if let Err(e) = server.await {
+                tracing::error!(error = %e, "simulator server failed");
+            }
+        })];
+        if let Some(period) = options.tick {
+            tasks.push(tokio::spawn(tick_world(shared.clone(), period, cancel.clone())));
+        }
+        Ok(SimHandle {
+            addr,
+            shared,
+            cancel,
+            tasks,
+        })
+    }
+}
+
+/// Advances the world one tick per `period` until cancelled.
+async fn tick_world(shared: Arc<Shared>, period: Duration, cancel: CancellationToken) {
+    let mut ticker = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = cancel.cancelled() => return,
+            _ = ticker.tick() => shared.world().step(),
+        }
+    }
+}
+
+/// A running simulator. Dropping it stops the server too; [`SimHandle::shutdown`]
+/// also waits until it has stopped.
+pub struct SimHandle {
+    addr: SocketAddr,
+    shared: Arc<Shared>,
+    cancel: CancellationToken,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+impl SimHandle {
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// `http://ADDR`, the `endpoint` to give the exporter.
+    pub fn base_url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// Advances the world `ticks` ticks now (deterministic; works with or
+    /// without background ticking).
+    pub fn step(&self, ticks: u64) {
+        let mut world = self.shared.world();
+        for _ in 0..ticks {
+            world.step();
+        }
+    }
+
+    /// Sets the clock UserSigs are checked against to `unix` (and on from there).
+    pub fn set_clock(&self, unix: u64) {
+        self.shared.clock.set_now(unix);
+    }
+
+    /// IDs of the rooms that exist now, sorted.
+    pub fn room_ids(&self) -> Vec<String> {
+        self.shared.world().rooms().map(|r| r.info.room_id.clone()).collect()
+    }
+
+    /// The most calls received in any one-second window so far.
+    pub fn max_calls_per_second(&self) -> u64 {
+        self.shared.stats.max_calls_per_second()
+    }
+
+    /// Calls received for `api` (e.g. `get_room_info`), rejected ones included.
+    pub fn calls(&self, api: &str) -> u64 {
+        self.shared.stats.calls(api)
+    }
+
+    /// Stops serving and ticking and waits for both to end.
+    pub async fn shutdown(mut self) {
+        self.cancel.cancel();
+        for task in std::mem::take(&mut self.tasks) {
+            let _ = task.await;
+        }
+    }
+}
+
+impl Drop for SimHandle {
+    fn drop(&mut self) {
+        self.cancel.cancel();
+    }
+}
+
+/// A fresh random SecretKey: 64 hex digits, like the console's.
+pub fn generate_secret_key() -> SecretKey {
+    let mut rng = rand::rng();
+    SecretKey::new((0..32).map(|_| format!("{:02x}", rng.random::<u8>())).collect())
+}
+
+/// Resolves on SIGINT (Ctrl-C) or SIGTERM.
+pub(crate) async fn shutdown_signal() -> std::io::Result<()> {
+    let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    tokio::select! {
+        result = tokio::signal::ctrl_c() => result,
+        _ = terminate.recv() => Ok(()),
+    }
+}
+
+/// `roomengine-exporter simulate`: serves until SIGINT or SIGTERM.
+pub async fn run(args: SimulateArgs) -> Result<(), BoxError> {
+    let secret_key = match std::env::var(&args.secret_key_env) {
+        Ok(value) if !value.is_empty() => SecretKey::new(value),
+        _ => {
+            let key = generate_secret_key();
+            println!(
+                "${} is not set; this run's generated SecretKey is {}",
+                args.secret_key_env,
+                key.expose()
+            );
+            key
+        }
+    };
+    let options = SimOptions {
+        listen: args.listen,
+        rooms: args.rooms,
+        seed: args.seed,
+        sdkappid: args.sdkappid,
+        identifier: args.identifier,
+        secret_key,
+        rate_limit: args.rate_limit,
+        latency: args.latency,
+        fault_rate: args.fault_rate,
+        http_error_rate: args.http_error_rate,
+        malformed_rate: args.malformed_rate,
+        churn: args.churn,
+        ..SimOptions::new(SecretKey::new(String::new()))
+    };
+    let (sdkappid, identifier, rooms) = (options.sdkappid, options.identifier.clone(), options.rooms);
+    let handle = Simulator::start(options).await?;
+    println!(
+        "Room Engine simulator on {url}: sdkappid {sdkappid}, identifier {identifier}, {rooms} rooms\n\
+         rooms: {url}/sim/rooms   counters: {url}/sim/metrics",
+        url = handle.base_url()
+    );
+    tracing::info!(address = %handle.addr(), "simulator listening");
+    shutdown_signal().await?;
+    tracing::info!("simulator stopping");
+    handle.shutdown().await;
+    Ok(())
 }

@@ -1,0 +1,207 @@
+//! The Room Engine REST client: builds signed requests, sends them through
+//! one pooled keep-alive connection pool with a timeout and a body cap, and
+//! turns every answer into a value or a classified [`CallError`].
+
+pub mod model;
+pub mod outcome;
+
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use serde::de::DeserializeOwned;
+
+use crate::budget::{Budget, Permit};
+use crate::config::Config;
+use crate::metrics::{SelfMetrics, API_GET_ROOM_INFO, API_GET_SEAT_LIST};
+use crate::usersig::Signer;
+use model::{Envelope, RoomInfo, RoomInfoResponse, SeatListResponse, SeatUsage};
+pub use outcome::{CallError, ErrorClass};
+
+/// Larger answers are refused, not buffered: a RoomInfo is about 1 KiB.
+pub const MAX_BODY_BYTES: usize = 1024 * 1024;
+
+pub struct ApiClient {
+    http: reqwest::Client,
+    endpoint: String,
+    sdkappid: u64,
+    identifier_query: String,
+    identifier: String,
+    signer: Signer,
+    budget: Arc<Budget>,
+    metrics: Arc<SelfMetrics>,
+    /// Auth/config codes already logged with their hint: each is logged once.
+    hinted: Mutex<HashSet<String>>,
+}
+
+impl ApiClient {
+    pub fn new(config: &Config, budget: Arc<Budget>, metrics: Arc<SelfMetrics>) -> Result<ApiClient, crate::BoxError> {
+        let http = reqwest::Client::builder()
+            .timeout(config.timeout)
+            .connect_timeout(config.timeout.min(Duration::from_secs(5)))
+            .pool_idle_timeout(Duration::from_secs(90))
+            .user_agent(concat!("roomengine-exporter/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .map_err(|e| format!("cannot build the HTTP client: {}", e.without_url()))?;
+        let signer = Signer::new(
+            config.secret_key.clone(),
+            config.sdkappid,
+            config.identifier.clone(),
+            config.usersig_ttl,
+        );
+        Ok(ApiClient {
+            http,
+            endpoint: config.endpoint.clone(),
+            sdkappid: config.sdkappid,
+            identifier_query: url::form_urlencoded::byte_serialize(config.identifier.as_bytes()).collect(),
+            identifier: config.identifier.clone(),
+            signer,
+            budget,
+            metrics,
+            hinted: Mutex::new(HashSet::new()),
+        })
+    }
+
+    pub fn budget(&self) -> &Arc<Budget> {
+        &self.budget
+    }
+
+    /// `room_engine_http_srv/get_room_info` for one room.
+    pub async fn get_room_info(&self, permit: Permit, room_id: &str) -> Result<RoomInfo, CallError> {
+        let resp: RoomInfoResponse = self
+            .call(permit, API_GET_ROOM_INFO, "room_engine_http_srv/get_room_info", room_id)
+            .await?;
+        resp.room_info
+            .ok_or_else(|| CallError::transport("decode", ErrorClass::Retryable, "answer has no Response.RoomInfo"))
+    }
+
+    /// `room_engine_http_mic/get_seat_list` for one room, counted.
+    pub async fn get_seat_list(&self, permit: Permit, room_id: &str) -> Result<SeatUsage, CallError> {
+        let resp: SeatListResponse = self
+            .call(permit, API_GET_SEAT_LIST, "room_engine_http_mic/get_seat_list", room_id)
+            .await?;
+        Ok(SeatUsage::count(&resp.seat_list))
+    }
+
+    async fn call<T: DeserializeOwned>(
+        &self,
+        _permit: Permit,
+        api: &str,
+        command: &str,
+        room_id: &str,
+    ) -> Result<T, CallError> {
+        let (usersig, expires_at) = self.signer.current();
+        self.metrics.usersig_expiry.set(expires_at as f64);
+        let url = format!(
+            "{}/v4/{command}?sdkappid={}&identifier={}&usersig={usersig}&random={}&contenttype=json",
+            self.endpoint,
+            self.sdkappid,
+            self.identifier_query,
+            rand::random::<u32>()
+        );
+        let body = serde_json::json!({ "RoomId": room_id }).to_string();
+
+        self.metrics.requests.with_label_values(&[api]).inc();
+        let started = Instant::now();
+        let result = self.send(url, body).await;
+        self.metrics
+            .duration
+            .with_label_values(&[api])
+            .observe(started.elapsed().as_secs_f64());
+
+        match &result {
+            Ok(_) => self.budget.on_success(),
+            Err(e) => {
+                self.metrics.errors.with_label_values(&[api, &e.code]).inc();
+                match e.class {
+                    ErrorClass::RateLimited => self.budget.on_rate_limited(),
+                    ErrorClass::Auth => self.hint_once(&e.code),
+                    _ => {}
+                }
+            }
+        }
+        result
+    }
+
+    async fn send<T: DeserializeOwned>(&self, url: String, body: String) -> Result<T, CallError> {
+        let mut response = self
+            .http
+            .post(url)
+            .header(reqwest::header::CONTENT_TYPE, "application/json")
+            .body(body)
+            .send()
+            .await
+            .map_err(transport_error)?;
+        let status = response.status();
+        if !status.is_success() {
+            let class = if status.is_server_error() {
+                ErrorClass::Retryable
+            } else {
+                ErrorClass::BadRequest
+            };
+            return Err(CallError::transport(
+                &format!("http_{}", status.as_u16()),
+                class,
+                format!("HTTP status {status}"),
+            ));
+        }
+        if response.content_length().is_some_and(|n| n > MAX_BODY_BYTES as u64) {
+            return Err(too_large());
+        }
+        let mut bytes = Vec::with_capacity(4096);
+        while let Some(chunk) = response.chunk().await.map_err(transport_error)? {
+            if bytes.len() + chunk.len() > MAX_BODY_BYTES {
+                return Err(too_large());
+            }
+            bytes.extend_from_slice(&chunk);
+        }
+        let envelope: Envelope<T> = serde_json::from_slice(&bytes).map_err(|e| {
+            CallError::transport("decode", ErrorClass::Retryable, format!("answer is not the expected JSON: {e}"))
+        })?;
+        if envelope.error_code != 0 {
+            return Err(CallError::from_error_code(envelope.error_code, &envelope.error_info));
+        }
+        envelope
+            .response
+            .ok_or_else(|| CallError::transport("decode", ErrorClass::Retryable, "answer has no Response"))
+    }
+
+    fn hint_once(&self, code: &str) {
+        let first = self.hinted.lock().unwrap_or_else(|p| p.into_inner()).insert(code.to_owned());
+        if first {
+            tracing::error!(
+                code,
+                hint = %outcome::auth_hint(code, self.sdkappid, &self.identifier),
+                "the Room Engine API refused the exporter's credentials; nothing is measured until this is fixed (logged once per code)"
+            );
+        }
+    }
+}
+
+fn too_large() -> CallError {
+    CallError::transport(
+        "body_too_large",
+        ErrorClass::BadRequest,
+        format!("answer is larger than {MAX_BODY_BYTES} bytes"),
+    )
+}
+
+/// A reqwest error, with the URL (which carries the UserSig) stripped.
+fn transport_error(e: reqwest::Error) -> CallError {
+    let (code, what) = if e.is_timeout() {
+        ("timeout", "request timed out")
+    } else if e.is_connect() {
+        ("connect", "cannot connect")
+    } else {
+        ("connect", "transport error")
+    };
+    let mut detail = what.to_owned();
+    let e = e.without_url();
+    let mut source: Option<&dyn std::error::Error> = std::error::Error::source(&e);
+    while let Some(s) = source {
+        detail.push_str(": ");
+        detail.push_str(&s.to_string());
+        source = s.source();
+    }
+    CallError::transport(code, ErrorClass::Retryable, detail)
+}

@@ -1,0 +1,91 @@
+//! Wires the parts together for one exporter run: the budget, the API client,
+//! the store, the poller task and the HTTP server, all stopped by one
+//! cancellation token (SIGINT/SIGTERM in the binary, the caller in the demo).
+
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio_util::sync::CancellationToken;
+
+use crate::api::ApiClient;
+use crate::budget::Budget;
+use crate::config::Config;
+use crate::metrics::SelfMetrics;
+use crate::poller::Poller;
+use crate::probe::Prober;
+use crate::server::{router, AppState};
+use crate::store::Store;
+use crate::BoxError;
+
+/// Where the HTTP side listens.
+#[derive(Debug, Clone)]
+pub struct WebOptions {
+    pub listen_address: String,
+    pub telemetry_path: String,
+}
+
+/// Runs the exporter until `shutdown` is cancelled, then stops polling, lets
+/// the responses in flight finish, and returns.
+pub async fn run(config: Config, web: WebOptions, shutdown: CancellationToken) -> Result<(), BoxError> {
+    if !web.telemetry_path.starts_with('/') || web.telemetry_path.len() < 2 {
+        return Err(format!("--web.telemetry-path {:?} must start with / and name a path", web.telemetry_path).into());
+    }
+    let listener = tokio::net::TcpListener::bind(&web.listen_address)
+        .await
+        .map_err(|e| format!("cannot listen on {}: {e}", web.listen_address))?;
+    let local = listener.local_addr()?;
+
+    let metrics = Arc::new(SelfMetrics::new());
+    let budget = Arc::new(Budget::new(config.rate_limit));
+    metrics.rate_limit.set(f64::from(config.rate_limit));
+    metrics.rate_limit_effective.set(budget.effective());
+    metrics.rooms_configured.set(config.rooms.len() as i64);
+    metrics.config_reload_ok.set(1);
+    let client = Arc::new(ApiClient::new(&config, budget.clone(), metrics.clone())?);
+    let store = Arc::new(Store::new());
+    let ready = Arc::new(AtomicBool::new(false));
+
+    let poller = Poller {
+        client: client.clone(),
+        store: store.clone(),
+        metrics: metrics.clone(),
+        rooms: config.rooms.clone(),
+        interval: config.interval,
+        seat_usage: config.seat_usage,
+        ready: ready.clone(),
+    };
+    let polling = tokio::spawn(poller.run(shutdown.clone()));
+
+    let state = AppState {
+        store,
+        metrics,
+        budget,
+        ready,
+        telemetry_path: web.telemetry_path.clone(),
+        prober: config
+            .probe_enabled
+            .then(|| Arc::new(Prober::new(client, config.seat_usage))),
+    };
+    tracing::info!(
+        address = %local,
+        telemetry_path = %web.telemetry_path,
+        rooms = config.rooms.len(),
+        endpoint = %config.endpoint,
+        rate_limit = config.rate_limit,
+        interval = %humantime::format_duration(config.interval),
+        "roomengine-exporter listening"
+    );
+    axum::serve(listener, router(state))
+        .with_graceful_shutdown(shutdown.clone().cancelled_owned())
+        .await
+        .map_err(|e| format!("HTTP server failed: {e}"))?;
+
+    // Polls in flight end within the request timeout (plus back-off, which shutdown cuts short).
+    let grace = config.timeout + Duration::from_secs(1);
+    if tokio::time::timeout(grace, polling).await.is_err() {
+        tracing::warn!("polls still in flight after {}; exiting anyway", humantime::format_duration(grace));
+    }
+    tracing::info!("stopped");
+    Ok(())
+}

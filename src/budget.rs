@@ -1,0 +1,197 @@
+//! The one rate limiter every outgoing API call passes, retries and probes
+//! included. It paces calls evenly at the effective rate and, as a hard
+//! guard, never grants more than `rate_limit` permits in any one-second window.
+//!
+//! Why not `governor`: its GCRA cannot change rate on the fly (we halve it on
+//! rate-limited answers) and cannot refuse a permit that would come after a
+//! deadline without reserving it (the probe needs both). The reservation model
+//! here is small: each caller reserves the next free slot under a mutex, then
+//! sleeps until it outside the lock.
+
+use std::collections::VecDeque;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+/// Slack added to the one-second window, so that scheduling jitter between
+/// granting a permit and the request leaving the socket cannot squeeze
+/// `rate_limit + 1` arrivals into one second at the server.
+const WINDOW_MARGIN: Duration = Duration::from_millis(25);
+const WINDOW: Duration = Duration::from_secs(1);
+/// While calls succeed, the effective rate climbs back by this share of the
+/// configured rate per second.
+const RECOVERY_PER_SECOND: f64 = 0.10;
+
+/// Proof that a call was granted by the budget; API calls require one, so no
+/// code path can send a request without passing the budget.
+#[derive(Debug)]
+pub struct Permit(());
+
+pub struct Budget {
+    configured: u32,
+    state: Mutex<State>,
+}
+
+struct State {
+    effective: f64,
+    /// The earliest instant the next permit may be granted at (pacing).
+    next_slot: Instant,
+    /// Grant instants of the last `configured` permits, oldest first.
+    granted: VecDeque<Instant>,
+    last_recovery: Instant,
+}
+
+/// The budget could not grant a permit before the caller's deadline.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BudgetExhausted;
+
+impl Budget {
+    pub fn new(rate_limit: u32) -> Budget {
+        let configured = rate_limit.max(1);
+        let now = Instant::now();
+        Budget {
+            configured,
+            state: Mutex::new(State {
+                effective: configured as f64,
+                next_slot: now,
+                granted: VecDeque::with_capacity(configured as usize + 1),
+                last_recovery: now,
+            }),
+        }
+    }
+
+    pub fn configured(&self) -> u32 {
+        self.configured
+    }
+
+    pub fn effective(&self) -> f64 {
+        self.lock().effective
+    }
+
+    /// Waits for a permit.
+    pub async fn acquire(&self) -> Permit {
+        let slot = self.reserve(None).unwrap_or_else(|_| Instant::now());
+        tokio::time::sleep_until(slot).await;
+        Permit(())
+    }
+
+    /// Waits for a permit that can be granted before `deadline`; refuses at
+    /// once (reserving nothing) when the queue already reaches past it.
+    pub async fn acquire_before(&self, deadline: Instant) -> Result<Permit, BudgetExhausted> {
+        let slot = self.reserve(Some(deadline))?;
+        tokio::time::sleep_until(slot).await;
+        Ok(Permit(()))
+    }
+
+    /// The API said we exceeded its frequency limit: halve the effective rate.
+    pub fn on_rate_limited(&self) {
+        let mut st = self.lock();
+        st.effective = (st.effective / 2.0).max(1.0);
+        st.last_recovery = Instant::now();
+    }
+
+    /// A call succeeded: let the effective rate climb back towards the configured one.
+    pub fn on_success(&self) {
+        let mut st = self.lock();
+        let now = Instant::now();
+        let configured = self.configured as f64;
+        if st.effective < configured {
+            let secs = now.duration_since(st.last_recovery).as_secs_f64();
+            if secs >= 1.0 {
+                st.effective = (st.effective + configured * RECOVERY_PER_SECOND * secs.floor()).min(configured);
+                st.last_recovery = now;
+            }
+        } else {
+            st.last_recovery = now;
+        }
+    }
+
+    /// Reserves the next slot: paced by the effective rate and never the
+    /// `configured + 1`-th grant inside one window.
+    fn reserve(&self, deadline: Option<Instant>) -> Result<Instant, BudgetExhausted> {
+        let mut st = self.lock();
+        let now = Instant::now();
+        let mut slot = st.next_slot.max(now);
+        if st.granted.len() >= self.configured as usize {
+            let oldest_in_window = st.granted[st.granted.len() - self.configured as usize];
+            slot = slot.max(oldest_in_window + WINDOW + WINDOW_MARGIN);
+        }
+        if deadline.is_some_and(|d| slot > d) {
+            return Err(BudgetExhausted);
+        }
+        st.next_slot = slot + Duration::from_secs_f64(1.0 / st.effective);
+        st.granted.push_back(slot);
+        while st.granted.len() > self.configured as usize {
+            st.granted.pop_front();
+        }
+        Ok(slot)
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        // The state stays consistent even if a holder panicked: every update is a single assignment.
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Counts the most grants inside any window of one second.
+    fn worst_window(grants: &[Instant]) -> usize {
+        let mut worst = 0;
+        for (i, start) in grants.iter().enumerate() {
+            let n = grants[i..].iter().take_while(|t| t.duration_since(*start) < WINDOW).count();
+            worst = worst.max(n);
+        }
+        worst
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn never_more_than_rate_in_any_second() {
+        let budget = Budget::new(20);
+        let mut grants = Vec::new();
+        for _ in 0..100 {
+            budget.acquire().await;
+            grants.push(Instant::now());
+        }
+        assert_eq!(worst_window(&grants), 20);
+        let span = grants[99].duration_since(grants[0]).as_secs_f64();
+        // 100 paced grants at 20/s, plus the window margin every 20 grants.
+        assert!((4.95..5.2).contains(&span), "span {span}");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn rate_limited_halves_and_success_restores() {
+        let budget = Budget::new(100);
+        budget.on_rate_limited();
+        assert_eq!(budget.effective(), 50.0);
+        budget.on_rate_limited();
+        assert_eq!(budget.effective(), 25.0);
+        tokio::time::advance(Duration::from_millis(500)).await;
+        budget.on_success();
+        assert_eq!(budget.effective(), 25.0);
+        tokio::time::advance(Duration::from_secs(3)).await;
+        budget.on_success();
+        assert_eq!(budget.effective(), 55.0);
+        tokio::time::advance(Duration::from_secs(10)).await;
+        budget.on_success();
+        assert_eq!(budget.effective(), 100.0);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn refuses_a_permit_past_the_deadline_without_reserving() {
+        let budget = Budget::new(2);
+        let start = Instant::now();
+        budget.acquire().await;
+        budget.acquire().await;
+        // The third permit is due a second after the first: too late for a 100 ms deadline.
+        assert_eq!(
+            budget.acquire_before(start + Duration::from_millis(100)).await.err(),
+            Some(BudgetExhausted)
+        );
+        budget.acquire_before(start + Duration::from_secs(2)).await.expect("granted");
+        assert!(Instant::now().duration_since(start) >= WINDOW + WINDOW_MARGIN);
+    }
+}

@@ -1,0 +1,126 @@
+//! The exporter's own health metrics (requests, errors, latency, budget,
+//! sweeps, UserSig expiry), kept in a prometheus crate registry and rendered
+//! after the room families on every scrape.
+
+use prometheus::{
+    Encoder, Gauge, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, Opts, Registry,
+    TextEncoder,
+};
+
+pub const API_GET_ROOM_INFO: &str = "get_room_info";
+pub const API_GET_SEAT_LIST: &str = "get_seat_list";
+
+/// Handles to every self-metric; cheap to share behind an `Arc`.
+pub struct SelfMetrics {
+    registry: Registry,
+    pub requests: IntCounterVec,
+    pub errors: IntCounterVec,
+    pub duration: HistogramVec,
+    pub rate_limit: Gauge,
+    pub rate_limit_effective: Gauge,
+    pub rooms_configured: IntGauge,
+    pub sweep_duration: Gauge,
+    pub usersig_expiry: Gauge,
+    pub config_reload_ok: IntGauge,
+}
+
+impl SelfMetrics {
+    pub fn new() -> SelfMetrics {
+        let registry = Registry::new();
+        let requests = IntCounterVec::new(
+            Opts::new("roomengine_api_requests_total", "Calls sent to the Room Engine API, retries included."),
+            &["api"],
+        )
+        .expect("valid metric");
+        let errors = IntCounterVec::new(
+            Opts::new(
+                "roomengine_api_request_errors_total",
+                "Calls to the Room Engine API that failed, by ErrorCode (or timeout, connect, http_NNN, decode, body_too_large).",
+            ),
+            &["api", "code"],
+        )
+        .expect("valid metric");
+        let duration = HistogramVec::new(
+            HistogramOpts::new(
+                "roomengine_api_request_duration_seconds",
+                "Latency of calls to the Room Engine API, from send to decoded answer.",
+            )
+            .buckets(vec![0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0]),
+            &["api"],
+        )
+        .expect("valid metric");
+        let rate_limit = Gauge::new(
+            "roomengine_rate_limit_requests_per_second",
+            "Configured call budget (polling.rate_limit): no one-second window holds more calls.",
+        )
+        .expect("valid metric");
+        let rate_limit_effective = Gauge::new(
+            "roomengine_rate_limit_effective_requests_per_second",
+            "Call rate in use after back-off: halved on each rate-limited answer, restored gradually.",
+        )
+        .expect("valid metric");
+        let rooms_configured =
+            IntGauge::new("roomengine_rooms_configured", "Rooms listed in the configuration.").expect("valid metric");
+        let sweep_duration = Gauge::new(
+            "roomengine_sweep_duration_seconds",
+            "How long the last full background pass over all configured rooms took.",
+        )
+        .expect("valid metric");
+        let usersig_expiry = Gauge::new(
+            "roomengine_usersig_expiry_timestamp_seconds",
+            "When the UserSig in use expires (Unix seconds); it is renewed after 80% of its lifetime.",
+        )
+        .expect("valid metric");
+        let build_info = IntGauge::with_opts(
+            Opts::new("roomengine_exporter_build_info", "Build of the exporter; always 1.")
+                .const_label("version", env!("CARGO_PKG_VERSION")),
+        )
+        .expect("valid metric");
+        build_info.set(1);
+        let config_reload_ok = IntGauge::new(
+            "roomengine_config_last_reload_successful",
+            "1 when the configuration in use loaded and validated successfully.",
+        )
+        .expect("valid metric");
+        for c in [
+            Box::new(requests.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(errors.clone()),
+            Box::new(duration.clone()),
+            Box::new(rate_limit.clone()),
+            Box::new(rate_limit_effective.clone()),
+            Box::new(rooms_configured.clone()),
+            Box::new(sweep_duration.clone()),
+            Box::new(usersig_expiry.clone()),
+            Box::new(build_info),
+            Box::new(config_reload_ok.clone()),
+        ] {
+            registry.register(c).expect("unique metric names");
+        }
+        SelfMetrics {
+            registry,
+            requests,
+            errors,
+            duration,
+            rate_limit,
+            rate_limit_effective,
+            rooms_configured,
+            sweep_duration,
+            usersig_expiry,
+            config_reload_ok,
+        }
+    }
+
+    /// Appends the text exposition of every self-metric to `out`.
+    pub fn render_into(&self, out: &mut Vec<u8>) {
+        // Encoding into a Vec only fails on invalid metric families, which we never build.
+        if let Err(e) = TextEncoder::new().encode(&self.registry.gather(), out) {
+            tracing::error!(error = %e, "cannot encode self-metrics");
+        }
+    }
+}
+
+impl Default for SelfMetrics {
+    fn default() -> Self {
+        SelfMetrics::new()
+    }
+}

@@ -1,0 +1,262 @@
+//! The background schedule: which room is polled when. Each pass spreads its
+//! polls evenly across `polling.interval` (stretched to calls ÷ rate when the
+//! budget cannot fit them), retries retryable failures with jittered
+//! exponential back-off, and records every outcome in the store.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::Semaphore;
+use tokio::task::JoinSet;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use crate::api::model::{RoomInfo, SeatUsage};
+use crate::api::{ApiClient, CallError, ErrorClass};
+use crate::metrics::SelfMetrics;
+use crate::store::Store;
+
+/// Retries after the first attempt, for retryable failures only.
+pub const MAX_RETRIES: u32 = 2;
+const BACKOFF_BASE: Duration = Duration::from_millis(250);
+/// Polls waiting for the budget or a response at once; beyond this the
+/// schedule waits, so a slow API cannot pile up tasks or memory.
+pub const MAX_IN_FLIGHT: usize = 64;
+
+pub struct Poller {
+    pub client: Arc<ApiClient>,
+    pub store: Arc<Store>,
+    pub metrics: Arc<SelfMetrics>,
+    pub rooms: Vec<String>,
+    pub interval: Duration,
+    pub seat_usage: bool,
+    /// Set once the first pass is complete (`/-/ready`).
+    pub ready: Arc<AtomicBool>,
+}
+
+/// How one room's poll ended, for the pass summary.
+enum PollResult {
+    Ok,
+    Gone,
+    Failed(String),
+}
+
+impl Poller {
+    /// Runs passes until `shutdown`; then lets the polls in flight finish.
+    pub async fn run(self, shutdown: CancellationToken) {
+        let this = Arc::new(self);
+        let in_flight = Arc::new(Semaphore::new(MAX_IN_FLIGHT));
+        let mut first = true;
+        let mut warned_stretch = false;
+        while !shutdown.is_cancelled() {
+            let pass_start = Instant::now();
+            let rate = this.client.budget().effective();
+            let calls = this.calls_per_pass();
+            let shortest = Duration::from_secs_f64(calls as f64 / rate);
+            if shortest > this.interval && !warned_stretch && !first {
+                warned_stretch = true;
+                tracing::warn!(
+                    rooms = this.rooms.len(),
+                    calls_per_pass = calls,
+                    rate_limit = rate,
+                    interval = %humantime::format_duration(this.interval),
+                    pass = %humantime::format_duration(round_ms(shortest)),
+                    "the rooms do not fit in one interval at this rate limit: each pass stretches (logged once)"
+                );
+            }
+            // The first pass runs at the full budget, so every room has data as soon as possible.
+            let pass_len = if first { Duration::ZERO } else { this.interval.max(shortest) };
+            let spacing = pass_len / this.rooms.len().max(1) as u32;
+
+            let mut tasks = JoinSet::new();
+            let mut summary = PassSummary::default();
+            for (k, room) in this.rooms.iter().enumerate() {
+                let due = pass_start + spacing * k as u32;
+                let slot = tokio::select! {
+                    _ = shutdown.cancelled() => break,
+                    slot = async {
+                        tokio::time::sleep_until(due).await;
+                        in_flight.clone().acquire_owned().await
+                    } => slot,
+                };
+                let Ok(slot) = slot else { break };
+                let this = this.clone();
+                let room = room.clone();
+                let shutdown = shutdown.clone();
+                tasks.spawn(async move {
+                    let result = this.poll_room(&room, &shutdown).await;
+                    drop(slot);
+                    result
+                });
+                while let Some(done) = tasks.try_join_next() {
+                    summary.absorb(done);
+                }
+            }
+            while let Some(done) = tasks.join_next().await {
+                summary.absorb(done);
+            }
+            let elapsed = pass_start.elapsed();
+            this.metrics.sweep_duration.set(elapsed.as_secs_f64());
+            summary.log(first, elapsed);
+            if first {
+                first = false;
+                this.ready.store(true, Ordering::Release);
+            }
+            let next = pass_start + this.interval.max(pass_len).max(elapsed);
+            tokio::select! {
+                _ = shutdown.cancelled() => break,
+                _ = tokio::time::sleep_until(next) => {}
+            }
+        }
+    }
+
+    /// get_room_info calls plus a seat call for each room known to have seats.
+    fn calls_per_pass(&self) -> usize {
+        let seat_rooms = if self.seat_usage {
+            self.rooms
+                .iter()
+                .filter(|r| {
+                    self.store
+                        .snapshot(r)
+                        .and_then(|s| s.info)
+                        .is_some_and(|i| i.is_seat_enabled)
+                })
+                .count()
+        } else {
+            0
+        };
+        self.rooms.len() + seat_rooms
+    }
+
+    async fn poll_room(&self, room: &str, shutdown: &CancellationToken) -> PollResult {
+        let info = match with_retries(shutdown, || async {
+            let permit = self.client.budget().acquire().await;
+            self.client.get_room_info(permit, room).await
+        })
+        .await
+        {
+            Ok(info) => info,
+            Err(e) => return self.record_error(room, e),
+        };
+        let seats = match self.seat_usage_of(room, &info, shutdown).await {
+            Ok(seats) => seats,
+            Err(e) => return self.record_error(room, e),
+        };
+        self.store.record_success(room, info, seats, unix_now_f64());
+        PollResult::Ok
+    }
+
+    /// Seat usage for seat-enabled rooms; on a transient failure the last known
+    /// usage is kept, so one failed call does not make the series flap.
+    async fn seat_usage_of(
+        &self,
+        room: &str,
+        info: &RoomInfo,
+        shutdown: &CancellationToken,
+    ) -> Result<Option<SeatUsage>, CallError> {
+        if !self.seat_usage || !info.is_seat_enabled {
+            return Ok(None);
+        }
+        let result = with_retries(shutdown, || async {
+            let permit = self.client.budget().acquire().await;
+            self.client.get_seat_list(permit, room).await
+        })
+        .await;
+        match result {
+            Ok(usage) => Ok(Some(usage)),
+            Err(e) if e.class == ErrorClass::NoSeats => Ok(None),
+            Err(e) if e.class == ErrorClass::RoomGone => Err(e),
+            Err(e) => {
+                tracing::debug!(room, code = %e.code, error = %e, "seat list failed; keeping the last seat usage");
+                Ok(self.store.snapshot(room).and_then(|s| s.seats))
+            }
+        }
+    }
+
+    fn record_error(&self, room: &str, e: CallError) -> PollResult {
+        if e.class == ErrorClass::RoomGone {
+            let newly_gone = self.store.snapshot(room).is_none_or(|s| s.exists != Some(false));
+            if newly_gone {
+                tracing::info!(room, "the API says the room does not exist (100004); remove it from the rooms list");
+            }
+            self.store.record_gone(room);
+            return PollResult::Gone;
+        }
+        tracing::debug!(room, code = %e.code, error = %e, "poll failed");
+        self.store.record_failure(room);
+        PollResult::Failed(e.code)
+    }
+}
+
+/// Runs `call` once, and again after a jittered exponential back-off while it
+/// fails with a retryable error, at most [`MAX_RETRIES`] more times.
+pub async fn with_retries<T, F, Fut>(shutdown: &CancellationToken, mut call: F) -> Result<T, CallError>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, CallError>>,
+{
+    let mut attempt = 0;
+    loop {
+        match call().await {
+            Err(e) if e.class == ErrorClass::Retryable && attempt < MAX_RETRIES && !shutdown.is_cancelled() => {
+                let jitter = rand::random_range(0.5..1.5);
+                tokio::select! {
+                    _ = shutdown.cancelled() => return Err(e),
+                    _ = tokio::time::sleep(BACKOFF_BASE.mul_f64(f64::from(1u32 << attempt) * jitter)) => {}
+                }
+                attempt += 1;
+            }
+            other => return other,
+        }
+    }
+}
+
+/// Outcome counts of one pass, logged as one line rather than one per room.
+#[derive(Default)]
+struct PassSummary {
+    ok: usize,
+    gone: usize,
+    failed: usize,
+    codes: std::collections::BTreeMap<String, usize>,
+}
+
+impl PassSummary {
+    fn absorb(&mut self, done: Result<PollResult, tokio::task::JoinError>) {
+        match done {
+            Ok(PollResult::Ok) => self.ok += 1,
+            Ok(PollResult::Gone) => self.gone += 1,
+            Ok(PollResult::Failed(code)) => {
+                self.failed += 1;
+                *self.codes.entry(code).or_default() += 1;
+            }
+            Err(e) => {
+                self.failed += 1;
+                tracing::error!(error = %e, "poll task ended abnormally");
+            }
+        }
+    }
+
+    fn log(&self, first: bool, elapsed: Duration) {
+        let codes: Vec<String> = self.codes.iter().map(|(c, n)| format!("{c}x{n}")).collect();
+        let took = humantime::format_duration(round_ms(elapsed)).to_string();
+        if self.failed > 0 {
+            tracing::warn!(ok = self.ok, gone = self.gone, failed = self.failed, codes = %codes.join(","), took, "pass finished with failures");
+        } else if first {
+            tracing::info!(ok = self.ok, gone = self.gone, took, "first pass finished; ready");
+        } else {
+            tracing::debug!(ok = self.ok, gone = self.gone, took, "pass finished");
+        }
+    }
+}
+
+fn round_ms(d: Duration) -> Duration {
+    Duration::from_millis(d.as_millis() as u64)
+}
+
+pub fn unix_now_f64() -> f64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs_f64())
+        .unwrap_or(0.0)
+}
