@@ -27,9 +27,17 @@ pub struct WebOptions {
 
 /// Runs the exporter until `shutdown` is cancelled, then stops polling, lets
 /// the responses in flight finish, and returns.
-pub async fn run(config: Config, web: WebOptions, shutdown: CancellationToken) -> Result<(), BoxError> {
+pub async fn run(
+    config: Config,
+    web: WebOptions,
+    shutdown: CancellationToken,
+) -> Result<(), BoxError> {
     if !web.telemetry_path.starts_with('/') || web.telemetry_path.len() < 2 {
-        return Err(format!("--web.telemetry-path {:?} must start with / and name a path", web.telemetry_path).into());
+        return Err(format!(
+            "--web.telemetry-path {:?} must start with / and name a path",
+            web.telemetry_path
+        )
+        .into());
     }
     let listener = tokio::net::TcpListener::bind(&web.listen_address)
         .await
@@ -84,7 +92,10 @@ pub async fn run(config: Config, web: WebOptions, shutdown: CancellationToken) -
     // Polls in flight end within the request timeout (plus back-off, which shutdown cuts short).
     let grace = config.timeout + Duration::from_secs(1);
     if tokio::time::timeout(grace, polling).await.is_err() {
-        tracing::warn!("polls still in flight after {}; exiting anyway", humantime::format_duration(grace));
+        tracing::warn!(
+            "polls still in flight after {}; exiting anyway",
+            humantime::format_duration(grace)
+        );
     }
     tracing::info!("stopped");
     Ok(())

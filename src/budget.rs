@@ -99,7 +99,8 @@ impl Budget {
         if st.effective < configured {
             let secs = now.duration_since(st.last_recovery).as_secs_f64();
             if secs >= 1.0 {
-                st.effective = (st.effective + configured * RECOVERY_PER_SECOND * secs.floor()).min(configured);
+                st.effective = (st.effective + configured * RECOVERY_PER_SECOND * secs.floor())
+                    .min(configured);
                 st.last_recovery = now;
             }
         } else {
@@ -142,7 +143,10 @@ mod tests {
     fn worst_window(grants: &[Instant]) -> usize {
         let mut worst = 0;
         for (i, start) in grants.iter().enumerate() {
-            let n = grants[i..].iter().take_while(|t| t.duration_since(*start) < WINDOW).count();
+            let n = grants[i..]
+                .iter()
+                .take_while(|t| t.duration_since(*start) < WINDOW)
+                .count();
             worst = worst.max(n);
         }
         worst
@@ -188,10 +192,16 @@ mod tests {
         budget.acquire().await;
         // The third permit is due a second after the first: too late for a 100 ms deadline.
         assert_eq!(
-            budget.acquire_before(start + Duration::from_millis(100)).await.err(),
+            budget
+                .acquire_before(start + Duration::from_millis(100))
+                .await
+                .err(),
             Some(BudgetExhausted)
         );
-        budget.acquire_before(start + Duration::from_secs(2)).await.expect("granted");
+        budget
+            .acquire_before(start + Duration::from_secs(2))
+            .await
+            .expect("granted");
         assert!(Instant::now().duration_since(start) >= WINDOW + WINDOW_MARGIN);
     }
 }

@@ -118,15 +118,30 @@ pub fn render_room(s: &RoomSnapshot) -> RenderedRoom {
     RenderedRoom { text, ranges }
 }
 
-fn render_info_family(index: usize, info: &RoomInfo, s: &RoomSnapshot, line: &mut dyn FnMut(&str, &dyn std::fmt::Display)) {
-    const FEATURES: [&str; 5] = ["video", "audio", "message", "screen_sharing", "cloud_recording"];
+fn render_info_family(
+    index: usize,
+    info: &RoomInfo,
+    s: &RoomSnapshot,
+    line: &mut dyn FnMut(&str, &dyn std::fmt::Display),
+) {
+    const FEATURES: [&str; 5] = [
+        "video",
+        "audio",
+        "message",
+        "screen_sharing",
+        "cloud_recording",
+    ];
     match index {
         i if i == F::MEMBERS as usize => line("", &info.member_count),
         i if i == F::MAX_MEMBERS as usize => line("", &info.max_member_count),
         i if i == F::MAX_SEATS as usize => line("", &info.max_seat_count),
         i if i == F::SEAT_ENABLED as usize => line("", &u8::from(info.is_seat_enabled)),
-        i if i == F::STATUS as usize => state_set(line, "status", &ROOM_STATUSES, &info.room_status),
-        i if i == F::TAKE_SEAT_MODE as usize => state_set(line, "mode", &TAKE_SEAT_MODES, &info.take_seat_mode),
+        i if i == F::STATUS as usize => {
+            state_set(line, "status", &ROOM_STATUSES, &info.room_status)
+        }
+        i if i == F::TAKE_SEAT_MODE as usize => {
+            state_set(line, "mode", &TAKE_SEAT_MODES, &info.take_seat_mode)
+        }
         i if i == F::FEATURE_DISABLED as usize => {
             let flags = [
                 info.is_video_disabled,
@@ -160,7 +175,11 @@ fn render_info_family(index: usize, info: &RoomInfo, s: &RoomSnapshot, line: &mu
     }
 }
 
-fn render_seat_family(index: usize, seats: &SeatUsage, line: &mut dyn FnMut(&str, &dyn std::fmt::Display)) {
+fn render_seat_family(
+    index: usize,
+    seats: &SeatUsage,
+    line: &mut dyn FnMut(&str, &dyn std::fmt::Display),
+) {
     match index {
         i if i == F::SEATS_OCCUPIED as usize => line("", &seats.occupied),
         i if i == F::SEATS_LOCKED as usize => line("", &seats.locked),
@@ -172,7 +191,12 @@ fn render_seat_family(index: usize, seats: &SeatUsage, line: &mut dyn FnMut(&str
 
 /// One series per known value; an unknown value gives all zeros and a warning
 /// (once per value, so a new API value cannot flood the log).
-fn state_set(line: &mut dyn FnMut(&str, &dyn std::fmt::Display), label: &str, values: &[&str], current: &str) {
+fn state_set(
+    line: &mut dyn FnMut(&str, &dyn std::fmt::Display),
+    label: &str,
+    values: &[&str],
+    current: &str,
+) {
     if !values.contains(&current) {
         warn_unknown_once(label, current);
     }
@@ -183,10 +207,17 @@ fn state_set(line: &mut dyn FnMut(&str, &dyn std::fmt::Display), label: &str, va
 
 fn warn_unknown_once(label: &str, value: &str) {
     static SEEN: OnceLock<Mutex<HashSet<String>>> = OnceLock::new();
-    let mut seen = SEEN.get_or_init(Default::default).lock().unwrap_or_else(|p| p.into_inner());
+    let mut seen = SEEN
+        .get_or_init(Default::default)
+        .lock()
+        .unwrap_or_else(|p| p.into_inner());
     // Bounded: a misbehaving API cannot grow this set without limit.
     if seen.len() < 64 && seen.insert(format!("{label}={value}")) {
-        tracing::warn!(label, value, "unknown enum value from the API; its state set shows all zeros");
+        tracing::warn!(
+            label,
+            value,
+            "unknown enum value from the API; its state set shows all zeros"
+        );
     }
 }
 
@@ -195,7 +226,11 @@ pub fn escape(value: &str) -> std::borrow::Cow<'_, str> {
     if !value.contains(['\\', '"', '\n']) {
         return value.into();
     }
-    value.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n").into()
+    value
+        .replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
+        .into()
 }
 
 /// Writes every family that has lines: HELP and TYPE once, then each room's lines.

@@ -48,5 +48,8 @@ pub fn init(level: LogLevel, format: LogFormat) {
             .boxed(),
     };
     // A second init (tests) keeps the first subscriber.
-    let _ = tracing_subscriber::registry().with(filter).with(layer).try_init();
+    let _ = tracing_subscriber::registry()
+        .with(filter)
+        .with(layer)
+        .try_init();
 }

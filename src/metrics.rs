@@ -28,7 +28,10 @@ impl SelfMetrics {
     pub fn new() -> SelfMetrics {
         let registry = Registry::new();
         let requests = IntCounterVec::new(
-            Opts::new("roomengine_api_requests_total", "Calls sent to the Room Engine API, retries included."),
+            Opts::new(
+                "roomengine_api_requests_total",
+                "Calls sent to the Room Engine API, retries included.",
+            ),
             &["api"],
         )
         .expect("valid metric");
@@ -59,8 +62,11 @@ impl SelfMetrics {
             "Call rate in use after back-off: halved on each rate-limited answer, restored gradually.",
         )
         .expect("valid metric");
-        let rooms_configured =
-            IntGauge::new("roomengine_rooms_configured", "Rooms listed in the configuration.").expect("valid metric");
+        let rooms_configured = IntGauge::new(
+            "roomengine_rooms_configured",
+            "Rooms listed in the configuration.",
+        )
+        .expect("valid metric");
         let sweep_duration = Gauge::new(
             "roomengine_sweep_duration_seconds",
             "How long the last full background pass over all configured rooms took.",
@@ -72,8 +78,11 @@ impl SelfMetrics {
         )
         .expect("valid metric");
         let build_info = IntGauge::with_opts(
-            Opts::new("roomengine_exporter_build_info", "Build of the exporter; always 1.")
-                .const_label("version", env!("CARGO_PKG_VERSION")),
+            Opts::new(
+                "roomengine_exporter_build_info",
+                "Build of the exporter; always 1.",
+            )
+            .const_label("version", env!("CARGO_PKG_VERSION")),
         )
         .expect("valid metric");
         build_info.set(1);

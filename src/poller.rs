@@ -66,7 +66,11 @@ impl Poller {
                 );
             }
             // The first pass runs at the full budget, so every room has data as soon as possible.
-            let pass_len = if first { Duration::ZERO } else { this.interval.max(shortest) };
+            let pass_len = if first {
+                Duration::ZERO
+            } else {
+                this.interval.max(shortest)
+            };
             let spacing = pass_len / this.rooms.len().max(1) as u32;
 
             let mut tasks = JoinSet::new();
@@ -176,9 +180,15 @@ impl Poller {
 
     fn record_error(&self, room: &str, e: CallError) -> PollResult {
         if e.class == ErrorClass::RoomGone {
-            let newly_gone = self.store.snapshot(room).is_none_or(|s| s.exists != Some(false));
+            let newly_gone = self
+                .store
+                .snapshot(room)
+                .is_none_or(|s| s.exists != Some(false));
             if newly_gone {
-                tracing::info!(room, "the API says the room does not exist (100004); remove it from the rooms list");
+                tracing::info!(
+                    room,
+                    "the API says the room does not exist (100004); remove it from the rooms list"
+                );
             }
             self.store.record_gone(room);
             return PollResult::Gone;
@@ -191,7 +201,10 @@ impl Poller {
 
 /// Runs `call` once, and again after a jittered exponential back-off while it
 /// fails with a retryable error, at most [`MAX_RETRIES`] more times.
-pub async fn with_retries<T, F, Fut>(shutdown: &CancellationToken, mut call: F) -> Result<T, CallError>
+pub async fn with_retries<T, F, Fut>(
+    shutdown: &CancellationToken,
+    mut call: F,
+) -> Result<T, CallError>
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = Result<T, CallError>>,
@@ -199,7 +212,11 @@ where
     let mut attempt = 0;
     loop {
         match call().await {
-            Err(e) if e.class == ErrorClass::Retryable && attempt < MAX_RETRIES && !shutdown.is_cancelled() => {
+            Err(e)
+                if e.class == ErrorClass::Retryable
+                    && attempt < MAX_RETRIES
+                    && !shutdown.is_cancelled() =>
+            {
                 let jitter = rand::random_range(0.5..1.5);
                 tokio::select! {
                     _ = shutdown.cancelled() => return Err(e),
@@ -243,7 +260,12 @@ impl PassSummary {
         if self.failed > 0 {
             tracing::warn!(ok = self.ok, gone = self.gone, failed = self.failed, codes = %codes.join(","), took, "pass finished with failures");
         } else if first {
-            tracing::info!(ok = self.ok, gone = self.gone, took, "first pass finished; ready");
+            tracing::info!(
+                ok = self.ok,
+                gone = self.gone,
+                took,
+                "first pass finished; ready"
+            );
         } else {
             tracing::debug!(ok = self.ok, gone = self.gone, took, "pass finished");
         }

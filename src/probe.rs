@@ -51,15 +51,21 @@ impl Prober {
             return snapshot;
         };
         let Ok(permit) = self.client.budget().acquire_before(deadline).await else {
-            tracing::debug!(room_id, "probe: the budget cannot serve the call before the scrape times out");
+            tracing::debug!(
+                room_id,
+                "probe: the budget cannot serve the call before the scrape times out"
+            );
             return snapshot;
         };
         match tokio::time::timeout_at(deadline, self.client.get_room_info(permit, room_id)).await {
             Ok(Ok(info)) => {
                 if self.seat_usage && info.is_seat_enabled {
                     if let Ok(permit) = self.client.budget().acquire_before(deadline).await {
-                        if let Ok(Ok(usage)) =
-                            tokio::time::timeout_at(deadline, self.client.get_seat_list(permit, room_id)).await
+                        if let Ok(Ok(usage)) = tokio::time::timeout_at(
+                            deadline,
+                            self.client.get_seat_list(permit, room_id),
+                        )
+                        .await
                         {
                             snapshot.seats = Some(usage);
                         }
@@ -84,7 +90,11 @@ pub async fn handler(
     headers: HeaderMap,
 ) -> Response {
     let Some(prober) = state.prober.clone() else {
-        return (StatusCode::NOT_FOUND, "probing is disabled (probe.enabled: false)\n").into_response();
+        return (
+            StatusCode::NOT_FOUND,
+            "probing is disabled (probe.enabled: false)\n",
+        )
+            .into_response();
     };
     let Some(room_id) = params.get("room_id") else {
         return (StatusCode::BAD_REQUEST, "missing parameter room_id\n").into_response();
@@ -118,5 +128,7 @@ fn scrape_timeout(headers: &HeaderMap) -> Duration {
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.trim().parse::<f64>().ok())
         .filter(|s| s.is_finite() && *s > 0.0)
-        .map_or(DEFAULT_SCRAPE_TIMEOUT, |s| Duration::from_secs_f64(s.min(600.0)))
+        .map_or(DEFAULT_SCRAPE_TIMEOUT, |s| {
+            Duration::from_secs_f64(s.min(600.0))
+        })
 }

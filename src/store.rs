@@ -25,7 +25,13 @@ impl Store {
     }
 
     /// The API returned the room's info (and seat usage when asked for).
-    pub fn record_success(&self, room_id: &str, info: RoomInfo, seats: Option<SeatUsage>, now_unix: f64) {
+    pub fn record_success(
+        &self,
+        room_id: &str,
+        info: RoomInfo,
+        seats: Option<SeatUsage>,
+        now_unix: f64,
+    ) {
         self.update(room_id, |s| {
             s.info = Some(info);
             s.seats = seats;
@@ -74,10 +80,13 @@ impl Store {
     /// microseconds, and concurrent updates of one room must not lose each other.
     fn update(&self, room_id: &str, change: impl FnOnce(&mut RoomSnapshot)) {
         let mut rooms = self.rooms.write().unwrap_or_else(|p| p.into_inner());
-        let mut snapshot = rooms.get(room_id).map(|e| e.snapshot.clone()).unwrap_or_else(|| RoomSnapshot {
-            room_id: room_id.to_owned(),
-            ..RoomSnapshot::default()
-        });
+        let mut snapshot = rooms
+            .get(room_id)
+            .map(|e| e.snapshot.clone())
+            .unwrap_or_else(|| RoomSnapshot {
+                room_id: room_id.to_owned(),
+                ..RoomSnapshot::default()
+            });
         change(&mut snapshot);
         let rendered = render_room(&snapshot);
         rooms.insert(room_id.to_owned(), Arc::new(Entry { snapshot, rendered }));

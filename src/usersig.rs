@@ -87,7 +87,8 @@ impl std::error::Error for VerifyError {}
 
 fn new_mac(key: &SecretKey) -> Hmac<Sha256> {
     // HMAC accepts keys of any length, so this cannot fail.
-    <Hmac<Sha256> as Mac>::new_from_slice(key.expose().as_bytes()).expect("HMAC takes any key length")
+    <Hmac<Sha256> as Mac>::new_from_slice(key.expose().as_bytes())
+        .expect("HMAC takes any key length")
 }
 
 fn signed_text(identifier: &str, sdkappid: u64, time: u64, expire: u64) -> String {
@@ -113,7 +114,9 @@ pub fn sign(key: &SecretKey, sdkappid: u64, identifier: &str, time: u64, expire:
     });
     let mut encoder = ZlibEncoder::new(Vec::new(), Compression::default());
     // Writing to a Vec cannot fail.
-    encoder.write_all(doc.to_string().as_bytes()).expect("write to Vec");
+    encoder
+        .write_all(doc.to_string().as_bytes())
+        .expect("write to Vec");
     let compressed = encoder.finish().expect("finish to Vec");
     STANDARD
         .encode(compressed)
@@ -282,7 +285,13 @@ mod tests {
             "yLAe+w7WUeUuqbV9h/TX78u21oTGi+i9Zp1u3PpnY60="
         );
         assert_eq!(
-            tls_sig(&key("test-secret-key-1234567890abcdef"), "user_42", 20030819, 1718764800, 604800),
+            tls_sig(
+                &key("test-secret-key-1234567890abcdef"),
+                "user_42",
+                20030819,
+                1718764800,
+                604800
+            ),
             "8y4PAvIKGCmKvubBW+DGnAa/LQ9VpBWp4fEjtiQ/VHQ="
         );
     }
@@ -306,7 +315,8 @@ mod tests {
 
     #[test]
     fn verifies_official_library_usersig() {
-        let claims = verify(&key(KEY1), OFFICIAL, 1400000000, "xiaojun", 1700000000).expect("valid");
+        let claims =
+            verify(&key(KEY1), OFFICIAL, 1400000000, "xiaojun", 1700000000).expect("valid");
         assert_eq!(claims.sig, "LvA7d/Iw7gSsnskvVzBDPOCCDbuNCw4GHwTC0bip+B4=");
         assert_eq!(claims.expires_at(), 1700000000 + 15552000);
     }
@@ -316,7 +326,9 @@ mod tests {
         let k = key(KEY1);
         assert_eq!(
             verify(&k, OFFICIAL, 1400000000, "xiaojun", 1700000000 + 15552001),
-            Err(VerifyError::Expired { expired_at: 1715552000 })
+            Err(VerifyError::Expired {
+                expired_at: 1715552000
+            })
         );
         assert_eq!(
             verify(&key("other"), OFFICIAL, 1400000000, "xiaojun", 1700000000),
@@ -338,7 +350,12 @@ mod tests {
 
     #[test]
     fn signer_reuses_until_80_percent_of_ttl() {
-        let signer = Signer::new(key(KEY1), 1400000000, "administrator".into(), Duration::from_secs(100));
+        let signer = Signer::new(
+            key(KEY1),
+            1400000000,
+            "administrator".into(),
+            Duration::from_secs(100),
+        );
         let (first, exp) = signer.current_at(1000);
         assert_eq!(exp, 1100);
         assert_eq!(signer.current_at(1079).0, first);

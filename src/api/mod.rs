@@ -35,7 +35,11 @@ pub struct ApiClient {
 }
 
 impl ApiClient {
-    pub fn new(config: &Config, budget: Arc<Budget>, metrics: Arc<SelfMetrics>) -> Result<ApiClient, crate::BoxError> {
+    pub fn new(
+        config: &Config,
+        budget: Arc<Budget>,
+        metrics: Arc<SelfMetrics>,
+    ) -> Result<ApiClient, crate::BoxError> {
         let http = reqwest::Client::builder()
             .timeout(config.timeout)
             .connect_timeout(config.timeout.min(Duration::from_secs(5)))
@@ -53,7 +57,8 @@ impl ApiClient {
             http,
             endpoint: config.endpoint.clone(),
             sdkappid: config.sdkappid,
-            identifier_query: url::form_urlencoded::byte_serialize(config.identifier.as_bytes()).collect(),
+            identifier_query: url::form_urlencoded::byte_serialize(config.identifier.as_bytes())
+                .collect(),
             identifier: config.identifier.clone(),
             signer,
             budget,
@@ -67,18 +72,41 @@ impl ApiClient {
     }
 
     /// `room_engine_http_srv/get_room_info` for one room.
-    pub async fn get_room_info(&self, permit: Permit, room_id: &str) -> Result<RoomInfo, CallError> {
+    pub async fn get_room_info(
+        &self,
+        permit: Permit,
+        room_id: &str,
+    ) -> Result<RoomInfo, CallError> {
         let resp: RoomInfoResponse = self
-            .call(permit, API_GET_ROOM_INFO, "room_engine_http_srv/get_room_info", room_id)
+            .call(
+                permit,
+                API_GET_ROOM_INFO,
+                "room_engine_http_srv/get_room_info",
+                room_id,
+            )
             .await?;
-        resp.room_info
-            .ok_or_else(|| CallError::transport("decode", ErrorClass::Retryable, "answer has no Response.RoomInfo"))
+        resp.room_info.ok_or_else(|| {
+            CallError::transport(
+                "decode",
+                ErrorClass::Retryable,
+                "answer has no Response.RoomInfo",
+            )
+        })
     }
 
     /// `room_engine_http_mic/get_seat_list` for one room, counted.
-    pub async fn get_seat_list(&self, permit: Permit, room_id: &str) -> Result<SeatUsage, CallError> {
+    pub async fn get_seat_list(
+        &self,
+        permit: Permit,
+        room_id: &str,
+    ) -> Result<SeatUsage, CallError> {
         let resp: SeatListResponse = self
-            .call(permit, API_GET_SEAT_LIST, "room_engine_http_mic/get_seat_list", room_id)
+            .call(
+                permit,
+                API_GET_SEAT_LIST,
+                "room_engine_http_mic/get_seat_list",
+                room_id,
+            )
             .await?;
         Ok(SeatUsage::count(&resp.seat_list))
     }
@@ -145,7 +173,10 @@ impl ApiClient {
                 format!("HTTP status {status}"),
             ));
         }
-        if response.content_length().is_some_and(|n| n > MAX_BODY_BYTES as u64) {
+        if response
+            .content_length()
+            .is_some_and(|n| n > MAX_BODY_BYTES as u64)
+        {
             return Err(too_large());
         }
         let mut bytes = Vec::with_capacity(4096);
@@ -156,18 +187,29 @@ impl ApiClient {
             bytes.extend_from_slice(&chunk);
         }
         let envelope: Envelope<T> = serde_json::from_slice(&bytes).map_err(|e| {
-            CallError::transport("decode", ErrorClass::Retryable, format!("answer is not the expected JSON: {e}"))
+            CallError::transport(
+                "decode",
+                ErrorClass::Retryable,
+                format!("answer is not the expected JSON: {e}"),
+            )
         })?;
         if envelope.error_code != 0 {
-            return Err(CallError::from_error_code(envelope.error_code, &envelope.error_info));
+            return Err(CallError::from_error_code(
+                envelope.error_code,
+                &envelope.error_info,
+            ));
         }
-        envelope
-            .response
-            .ok_or_else(|| CallError::transport("decode", ErrorClass::Retryable, "answer has no Response"))
+        envelope.response.ok_or_else(|| {
+            CallError::transport("decode", ErrorClass::Retryable, "answer has no Response")
+        })
     }
 
     fn hint_once(&self, code: &str) {
-        let first = self.hinted.lock().unwrap_or_else(|p| p.into_inner()).insert(code.to_owned());
+        let first = self
+            .hinted
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(code.to_owned());
         if first {
             tracing::error!(
                 code,

@@ -142,7 +142,10 @@ fn flex_u64<'de, D: Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
         Loose::Float(n) if n >= 0.0 => Ok(n as u64),
         Loose::Float(_) | Loose::Null(()) => Ok(0),
         Loose::Str(s) if s.trim().is_empty() => Ok(0),
-        Loose::Str(s) => s.trim().parse().map_err(|_| de::Error::custom(format!("expected a number, got {s:?}"))),
+        Loose::Str(s) => s
+            .trim()
+            .parse()
+            .map_err(|_| de::Error::custom(format!("expected a number, got {s:?}"))),
         Loose::Bool(b) => Ok(b as u64),
     }
 }
@@ -150,8 +153,13 @@ fn flex_u64<'de, D: Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
 fn flex_i64<'de, D: Deserializer<'de>>(d: D) -> Result<i64, D::Error> {
     match Loose::deserialize(d)? {
         Loose::Int(n) => Ok(n),
-        Loose::Uint(n) => i64::try_from(n).map_err(|_| de::Error::custom("error code out of range")),
-        Loose::Str(s) => s.trim().parse().map_err(|_| de::Error::custom(format!("expected a number, got {s:?}"))),
+        Loose::Uint(n) => {
+            i64::try_from(n).map_err(|_| de::Error::custom("error code out of range"))
+        }
+        Loose::Str(s) => s
+            .trim()
+            .parse()
+            .map_err(|_| de::Error::custom(format!("expected a number, got {s:?}"))),
         Loose::Float(n) => Ok(n as i64),
         Loose::Bool(_) | Loose::Null(()) => Ok(0),
     }
@@ -172,7 +180,9 @@ fn flex_bool<'de, D: Deserializer<'de>>(d: D) -> Result<bool, D::Error> {
 /// as the index into [`TAKE_SEAT_MODES`] (0 None, 1 FreeToTake, 2 ApplyToTake).
 fn take_seat_mode<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
     Ok(match Loose::deserialize(d)? {
-        Loose::Uint(n) => TAKE_SEAT_MODES.get(n as usize).map_or_else(|| n.to_string(), |m| (*m).to_owned()),
+        Loose::Uint(n) => TAKE_SEAT_MODES
+            .get(n as usize)
+            .map_or_else(|| n.to_string(), |m| (*m).to_owned()),
         Loose::Int(n) => n.to_string(),
         Loose::Str(s) => s,
         Loose::Float(n) => n.to_string(),
@@ -206,7 +216,12 @@ mod tests {
         .expect("decodes");
         assert_eq!(
             SeatUsage::count(&resp.seat_list),
-            SeatUsage { occupied: 1, locked: 1, audio_disabled: 1, video_disabled: 1 }
+            SeatUsage {
+                occupied: 1,
+                locked: 1,
+                audio_disabled: 1,
+                video_disabled: 1
+            }
         );
     }
 }

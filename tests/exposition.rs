@@ -1,0 +1,125 @@
+//! The seed's sample get_room_info answer, decoded and rendered, gives exactly
+//! the checked-in fixture (node_exporter style), and destroyed or failing
+//! rooms keep only the series the metric contract allows.
+
+use roomengine_exporter::api::model::{Envelope, RoomInfoResponse, SeatUsage};
+use roomengine_exporter::store::Store;
+
+fn sample_info() -> roomengine_exporter::api::model::RoomInfo {
+    let envelope: Envelope<RoomInfoResponse> =
+        serde_json::from_str(include_str!("fixtures/get_room_info_sample.json"))
+            .expect("sample decodes");
+    assert_eq!(envelope.error_code, 0);
+    envelope
+        .response
+        .and_then(|r| r.room_info)
+        .expect("sample has RoomInfo")
+}
+
+fn render(store: &Store) -> String {
+    let mut out = Vec::new();
+    store.render_into(&mut out);
+    String::from_utf8(out).expect("utf-8")
+}
+
+#[test]
+fn sample_response_gives_exactly_the_fixture() {
+    let store = Store::new();
+    store.record_success("room-test", sample_info(), None, 1732585000.25);
+    assert_eq!(render(&store), include_str!("fixtures/room-test.prom"));
+}
+
+#[test]
+fn destroyed_room_keeps_only_exists_and_up() {
+    let store = Store::new();
+    store.record_success("room-test", sample_info(), None, 1732585000.25);
+    store.record_gone("room-test");
+    let text = render(&store);
+    let samples: Vec<&str> = text.lines().filter(|l| !l.starts_with('#')).collect();
+    assert_eq!(
+        samples,
+        vec![
+            "roomengine_room_up{room_id=\"room-test\"} 0",
+            "roomengine_room_exists{room_id=\"room-test\"} 0"
+        ]
+    );
+}
+
+#[test]
+fn failed_poll_keeps_data_and_marks_down() {
+    let store = Store::new();
+    store.record_success("room-test", sample_info(), None, 1732585000.25);
+    store.record_failure("room-test");
+    let text = render(&store);
+    assert!(text.contains("\nroomengine_room_up{room_id=\"room-test\"} 0\n"));
+    assert!(text.contains("\nroomengine_room_members{room_id=\"room-test\"} 1\n"));
+    assert!(text.contains(
+        "\nroomengine_room_last_success_timestamp_seconds{room_id=\"room-test\"} 1732585000.250\n"
+    ));
+}
+
+#[test]
+fn never_successful_room_has_only_up() {
+    let store = Store::new();
+    store.record_failure("room-x");
+    let samples: Vec<String> = render(&store)
+        .lines()
+        .filter(|l| !l.starts_with('#'))
+        .map(str::to_owned)
+        .collect();
+    assert_eq!(samples, vec!["roomengine_room_up{room_id=\"room-x\"} 0"]);
+}
+
+#[test]
+fn seat_usage_series_and_label_escaping() {
+    let store = Store::new();
+    let mut info = sample_info();
+    info.room_name = "a \"quoted\" \\ name\nnext".into();
+    info.room_status = "Paused".into();
+    let seats = SeatUsage {
+        occupied: 3,
+        locked: 1,
+        audio_disabled: 2,
+        video_disabled: 0,
+    };
+    store.record_success("room-test", info, Some(seats), 1.0);
+    let text = render(&store);
+    for line in [
+        "roomengine_room_info{room_id=\"room-test\",room_name=\"a \\\"quoted\\\" \\\\ name\\nnext\",room_type=\"Conference\",owner=\"user2\"} 1",
+        "roomengine_room_seats_occupied{room_id=\"room-test\"} 3",
+        "roomengine_room_seats_locked{room_id=\"room-test\"} 1",
+        "roomengine_room_seats_audio_disabled{room_id=\"room-test\"} 2",
+        "roomengine_room_seats_video_disabled{room_id=\"room-test\"} 0",
+        // An unknown status: the state set is all zeros.
+        "roomengine_room_status{room_id=\"room-test\",status=\"Running\"} 0",
+        "roomengine_room_status{room_id=\"room-test\",status=\"None\"} 0",
+    ] {
+        assert!(text.lines().any(|l| l == line), "missing {line}\n{text}");
+    }
+}
+
+#[test]
+fn rooms_are_grouped_by_family_in_id_order() {
+    let store = Store::new();
+    for id in ["b", "a"] {
+        let mut info = sample_info();
+        info.room_id = id.into();
+        store.record_success(id, info, None, 1.0);
+    }
+    let text = render(&store);
+    let members: Vec<&str> = text
+        .lines()
+        .filter(|l| l.starts_with("roomengine_room_members{"))
+        .collect();
+    assert_eq!(
+        members,
+        vec![
+            "roomengine_room_members{room_id=\"a\"} 1",
+            "roomengine_room_members{room_id=\"b\"} 1"
+        ]
+    );
+    assert_eq!(
+        text.matches("# TYPE roomengine_room_members gauge").count(),
+        1
+    );
+}
