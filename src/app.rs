@@ -27,11 +27,7 @@ pub struct WebOptions {
 
 /// Runs the exporter until `shutdown` is cancelled, then stops polling, lets
 /// the responses in flight finish, and returns.
-pub async fn run(
-    config: Config,
-    web: WebOptions,
-    shutdown: CancellationToken,
-) -> Result<(), BoxError> {
+pub async fn run(config: Config, web: WebOptions, shutdown: CancellationToken) -> Result<(), BoxError> {
     if !web.telemetry_path.starts_with('/') || web.telemetry_path.len() < 2 {
         return Err(format!(
             "--web.telemetry-path {:?} must start with / and name a path",

@@ -99,8 +99,8 @@ impl Budget {
         if st.effective < configured {
             let secs = now.duration_since(st.last_recovery).as_secs_f64();
             if secs >= 1.0 {
-                st.effective = (st.effective + configured * RECOVERY_PER_SECOND * secs.floor())
-                    .min(configured);
+                st.effective =
+                    (st.effective + configured * RECOVERY_PER_SECOND * secs.floor()).min(configured);
                 st.last_recovery = now;
             }
         } else {

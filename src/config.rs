@@ -157,12 +157,8 @@ impl SecretSource for ProcessSecrets {
 
 /// Reads and validates `path`; errors are prefixed with the file name.
 pub fn load(path: &Path, secrets: &dyn SecretSource) -> Result<Config, ConfigErrors> {
-    let text = std::fs::read_to_string(path).map_err(|e| {
-        ConfigErrors(vec![format!(
-            "{}: cannot read config file: {e}",
-            path.display()
-        )])
-    })?;
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| ConfigErrors(vec![format!("{}: cannot read config file: {e}", path.display())]))?;
     parse(&text, secrets).map_err(|ConfigErrors(errs)| {
         ConfigErrors(
             errs.into_iter()
@@ -174,13 +170,11 @@ pub fn load(path: &Path, secrets: &dyn SecretSource) -> Result<Config, ConfigErr
 
 /// Parses and validates YAML text, collecting every problem rather than the first.
 pub fn parse(text: &str, secrets: &dyn SecretSource) -> Result<Config, ConfigErrors> {
-    let raw: RawConfig =
-        serde_yaml::from_str(text).map_err(|e| ConfigErrors(vec![yaml_error(&e)]))?;
+    let raw: RawConfig = serde_yaml::from_str(text).map_err(|e| ConfigErrors(vec![yaml_error(&e)]))?;
     let mut errors = Vec::new();
 
     let Some(app) = raw.app else {
-        errors
-            .push("app: missing (sdkappid, identifier and the SecretKey are required)".to_owned());
+        errors.push("app: missing (sdkappid, identifier and the SecretKey are required)".to_owned());
         return Err(ConfigErrors(errors));
     };
 
@@ -198,24 +192,14 @@ pub fn parse(text: &str, secrets: &dyn SecretSource) -> Result<Config, ConfigErr
 
     let identifier = app.identifier.unwrap_or_default();
     if identifier.trim().is_empty() {
-        errors.push(
-            "app.identifier: missing or empty (an app administrator account is required)"
-                .to_owned(),
-        );
+        errors.push("app.identifier: missing or empty (an app administrator account is required)".to_owned());
     }
 
-    let secret_key = load_secret(
-        app.secret_key_env,
-        app.secret_key_file,
-        secrets,
-        &mut errors,
-    );
+    let secret_key = load_secret(app.secret_key_env, app.secret_key_file, secrets, &mut errors);
 
     let endpoint = match (app.endpoint, app.region) {
         (Some(endpoint), _) => match Url::parse(&endpoint) {
-            Ok(url)
-                if (url.scheme() == "http" || url.scheme() == "https") && url.host().is_some() =>
-            {
+            Ok(url) if (url.scheme() == "http" || url.scheme() == "https") && url.host().is_some() => {
                 endpoint.trim_end_matches('/').to_owned()
             }
             Ok(url) => {
@@ -226,9 +210,7 @@ pub fn parse(text: &str, secrets: &dyn SecretSource) -> Result<Config, ConfigErr
                 String::new()
             }
             Err(e) => {
-                errors.push(format!(
-                    "app.endpoint: {endpoint:?} is not a valid URL: {e}"
-                ));
+                errors.push(format!("app.endpoint: {endpoint:?} is not a valid URL: {e}"));
                 String::new()
             }
         },
@@ -340,16 +322,12 @@ fn load_secret(
     let value = match (env, file) {
         (Some(_), Some(_)) => {
             errors.push(
-                "app.secret_key_env, app.secret_key_file: set only one source for the SecretKey"
-                    .to_owned(),
+                "app.secret_key_env, app.secret_key_file: set only one source for the SecretKey".to_owned(),
             );
             return None;
         }
         (None, Some(path)) => match secrets.read_file(Path::new(&path)) {
-            Ok(text) => (
-                text.trim().to_owned(),
-                format!("app.secret_key_file: {path}"),
-            ),
+            Ok(text) => (text.trim().to_owned(), format!("app.secret_key_file: {path}")),
             Err(e) => {
                 errors.push(format!("app.secret_key_file: cannot read {path}: {e}"));
                 return None;
@@ -384,19 +362,12 @@ fn load_secret(
 }
 
 /// Parses a humantime duration; `None` (with the error recorded) when it does not parse.
-fn duration(
-    key: &str,
-    value: Option<String>,
-    default: &str,
-    errors: &mut Vec<String>,
-) -> Option<Duration> {
+fn duration(key: &str, value: Option<String>, default: &str, errors: &mut Vec<String>) -> Option<Duration> {
     let text = value.unwrap_or_else(|| default.to_owned());
     match humantime::parse_duration(&text) {
         Ok(d) => Some(d),
         Err(e) => {
-            errors.push(format!(
-                "{key}: {text:?} is not a duration like 30s or 5m: {e}"
-            ));
+            errors.push(format!("{key}: {text:?} is not a duration like 30s or 5m: {e}"));
             None
         }
     }
@@ -513,11 +484,7 @@ mod tests {
     fn unknown_key_names_key_and_position() {
         let e = errors_of(&with("timeout", "  timeout: 5s\n  intervall: 10s"));
         assert_eq!(e.len(), 1);
-        assert!(
-            e[0].starts_with("polling: unknown field `intervall`"),
-            "{}",
-            e[0]
-        );
+        assert!(e[0].starts_with("polling: unknown field `intervall`"), "{}", e[0]);
         assert!(e[0].contains("line 9 column 3"), "{}", e[0]);
     }
 
@@ -533,10 +500,7 @@ mod tests {
 
     #[test]
     fn sdkappid_missing_and_not_positive() {
-        assert_eq!(
-            errors_of(&with("sdkappid", "")),
-            vec!["app.sdkappid: missing"]
-        );
+        assert_eq!(errors_of(&with("sdkappid", "")), vec!["app.sdkappid: missing"]);
         assert_eq!(
             errors_of(&with("sdkappid", "  sdkappid: -5")),
             vec!["app.sdkappid: -5 is not a positive SDKAppID"]
@@ -554,7 +518,10 @@ mod tests {
     #[test]
     fn secret_env_unset_and_empty() {
         assert_eq!(
-            errors_of(&with("identifier", "  identifier: administrator\n  secret_key_env: NOPE")),
+            errors_of(&with(
+                "identifier",
+                "  identifier: administrator\n  secret_key_env: NOPE"
+            )),
             vec!["app.secret_key_env: environment variable NOPE is not set (it must hold the SecretKey)"]
         );
         let mut s = secrets();
@@ -610,11 +577,7 @@ mod tests {
 
     #[test]
     fn endpoint_overrides_region_and_must_be_http() {
-        let c = parse(
-            &with("region", "  endpoint: http://127.0.0.1:39181/"),
-            &secrets(),
-        )
-        .expect("valid");
+        let c = parse(&with("region", "  endpoint: http://127.0.0.1:39181/"), &secrets()).expect("valid");
         assert_eq!(c.endpoint, "http://127.0.0.1:39181");
         assert_eq!(
             errors_of(&with("region", "  endpoint: ftp://example.com")),
@@ -634,9 +597,7 @@ mod tests {
         );
         assert_eq!(
             errors_of(&with("interval", "  interval: soon")),
-            vec![
-                "polling.interval: \"soon\" is not a duration like 30s or 5m: expected number at 0"
-            ]
+            vec!["polling.interval: \"soon\" is not a duration like 30s or 5m: expected number at 0"]
         );
     }
 

@@ -12,7 +12,8 @@ use crate::api::model::{RoomInfo, SeatUsage, ROOM_STATUSES, TAKE_SEAT_MODES};
 /// The Content-Type of the Prometheus text format we serve.
 pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
 
-const POLLED: &str = "(from background polling of get_room_info; see roomengine_room_last_success_timestamp_seconds)";
+const POLLED: &str =
+    "(from background polling of get_room_info; see roomengine_room_last_success_timestamp_seconds)";
 
 /// One metric family of the room contract.
 pub struct Family {
@@ -124,21 +125,13 @@ fn render_info_family(
     s: &RoomSnapshot,
     line: &mut dyn FnMut(&str, &dyn std::fmt::Display),
 ) {
-    const FEATURES: [&str; 5] = [
-        "video",
-        "audio",
-        "message",
-        "screen_sharing",
-        "cloud_recording",
-    ];
+    const FEATURES: [&str; 5] = ["video", "audio", "message", "screen_sharing", "cloud_recording"];
     match index {
         i if i == F::MEMBERS as usize => line("", &info.member_count),
         i if i == F::MAX_MEMBERS as usize => line("", &info.max_member_count),
         i if i == F::MAX_SEATS as usize => line("", &info.max_seat_count),
         i if i == F::SEAT_ENABLED as usize => line("", &u8::from(info.is_seat_enabled)),
-        i if i == F::STATUS as usize => {
-            state_set(line, "status", &ROOM_STATUSES, &info.room_status)
-        }
+        i if i == F::STATUS as usize => state_set(line, "status", &ROOM_STATUSES, &info.room_status),
         i if i == F::TAKE_SEAT_MODE as usize => {
             state_set(line, "mode", &TAKE_SEAT_MODES, &info.take_seat_mode)
         }
@@ -175,11 +168,7 @@ fn render_info_family(
     }
 }
 
-fn render_seat_family(
-    index: usize,
-    seats: &SeatUsage,
-    line: &mut dyn FnMut(&str, &dyn std::fmt::Display),
-) {
+fn render_seat_family(index: usize, seats: &SeatUsage, line: &mut dyn FnMut(&str, &dyn std::fmt::Display)) {
     match index {
         i if i == F::SEATS_OCCUPIED as usize => line("", &seats.occupied),
         i if i == F::SEATS_LOCKED as usize => line("", &seats.locked),

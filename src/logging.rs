@@ -44,12 +44,10 @@ pub fn init(level: LogLevel, format: LogFormat) {
             .json()
             .with_target(false)
             .with_current_span(false)
+            .flatten_event(true)
             .with_writer(std::io::stderr)
             .boxed(),
     };
     // A second init (tests) keeps the first subscriber.
-    let _ = tracing_subscriber::registry()
-        .with(filter)
-        .with(layer)
-        .try_init();
+    let _ = tracing_subscriber::registry().with(filter).with(layer).try_init();
 }

@@ -180,10 +180,7 @@ impl Poller {
 
     fn record_error(&self, room: &str, e: CallError) -> PollResult {
         if e.class == ErrorClass::RoomGone {
-            let newly_gone = self
-                .store
-                .snapshot(room)
-                .is_none_or(|s| s.exists != Some(false));
+            let newly_gone = self.store.snapshot(room).is_none_or(|s| s.exists != Some(false));
             if newly_gone {
                 tracing::info!(
                     room,
@@ -201,10 +198,7 @@ impl Poller {
 
 /// Runs `call` once, and again after a jittered exponential back-off while it
 /// fails with a retryable error, at most [`MAX_RETRIES`] more times.
-pub async fn with_retries<T, F, Fut>(
-    shutdown: &CancellationToken,
-    mut call: F,
-) -> Result<T, CallError>
+pub async fn with_retries<T, F, Fut>(shutdown: &CancellationToken, mut call: F) -> Result<T, CallError>
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = Result<T, CallError>>,
@@ -213,9 +207,7 @@ where
     loop {
         match call().await {
             Err(e)
-                if e.class == ErrorClass::Retryable
-                    && attempt < MAX_RETRIES
-                    && !shutdown.is_cancelled() =>
+                if e.class == ErrorClass::Retryable && attempt < MAX_RETRIES && !shutdown.is_cancelled() =>
             {
                 let jitter = rand::random_range(0.5..1.5);
                 tokio::select! {
@@ -255,17 +247,12 @@ impl PassSummary {
     }
 
     fn log(&self, first: bool, elapsed: Duration) {
-        let codes: Vec<String> = self.codes.iter().map(|(c, n)| format!("{c}x{n}")).collect();
+        let codes: Vec<String> = self.codes.iter().map(|(c, n)| format!("{c}:{n}")).collect();
         let took = humantime::format_duration(round_ms(elapsed)).to_string();
         if self.failed > 0 {
             tracing::warn!(ok = self.ok, gone = self.gone, failed = self.failed, codes = %codes.join(","), took, "pass finished with failures");
         } else if first {
-            tracing::info!(
-                ok = self.ok,
-                gone = self.gone,
-                took,
-                "first pass finished; ready"
-            );
+            tracing::info!(ok = self.ok, gone = self.gone, took, "first pass finished; ready");
         } else {
             tracing::debug!(ok = self.ok, gone = self.gone, took, "pass finished");
         }

@@ -61,11 +61,9 @@ impl Prober {
             Ok(Ok(info)) => {
                 if self.seat_usage && info.is_seat_enabled {
                     if let Ok(permit) = self.client.budget().acquire_before(deadline).await {
-                        if let Ok(Ok(usage)) = tokio::time::timeout_at(
-                            deadline,
-                            self.client.get_seat_list(permit, room_id),
-                        )
-                        .await
+                        if let Ok(Ok(usage)) =
+                            tokio::time::timeout_at(deadline, self.client.get_seat_list(permit, room_id))
+                                .await
                         {
                             snapshot.seats = Some(usage);
                         }
@@ -128,7 +126,5 @@ fn scrape_timeout(headers: &HeaderMap) -> Duration {
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.trim().parse::<f64>().ok())
         .filter(|s| s.is_finite() && *s > 0.0)
-        .map_or(DEFAULT_SCRAPE_TIMEOUT, |s| {
-            Duration::from_secs_f64(s.min(600.0))
-        })
+        .map_or(DEFAULT_SCRAPE_TIMEOUT, |s| Duration::from_secs_f64(s.min(600.0)))
 }

@@ -25,13 +25,7 @@ impl Store {
     }
 
     /// The API returned the room's info (and seat usage when asked for).
-    pub fn record_success(
-        &self,
-        room_id: &str,
-        info: RoomInfo,
-        seats: Option<SeatUsage>,
-        now_unix: f64,
-    ) {
+    pub fn record_success(&self, room_id: &str, info: RoomInfo, seats: Option<SeatUsage>, now_unix: f64) {
         self.update(room_id, |s| {
             s.info = Some(info);
             s.seats = seats;

@@ -87,8 +87,7 @@ impl std::error::Error for VerifyError {}
 
 fn new_mac(key: &SecretKey) -> Hmac<Sha256> {
     // HMAC accepts keys of any length, so this cannot fail.
-    <Hmac<Sha256> as Mac>::new_from_slice(key.expose().as_bytes())
-        .expect("HMAC takes any key length")
+    <Hmac<Sha256> as Mac>::new_from_slice(key.expose().as_bytes()).expect("HMAC takes any key length")
 }
 
 fn signed_text(identifier: &str, sdkappid: u64, time: u64, expire: u64) -> String {
@@ -149,8 +148,7 @@ pub fn decode(usersig: &str) -> Result<Claims, VerifyError> {
         .take(MAX_INFLATED_BYTES)
         .read_to_end(&mut inflated)
         .map_err(|_| VerifyError::Malformed("not a zlib stream"))?;
-    let doc: Value =
-        serde_json::from_slice(&inflated).map_err(|_| VerifyError::Malformed("not JSON"))?;
+    let doc: Value = serde_json::from_slice(&inflated).map_err(|_| VerifyError::Malformed("not JSON"))?;
     let number = |key: &'static str| -> Result<u64, VerifyError> {
         match doc.get(key) {
             Some(Value::Number(n)) => n.as_u64().ok_or(VerifyError::Malformed(key)),
@@ -251,8 +249,7 @@ impl Signer {
                 return (issued.usersig.clone(), issued.expires_at);
             }
         }
-        let usersig: std::sync::Arc<str> =
-            sign(&self.key, self.sdkappid, &self.identifier, now, ttl).into();
+        let usersig: std::sync::Arc<str> = sign(&self.key, self.sdkappid, &self.identifier, now, ttl).into();
         let issued = Issued {
             usersig: usersig.clone(),
             issued_at: now,
@@ -315,8 +312,7 @@ mod tests {
 
     #[test]
     fn verifies_official_library_usersig() {
-        let claims =
-            verify(&key(KEY1), OFFICIAL, 1400000000, "xiaojun", 1700000000).expect("valid");
+        let claims = verify(&key(KEY1), OFFICIAL, 1400000000, "xiaojun", 1700000000).expect("valid");
         assert_eq!(claims.sig, "LvA7d/Iw7gSsnskvVzBDPOCCDbuNCw4GHwTC0bip+B4=");
         assert_eq!(claims.expires_at(), 1700000000 + 15552000);
     }

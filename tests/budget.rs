@@ -30,7 +30,12 @@ async fn never_more_than_rate_limit_calls_in_any_second() {
             s.rooms.get_mut(&format!("room-{i:04}")).unwrap().fail_next = vec![100001];
         }
     });
-    let _exporter = Exporter::start(&fake.endpoint(), "  interval: 5s\n  rate_limit: 20\n  timeout: 5s", &rooms(200), &[]);
+    let _exporter = Exporter::start(
+        &fake.endpoint(),
+        "  interval: 5s\n  rate_limit: 20\n  timeout: 5s",
+        &rooms(200),
+        &[],
+    );
     let deadline = Instant::now() + Duration::from_secs(30);
     while fake.with(|s| s.arrivals.len()) == 0 {
         assert!(Instant::now() < deadline, "no call arrived");
@@ -38,8 +43,13 @@ async fn never_more_than_rate_limit_calls_in_any_second() {
     }
     let first = fake.with(|s| s.arrivals[0]);
     tokio::time::sleep_until((first + Duration::from_secs(10)).into()).await;
-    let arrivals: Vec<Instant> =
-        fake.with(|s| s.arrivals.iter().copied().filter(|t| t.duration_since(first) < Duration::from_secs(10)).collect());
+    let arrivals: Vec<Instant> = fake.with(|s| {
+        s.arrivals
+            .iter()
+            .copied()
+            .filter(|t| t.duration_since(first) < Duration::from_secs(10))
+            .collect()
+    });
     let worst = worst_window(&arrivals);
     let achieved = arrivals.len() as f64 / 10.0;
     println!("budget: rate_limit 20/s, 200 rooms, 10 s: {} calls, worst one-second window {worst}, achieved {achieved:.1} calls/s ({:.0}% of budget)", arrivals.len(), achieved / 20.0 * 100.0);

@@ -30,7 +30,13 @@ fn config_check_lists_every_problem_and_exits_1() {
         "app:\n  sdkappid: 1400000000\n  identifier: admin\n  region: mars\npolling:\n  rate_limit: 250\nrooms: []\n",
     )
     .unwrap();
-    let out = exporter().arg("--config.file").arg(&path).arg("--config.check").env_remove("ROOMENGINE_SECRET_KEY").output().unwrap();
+    let out = exporter()
+        .arg("--config.file")
+        .arg(&path)
+        .arg("--config.check")
+        .env_remove("ROOMENGINE_SECRET_KEY")
+        .output()
+        .unwrap();
     assert_eq!(out.status.code(), Some(1));
     let p = path.display();
     assert_eq!(
@@ -47,7 +53,12 @@ fn config_check_lists_every_problem_and_exits_1() {
 #[test]
 fn bad_config_at_startup_exits_1_with_the_reason() {
     let out = exporter()
-        .args(["--config.file", "/nonexistent/exporter.yaml", "--web.listen-address", "127.0.0.1:0"])
+        .args([
+            "--config.file",
+            "/nonexistent/exporter.yaml",
+            "--web.listen-address",
+            "127.0.0.1:0",
+        ])
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(1));

@@ -18,12 +18,22 @@ async fn fifty_rooms_values_and_changes_show_up() {
     let text = exporter.metrics().await;
     for i in 1..=50 {
         let id = format!("room-{i:04}");
-        assert_eq!(value(&text, &format!("roomengine_room_members{{room_id=\"{id}\"}}")), Some(i as f64), "{id}");
-        assert_eq!(value(&text, &format!("roomengine_room_up{{room_id=\"{id}\"}}")), Some(1.0));
+        assert_eq!(
+            value(&text, &format!("roomengine_room_members{{room_id=\"{id}\"}}")),
+            Some(i as f64),
+            "{id}"
+        );
+        assert_eq!(
+            value(&text, &format!("roomengine_room_up{{room_id=\"{id}\"}}")),
+            Some(1.0)
+        );
     }
     assert!(text.contains("roomengine_room_info{room_id=\"room-0007\",room_name=\"name of room-0007\",room_type=\"Conference\",owner=\"owner1\"} 1\n"));
     assert_eq!(value(&text, "roomengine_rooms_configured"), Some(50.0));
-    assert_eq!(value(&text, "roomengine_rate_limit_requests_per_second"), Some(100.0));
+    assert_eq!(
+        value(&text, "roomengine_rate_limit_requests_per_second"),
+        Some(100.0)
+    );
     assert!(value(&text, "roomengine_usersig_expiry_timestamp_seconds").unwrap_or(0.0) > 1.7e9);
 
     fake.with(|s| s.rooms.get_mut("room-0003").unwrap().info["MemberCount"] = 299.into());
@@ -32,7 +42,11 @@ async fn fifty_rooms_values_and_changes_show_up() {
             value(t, "roomengine_room_members{room_id=\"room-0003\"}") == Some(299.0)
         })
         .await;
-    assert_eq!(fake.with(|s| s.bad_usersigs), 0, "every UserSig verified independently");
+    assert_eq!(
+        fake.with(|s| s.bad_usersigs),
+        0,
+        "every UserSig verified independently"
+    );
     assert!(exporter.terminate().success(), "exit 0 on SIGTERM");
 }
 
@@ -47,10 +61,16 @@ async fn destroyed_room_keeps_only_exists_and_up() {
             value(t, "roomengine_room_exists{room_id=\"room-0002\"}") == Some(0.0)
         })
         .await;
-    let series: Vec<&str> = text.lines().filter(|l| l.contains("room_id=\"room-0002\"")).collect();
+    let series: Vec<&str> = text
+        .lines()
+        .filter(|l| l.contains("room_id=\"room-0002\""))
+        .collect();
     assert_eq!(
         series,
-        vec!["roomengine_room_up{room_id=\"room-0002\"} 0", "roomengine_room_exists{room_id=\"room-0002\"} 0"]
+        vec![
+            "roomengine_room_up{room_id=\"room-0002\"} 0",
+            "roomengine_room_exists{room_id=\"room-0002\"} 0"
+        ]
     );
     assert!(text.contains("roomengine_api_request_errors_total{api=\"get_room_info\",code=\"100004\"}"));
     assert!(exporter.log().contains("the API says the room does not exist"));
@@ -60,14 +80,31 @@ async fn destroyed_room_keeps_only_exists_and_up() {
 async fn internal_error_once_is_retried_and_recovers() {
     let fake = Fake::start(2).await;
     fake.with(|s| s.rooms.get_mut("room-0001").unwrap().fail_next = vec![100001]);
-    let exporter = Exporter::start(&fake.endpoint(), "  interval: 30s\n  rate_limit: 100\n  timeout: 5s", &rooms(2), &[]);
+    let exporter = Exporter::start(
+        &fake.endpoint(),
+        "  interval: 30s\n  rate_limit: 100\n  timeout: 5s",
+        &rooms(2),
+        &[],
+    );
     exporter.wait_ready(Duration::from_secs(10)).await;
     let text = exporter.metrics().await;
     // Within the first pass: one failure, one retry, and the room is up.
-    assert_eq!(value(&text, "roomengine_room_up{room_id=\"room-0001\"}"), Some(1.0));
-    assert_eq!(value(&text, "roomengine_api_request_errors_total{api=\"get_room_info\",code=\"100001\"}"), Some(1.0));
+    assert_eq!(
+        value(&text, "roomengine_room_up{room_id=\"room-0001\"}"),
+        Some(1.0)
+    );
+    assert_eq!(
+        value(
+            &text,
+            "roomengine_api_request_errors_total{api=\"get_room_info\",code=\"100001\"}"
+        ),
+        Some(1.0)
+    );
     assert_eq!(fake.with(|s| s.calls_per_room["room-0001"]), 2);
-    assert_eq!(value(&text, "roomengine_api_requests_total{api=\"get_room_info\"}"), Some(3.0));
+    assert_eq!(
+        value(&text, "roomengine_api_requests_total{api=\"get_room_info\"}"),
+        Some(3.0)
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -77,13 +114,28 @@ async fn wrong_key_counts_70009_and_logs_one_hint() {
     let exporter = Exporter::start(&fake.endpoint(), FAST, &rooms(5), &[]);
     exporter.wait_ready(Duration::from_secs(10)).await;
     let text = exporter
-        .wait_for(Duration::from_secs(10), "70009 counted over several passes", |t| {
-            value(t, "roomengine_api_request_errors_total{api=\"get_room_info\",code=\"70009\"}").unwrap_or(0.0) >= 10.0
-        })
+        .wait_for(
+            Duration::from_secs(10),
+            "70009 counted over several passes",
+            |t| {
+                value(
+                    t,
+                    "roomengine_api_request_errors_total{api=\"get_room_info\",code=\"70009\"}",
+                )
+                .unwrap_or(0.0)
+                    >= 10.0
+            },
+        )
         .await;
-    assert_eq!(value(&text, "roomengine_room_up{room_id=\"room-0001\"}"), Some(0.0));
+    assert_eq!(
+        value(&text, "roomengine_room_up{room_id=\"room-0001\"}"),
+        Some(0.0)
+    );
     let log = exporter.log();
-    let hints: Vec<&str> = log.lines().filter(|l| l.contains("the SecretKey does not belong to sdkappid 1400000000")).collect();
+    let hints: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains("the SecretKey does not belong to sdkappid 1400000000"))
+        .collect();
     assert_eq!(hints.len(), 1, "one hint, not one per room per pass:\n{log}");
     assert!(hints[0].contains("code=70009"), "{}", hints[0]);
 }
@@ -92,13 +144,33 @@ async fn wrong_key_counts_70009_and_logs_one_hint() {
 async fn rate_limited_answer_lowers_the_effective_rate() {
     let fake = Fake::start(4).await;
     fake.with(|s| s.rooms.get_mut("room-0002").unwrap().fail_next = vec![60011]);
-    let exporter = Exporter::start(&fake.endpoint(), "  interval: 30s\n  rate_limit: 40\n  timeout: 5s", &rooms(4), &[]);
+    let exporter = Exporter::start(
+        &fake.endpoint(),
+        "  interval: 30s\n  rate_limit: 40\n  timeout: 5s",
+        &rooms(4),
+        &[],
+    );
     exporter.wait_ready(Duration::from_secs(10)).await;
     let text = exporter.metrics().await;
-    assert_eq!(value(&text, "roomengine_rate_limit_requests_per_second"), Some(40.0));
-    assert_eq!(value(&text, "roomengine_rate_limit_effective_requests_per_second"), Some(20.0));
-    assert_eq!(value(&text, "roomengine_api_request_errors_total{api=\"get_room_info\",code=\"60011\"}"), Some(1.0));
-    assert_eq!(value(&text, "roomengine_room_up{room_id=\"room-0002\"}"), Some(0.0));
+    assert_eq!(
+        value(&text, "roomengine_rate_limit_requests_per_second"),
+        Some(40.0)
+    );
+    assert_eq!(
+        value(&text, "roomengine_rate_limit_effective_requests_per_second"),
+        Some(20.0)
+    );
+    assert_eq!(
+        value(
+            &text,
+            "roomengine_api_request_errors_total{api=\"get_room_info\",code=\"60011\"}"
+        ),
+        Some(1.0)
+    );
+    assert_eq!(
+        value(&text, "roomengine_room_up{room_id=\"room-0002\"}"),
+        Some(0.0)
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -106,8 +178,13 @@ async fn endpoints_and_content_type() {
     let fake = Fake::start(1).await;
     let exporter = Exporter::start(&fake.endpoint(), FAST, &rooms(1), &[]);
     exporter.wait_ready(Duration::from_secs(10)).await;
-    let resp = reqwest::get(format!("http://{}/metrics", exporter.addr)).await.unwrap();
-    assert_eq!(resp.headers()["content-type"], "text/plain; version=0.0.4; charset=utf-8");
+    let resp = reqwest::get(format!("http://{}/metrics", exporter.addr))
+        .await
+        .unwrap();
+    assert_eq!(
+        resp.headers()["content-type"],
+        "text/plain; version=0.0.4; charset=utf-8"
+    );
     let client = reqwest::Client::new();
     let gz = client
         .get(format!("http://{}/metrics", exporter.addr))

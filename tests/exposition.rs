@@ -7,8 +7,7 @@ use roomengine_exporter::store::Store;
 
 fn sample_info() -> roomengine_exporter::api::model::RoomInfo {
     let envelope: Envelope<RoomInfoResponse> =
-        serde_json::from_str(include_str!("fixtures/get_room_info_sample.json"))
-            .expect("sample decodes");
+        serde_json::from_str(include_str!("fixtures/get_room_info_sample.json")).expect("sample decodes");
     assert_eq!(envelope.error_code, 0);
     envelope
         .response
@@ -118,8 +117,5 @@ fn rooms_are_grouped_by_family_in_id_order() {
             "roomengine_room_members{room_id=\"b\"} 1"
         ]
     );
-    assert_eq!(
-        text.matches("# TYPE roomengine_room_members gauge").count(),
-        1
-    );
+    assert_eq!(text.matches("# TYPE roomengine_room_members gauge").count(), 1);
 }

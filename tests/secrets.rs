@@ -24,7 +24,9 @@ async fn key_and_usersigs_stay_out_of_logs_and_metrics() {
     );
     exporter.wait_ready(Duration::from_secs(30)).await;
     let text = exporter
-        .wait_for(Duration::from_secs(20), "a timeout counted", |t| t.contains("code=\"timeout\""))
+        .wait_for(Duration::from_secs(20), "a timeout counted", |t| {
+            t.contains("code=\"timeout\"")
+        })
         .await;
     let mut json_run = Exporter::start(
         &fake.endpoint(),

@@ -57,8 +57,7 @@ impl ApiClient {
             http,
             endpoint: config.endpoint.clone(),
             sdkappid: config.sdkappid,
-            identifier_query: url::form_urlencoded::byte_serialize(config.identifier.as_bytes())
-                .collect(),
+            identifier_query: url::form_urlencoded::byte_serialize(config.identifier.as_bytes()).collect(),
             identifier: config.identifier.clone(),
             signer,
             budget,
@@ -72,11 +71,7 @@ impl ApiClient {
     }
 
     /// `room_engine_http_srv/get_room_info` for one room.
-    pub async fn get_room_info(
-        &self,
-        permit: Permit,
-        room_id: &str,
-    ) -> Result<RoomInfo, CallError> {
+    pub async fn get_room_info(&self, permit: Permit, room_id: &str) -> Result<RoomInfo, CallError> {
         let resp: RoomInfoResponse = self
             .call(
                 permit,
@@ -86,20 +81,12 @@ impl ApiClient {
             )
             .await?;
         resp.room_info.ok_or_else(|| {
-            CallError::transport(
-                "decode",
-                ErrorClass::Retryable,
-                "answer has no Response.RoomInfo",
-            )
+            CallError::transport("decode", ErrorClass::Retryable, "answer has no Response.RoomInfo")
         })
     }
 
     /// `room_engine_http_mic/get_seat_list` for one room, counted.
-    pub async fn get_seat_list(
-        &self,
-        permit: Permit,
-        room_id: &str,
-    ) -> Result<SeatUsage, CallError> {
+    pub async fn get_seat_list(&self, permit: Permit, room_id: &str) -> Result<SeatUsage, CallError> {
         let resp: SeatListResponse = self
             .call(
                 permit,
@@ -199,9 +186,9 @@ impl ApiClient {
                 &envelope.error_info,
             ));
         }
-        envelope.response.ok_or_else(|| {
-            CallError::transport("decode", ErrorClass::Retryable, "answer has no Response")
-        })
+        envelope
+            .response
+            .ok_or_else(|| CallError::transport("decode", ErrorClass::Retryable, "answer has no Response"))
     }
 
     fn hint_once(&self, code: &str) {

@@ -153,9 +153,7 @@ fn flex_u64<'de, D: Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
 fn flex_i64<'de, D: Deserializer<'de>>(d: D) -> Result<i64, D::Error> {
     match Loose::deserialize(d)? {
         Loose::Int(n) => Ok(n),
-        Loose::Uint(n) => {
-            i64::try_from(n).map_err(|_| de::Error::custom("error code out of range"))
-        }
+        Loose::Uint(n) => i64::try_from(n).map_err(|_| de::Error::custom("error code out of range")),
         Loose::Str(s) => s
             .trim()
             .parse()

@@ -63,17 +63,9 @@ pub fn classify(code: i64) -> ErrorClass {
         100211 => ErrorClass::NoSeats,
         100001 | 60008 | 60013 | 60014 | 70169 | 70202 | 70500 => ErrorClass::Retryable,
         60007 | 60011 | 60018 | 60019 => ErrorClass::RateLimited,
-        60006
-        | 60010
-        | 60016
-        | 60017
-        | 60020
-        | 60021
-        | 70001..=70020
-        | 70050
-        | 70051
-        | 70052
-        | 70403 => ErrorClass::Auth,
+        60006 | 60010 | 60016 | 60017 | 60020 | 60021 | 70001..=70020 | 70050 | 70051 | 70052 | 70403 => {
+            ErrorClass::Auth
+        }
         _ => ErrorClass::BadRequest,
     }
 }
@@ -116,8 +108,7 @@ mod tests {
             assert_eq!(classify(c), ErrorClass::RateLimited, "{c}");
         }
         for c in [
-            60006, 60010, 60016, 60017, 60020, 60021, 70001, 70009, 70020, 70050, 70051, 70052,
-            70403,
+            60006, 60010, 60016, 60017, 60020, 60021, 70001, 70009, 70020, 70050, 70051, 70052, 70403,
         ] {
             assert_eq!(classify(c), ErrorClass::Auth, "{c}");
         }

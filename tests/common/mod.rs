@@ -75,24 +75,45 @@ impl Fake {
             let id = format!("room-{i:04}");
             state.rooms.insert(
                 id.clone(),
-                FakeRoom { info: room_info(&id, i as u64, 300), fail_next: vec![], gone: false, delay: None },
+                FakeRoom {
+                    info: room_info(&id, i as u64, 300),
+                    fail_next: vec![],
+                    gone: false,
+                    delay: None,
+                },
             );
         }
         let state = Arc::new(Mutex::new(state));
         let app = Router::new()
             .route("/v4/room_engine_http_srv/get_room_info", post(get_room_info))
             .with_state(state.clone());
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
-        let addr = listener.local_addr().expect("addr");
+        // The fake runs on its own thread and runtime, so that a test's client
+        // load cannot delay the arrival times it records.
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-        tokio::spawn(async move {
-            let _ = axum::serve(listener, app)
-                .with_graceful_shutdown(async {
-                    let _ = rx.await;
-                })
-                .await;
+        let (addr_tx, addr_rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("runtime");
+            rt.block_on(async move {
+                let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+                addr_tx
+                    .send(listener.local_addr().expect("addr"))
+                    .expect("send addr");
+                let _ = axum::serve(listener, app)
+                    .with_graceful_shutdown(async {
+                        let _ = rx.await;
+                    })
+                    .await;
+            });
         });
-        Fake { addr, state, _stop: Arc::new(tx) }
+        let addr = addr_rx.recv().expect("fake started");
+        Fake {
+            addr,
+            state,
+            _stop: Arc::new(tx),
+        }
     }
 
     pub fn with<R>(&self, f: impl FnOnce(&mut FakeState) -> R) -> R {
@@ -116,12 +137,19 @@ fn usersig_is_valid(usersig: &str) -> bool {
             c => c,
         })
         .collect();
-    let Ok(compressed) = base64::engine::general_purpose::STANDARD.decode(std_b64) else { return false };
+    let Ok(compressed) = base64::engine::general_purpose::STANDARD.decode(std_b64) else {
+        return false;
+    };
     let mut text = String::new();
-    if flate2::read::ZlibDecoder::new(&compressed[..]).read_to_string(&mut text).is_err() {
+    if flate2::read::ZlibDecoder::new(&compressed[..])
+        .read_to_string(&mut text)
+        .is_err()
+    {
         return false;
     }
-    let Ok(doc) = serde_json::from_str::<Value>(&text) else { return false };
+    let Ok(doc) = serde_json::from_str::<Value>(&text) else {
+        return false;
+    };
     let (Some(id), Some(app), Some(time), Some(expire), Some(sig)) = (
         doc["TLS.identifier"].as_str(),
         doc["TLS.sdkappid"].as_u64(),
@@ -131,17 +159,24 @@ fn usersig_is_valid(usersig: &str) -> bool {
     ) else {
         return false;
     };
-    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
     if id != IDENTIFIER || app != SDKAPPID || now > time + expire || time > now + 60 {
         return false;
     }
     let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(KEY.as_bytes()).unwrap();
-    mac.update(format!("TLS.identifier:{id}\nTLS.sdkappid:{app}\nTLS.time:{time}\nTLS.expire:{expire}\n").as_bytes());
+    mac.update(
+        format!("TLS.identifier:{id}\nTLS.sdkappid:{app}\nTLS.time:{time}\nTLS.expire:{expire}\n").as_bytes(),
+    );
     base64::engine::general_purpose::STANDARD.encode(mac.finalize().into_bytes()) == sig
 }
 
 fn error(code: i64) -> Json<Value> {
-    Json(json!({"ActionStatus": "FAIL", "ErrorCode": code, "ErrorInfo": format!("fake error {code}"), "RequestId": "fake"}))
+    Json(
+        json!({"ActionStatus": "FAIL", "ErrorCode": code, "ErrorInfo": format!("fake error {code}"), "RequestId": "fake"}),
+    )
 }
 
 async fn get_room_info(
@@ -174,8 +209,10 @@ async fn get_room_info(
                 Some(room) if room.gone => (error(100004), room.delay),
                 Some(room) if !room.fail_next.is_empty() => (error(room.fail_next.remove(0)), room.delay),
                 Some(room) => (
-                    Json(json!({"ActionStatus": "OK", "ErrorCode": 0, "ErrorInfo": "", "RequestId": "fake",
-                                "Response": {"RoomInfo": room.info.clone()}})),
+                    Json(
+                        json!({"ActionStatus": "OK", "ErrorCode": 0, "ErrorInfo": "", "RequestId": "fake",
+                                "Response": {"RoomInfo": room.info.clone()}}),
+                    ),
                     room.delay,
                 ),
             }
@@ -196,7 +233,11 @@ pub struct Exporter {
 }
 
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 impl Exporter {
@@ -218,11 +259,18 @@ impl Exporter {
             .arg(format!("127.0.0.1:{port}"))
             .args(extra_args)
             .env("ROOMENGINE_SECRET_KEY", KEY)
-            .stdout(Stdio::from(std::fs::File::create(dir.path().join("stdout.log")).unwrap()))
+            .stdout(Stdio::from(
+                std::fs::File::create(dir.path().join("stdout.log")).unwrap(),
+            ))
             .stderr(Stdio::from(std::fs::File::create(&log_path).unwrap()))
             .spawn()
             .expect("exporter binary starts");
-        Exporter { child, addr: ([127, 0, 0, 1], port).into(), log_path, _dir: dir }
+        Exporter {
+            child,
+            addr: ([127, 0, 0, 1], port).into(),
+            log_path,
+            _dir: dir,
+        }
     }
 
     pub async fn get(&self, path: &str) -> (u16, String) {
@@ -272,7 +320,10 @@ impl Exporter {
 
     /// Sends SIGTERM and waits for the exit status.
     pub fn terminate(&mut self) -> std::process::ExitStatus {
-        let _ = Command::new("kill").arg("-TERM").arg(self.child.id().to_string()).status();
+        let _ = Command::new("kill")
+            .arg("-TERM")
+            .arg(self.child.id().to_string())
+            .status();
         let start = Instant::now();
         loop {
             if let Some(status) = self.child.try_wait().unwrap() {

@@ -1,0 +1,24 @@
+#!/usr/bin/env bash
+# The whole test suite, as the README's quick start gives it and CI runs it:
+# installs Prometheus/promtool when missing, then the Rust tests, the rule
+# checks and the end-to-end check against a real Prometheus.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+step() { printf '\n==> %s\n' "$*"; }
+
+step "Prometheus and promtool (Debian package, installed when missing)"
+bash tests/ensure-prometheus.sh
+
+step "cargo test (unit, fixture, end-to-end, budget, secrets, simulator, demo)"
+# --show-output prints the figures the budget and probe tests measured.
+cargo test --all-targets -- --show-output
+
+step "alert rules and dashboards (promtool check/test rules, dashboard lint)"
+bash tests/check-rules.sh
+
+step "end to end with a real Prometheus"
+cargo build --quiet
+BIN="$PWD/target/debug/roomengine-exporter" bash tests/e2e-prometheus.sh
+
+step "all tests passed"
