@@ -27,7 +27,7 @@ macro_rules! families {
         #[allow(non_camel_case_types, clippy::upper_case_acronyms)]
         #[derive(Clone, Copy)]
         #[repr(usize)]
-        enum F { $($id),* }
+        enum Slot { $($id),* }
         pub const FAMILIES: &[Family] = &[$(Family { name: $name, help: $help }),*];
     };
 }
@@ -99,8 +99,8 @@ pub fn render_room(s: &RoomSnapshot) -> RenderedRoom {
             let _ = writeln!(text, "{name}{{room_id=\"{id}\"{labels}}} {value}");
         };
         match index {
-            i if i == F::UP as usize => line("", &u8::from(s.up && !gone)),
-            i if i == F::EXISTS as usize => {
+            i if i == Slot::UP as usize => line("", &u8::from(s.up && !gone)),
+            i if i == Slot::EXISTS as usize => {
                 if let Some(exists) = s.exists {
                     line("", &u8::from(exists))
                 }
@@ -127,15 +127,15 @@ fn render_info_family(
 ) {
     const FEATURES: [&str; 5] = ["video", "audio", "message", "screen_sharing", "cloud_recording"];
     match index {
-        i if i == F::MEMBERS as usize => line("", &info.member_count),
-        i if i == F::MAX_MEMBERS as usize => line("", &info.max_member_count),
-        i if i == F::MAX_SEATS as usize => line("", &info.max_seat_count),
-        i if i == F::SEAT_ENABLED as usize => line("", &u8::from(info.is_seat_enabled)),
-        i if i == F::STATUS as usize => state_set(line, "status", &ROOM_STATUSES, &info.room_status),
-        i if i == F::TAKE_SEAT_MODE as usize => {
+        i if i == Slot::MEMBERS as usize => line("", &info.member_count),
+        i if i == Slot::MAX_MEMBERS as usize => line("", &info.max_member_count),
+        i if i == Slot::MAX_SEATS as usize => line("", &info.max_seat_count),
+        i if i == Slot::SEAT_ENABLED as usize => line("", &u8::from(info.is_seat_enabled)),
+        i if i == Slot::STATUS as usize => state_set(line, "status", &ROOM_STATUSES, &info.room_status),
+        i if i == Slot::TAKE_SEAT_MODE as usize => {
             state_set(line, "mode", &TAKE_SEAT_MODES, &info.take_seat_mode)
         }
-        i if i == F::FEATURE_DISABLED as usize => {
+        i if i == Slot::FEATURE_DISABLED as usize => {
             let flags = [
                 info.is_video_disabled,
                 info.is_audio_disabled,
@@ -147,7 +147,7 @@ fn render_info_family(
                 line(&format!(",feature=\"{feature}\""), &u8::from(disabled));
             }
         }
-        i if i == F::INFO as usize => line(
+        i if i == Slot::INFO as usize => line(
             &format!(
                 ",room_name=\"{}\",room_type=\"{}\",owner=\"{}\"",
                 escape(&info.room_name),
@@ -156,10 +156,10 @@ fn render_info_family(
             ),
             &1,
         ),
-        i if i == F::CREATED as usize => line("", &info.create_time),
-        i if i == F::SCHEDULED_START as usize => line("", &info.schedule_start_time),
-        i if i == F::SCHEDULED_END as usize => line("", &info.schedule_end_time),
-        i if i == F::LAST_SUCCESS as usize => {
+        i if i == Slot::CREATED as usize => line("", &info.create_time),
+        i if i == Slot::SCHEDULED_START as usize => line("", &info.schedule_start_time),
+        i if i == Slot::SCHEDULED_END as usize => line("", &info.schedule_end_time),
+        i if i == Slot::LAST_SUCCESS as usize => {
             if let Some(t) = s.last_success {
                 line("", &format_args!("{t:.3}"))
             }
@@ -170,10 +170,10 @@ fn render_info_family(
 
 fn render_seat_family(index: usize, seats: &SeatUsage, line: &mut dyn FnMut(&str, &dyn std::fmt::Display)) {
     match index {
-        i if i == F::SEATS_OCCUPIED as usize => line("", &seats.occupied),
-        i if i == F::SEATS_LOCKED as usize => line("", &seats.locked),
-        i if i == F::SEATS_AUDIO_DISABLED as usize => line("", &seats.audio_disabled),
-        i if i == F::SEATS_VIDEO_DISABLED as usize => line("", &seats.video_disabled),
+        i if i == Slot::SEATS_OCCUPIED as usize => line("", &seats.occupied),
+        i if i == Slot::SEATS_LOCKED as usize => line("", &seats.locked),
+        i if i == Slot::SEATS_AUDIO_DISABLED as usize => line("", &seats.audio_disabled),
+        i if i == Slot::SEATS_VIDEO_DISABLED as usize => line("", &seats.video_disabled),
         _ => {}
     }
 }

@@ -22,8 +22,8 @@ use tokio_util::sync::CancellationToken;
 use crate::config::SecretKey;
 use crate::BoxError;
 
-pub use clock::Clock;
-pub use world::{room_id, RoomInfo, Seat, TICK_SECONDS};
+use clock::Clock;
+pub use world::{room_id, RoomInfo, TICK_SECONDS};
 
 /// Flags of `roomengine-exporter simulate`.
 #[derive(clap::Args, Debug, Clone)]
@@ -170,7 +170,12 @@ impl Simulator {
         let clock = Clock::with_offset(options.clock_offset_secs);
         let epoch = options.epoch.unwrap_or_else(|| clock.now_unix());
         let shared = Arc::new(Shared {
-            world: Mutex::new(world::World::new(options.seed, options.rooms, epoch, options.churn)),
+            world: Mutex::new(world::World::new(
+                options.seed,
+                options.rooms,
+                epoch,
+                options.churn,
+            )),
             stats: stats::Stats::default(),
             clock,
             auth: handlers::Auth {
@@ -257,7 +262,11 @@ impl SimHandle {
 
     /// IDs of the rooms that exist now, sorted.
     pub fn room_ids(&self) -> Vec<String> {
-        self.shared.world().rooms().map(|r| r.info.room_id.clone()).collect()
+        self.shared
+            .world()
+            .rooms()
+            .map(|r| r.info.room_id.clone())
+            .collect()
     }
 
     /// The most calls received in any one-second window so far.
@@ -291,15 +300,6 @@ pub fn generate_secret_key() -> SecretKey {
     SecretKey::new((0..32).map(|_| format!("{:02x}", rng.random::<u8>())).collect())
 }
 
-/// Resolves on SIGINT (Ctrl-C) or SIGTERM.
-pub(crate) async fn shutdown_signal() -> std::io::Result<()> {
-    let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
-    tokio::select! {
-        result = tokio::signal::ctrl_c() => result,
-        _ = terminate.recv() => Ok(()),
-    }
-}
-
 /// `roomengine-exporter simulate`: serves until SIGINT or SIGTERM.
 pub async fn run(args: SimulateArgs) -> Result<(), BoxError> {
     let secret_key = match std::env::var(&args.secret_key_env) {
@@ -320,14 +320,13 @@ pub async fn run(args: SimulateArgs) -> Result<(), BoxError> {
         seed: args.seed,
         sdkappid: args.sdkappid,
         identifier: args.identifier,
-        secret_key,
         rate_limit: args.rate_limit,
         latency: args.latency,
         fault_rate: args.fault_rate,
         http_error_rate: args.http_error_rate,
         malformed_rate: args.malformed_rate,
         churn: args.churn,
-        ..SimOptions::new(SecretKey::new(String::new()))
+        ..SimOptions::new(secret_key)
     };
     let (sdkappid, identifier, rooms) = (options.sdkappid, options.identifier.clone(), options.rooms);
     let handle = Simulator::start(options).await?;
@@ -337,8 +336,9 @@ pub async fn run(args: SimulateArgs) -> Result<(), BoxError> {
         url = handle.base_url()
     );
     tracing::info!(address = %handle.addr(), "simulator listening");
-    shutdown_signal().await?;
-    tracing::info!("simulator stopping");
+    let stop = CancellationToken::new();
+    tokio::spawn(crate::shutdown::on_signal(stop.clone()));
+    stop.cancelled().await;
     handle.shutdown().await;
     Ok(())
 }

@@ -14,9 +14,10 @@ use serde_json::{json, Map, Value};
 pub const TICK_SECONDS: u64 = 1;
 
 /// One room as `get_room_info` returns it, with Tencent's field names, in the
-/// order of the API page's sample.
+/// order of the API page's sample. Extra fields are ignored when parsing, so a
+/// `/sim/rooms` entry (which adds `SeatsOccupied`) parses too.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "PascalCase", deny_unknown_fields)]
+#[serde(rename_all = "PascalCase")]
 pub struct RoomInfo {
     pub room_id: String,
     pub room_name: String,
@@ -135,9 +136,7 @@ impl Editor {
         match self {
             Editor::Control => true,
             Editor::UpdateApi => UPDATABLE.contains(&field),
-            Editor::CreateApi => {
-                UPDATABLE.contains(&field) || matches!(field, "RoomType" | "IsSeatEnabled")
-            }
+            Editor::CreateApi => UPDATABLE.contains(&field) || matches!(field, "RoomType" | "IsSeatEnabled"),
         }
     }
 }
@@ -233,7 +232,11 @@ impl Room {
             room_type: "Conference".into(),
             owner_account: format!("user_{}", rng.random_range(1000..10_000)),
             max_member_count,
-            max_seat_count: if is_seat_enabled { pick(&mut rng, SEAT_COUNTS) } else { 0 },
+            max_seat_count: if is_seat_enabled {
+                pick(&mut rng, SEAT_COUNTS)
+            } else {
+                0
+            },
             is_video_disabled: rng.random_bool(0.1),
             is_audio_disabled: rng.random_bool(0.1),
             is_message_disabled: rng.random_bool(0.15),
@@ -365,7 +368,11 @@ impl Room {
         let seat = free[self.rng.random_range(0..free.len())];
         for _ in 0..8 {
             let account = member_account(&self.info, self.rng.random_range(0..members));
-            if !self.seats.iter().any(|s| s.member.as_deref() == Some(account.as_str())) {
+            if !self
+                .seats
+                .iter()
+                .any(|s| s.member.as_deref() == Some(account.as_str()))
+            {
                 self.seats[seat].member = Some(account);
                 return;
             }
@@ -400,7 +407,12 @@ impl Room {
                     ticks_left: rng.random_range(120..=600),
                 },
             ),
-            Crowd::Full { ticks_left } => (max, Crowd::Full { ticks_left: ticks_left - 1 }),
+            Crowd::Full { ticks_left } => (
+                max,
+                Crowd::Full {
+                    ticks_left: ticks_left - 1,
+                },
+            ),
             Crowd::Ebbing { ticks_left: 0, .. } => (count, Crowd::Climbing),
             Crowd::Ebbing { target, ticks_left } => (
                 wander(rng, count, target, max),
@@ -470,9 +482,11 @@ impl Room {
         for (key, value) in fields {
             match key.as_str() {
                 "SeatsOccupied" if editor == Editor::Control => {
-                    occupied = Some(value.as_u64().ok_or_else(|| {
-                        format!("SeatsOccupied must be a whole number, not {value}")
-                    })?);
+                    occupied = Some(
+                        value
+                            .as_u64()
+                            .ok_or_else(|| format!("SeatsOccupied must be a whole number, not {value}"))?,
+                    );
                 }
                 // Naming the room's own ID is harmless; another ID is not.
                 "RoomId" if value.as_str() == Some(self.info.room_id.as_str()) => {}
@@ -485,10 +499,7 @@ impl Room {
                         return Err(format!("{name} cannot be set here"));
                     }
                     if !same_kind(current, value) {
-                        return Err(format!(
-                            "{name} must be {}, not {value}",
-                            kind_name(current)
-                        ));
+                        return Err(format!("{name} must be {}, not {value}", kind_name(current)));
                     }
                     doc.insert(key.clone(), value.clone());
                 }
@@ -497,11 +508,13 @@ impl Room {
         let info: RoomInfo = serde_json::from_value(Value::Object(doc))
             .map_err(|e| format!("a value is out of range: {e}"))?;
         if let Some(n) = occupied {
-            let seats = if info.is_seat_enabled { info.max_seat_count } else { 0 };
+            let seats = if info.is_seat_enabled {
+                info.max_seat_count
+            } else {
+                0
+            };
             if n > u64::from(seats) {
-                return Err(format!(
-                    "SeatsOccupied {n} is more than the room's {seats} seats"
-                ));
+                return Err(format!("SeatsOccupied {n} is more than the room's {seats} seats"));
             }
         }
         self.info = info;
@@ -599,10 +612,6 @@ impl World {
         self.epoch + self.ticks * TICK_SECONDS
     }
 
-    pub fn ticks(&self) -> u64 {
-        self.ticks
-    }
-
     /// Advances every unfrozen room one tick, then churns.
     pub fn step(&mut self) {
         self.ticks += 1;
@@ -637,10 +646,6 @@ impl World {
 
     pub fn len(&self) -> usize {
         self.rooms.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.rooms.is_empty()
     }
 
     /// Removes the room; false when there was none.
@@ -701,7 +706,10 @@ mod tests {
         }
         // Rooms 1, 11, 21 and 31 fill up and stay full for minutes.
         for id in ["room-0001", "room-0011", "room-0021", "room-0031"] {
-            assert!(full_ticks.get(id).copied().unwrap_or(0) >= 150, "{id}: {full_ticks:?}");
+            assert!(
+                full_ticks.get(id).copied().unwrap_or(0) >= 150,
+                "{id}: {full_ticks:?}"
+            );
         }
         assert!(full_ticks.len() <= 8, "too many full rooms: {full_ticks:?}");
     }
@@ -729,8 +737,7 @@ mod tests {
             world.edit("room-0002", &bad, Editor::Control).map(|_| ()),
             Err(EditError::Invalid("RoomName must be a string, not 3".into()))
         );
-        let good: Map<String, Value> =
-            serde_json::from_str(r#"{"MemberCount": 5}"#).expect("json");
+        let good: Map<String, Value> = serde_json::from_str(r#"{"MemberCount": 5}"#).expect("json");
         world.edit("room-0002", &good, Editor::Control).expect("edit");
         for _ in 0..50 {
             world.step();

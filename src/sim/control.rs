@@ -1,0 +1,93 @@
+//! The simulator's own API under `/sim/`, for tests and demos: list rooms, set
+//! a room's fields (which freezes its walk), destroy a room, and read the
+//! simulator's counters in Prometheus text.
+
+use std::sync::Arc;
+
+use axum::body::Bytes;
+use axum::extract::{Path, State};
+use axum::http::{header, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use serde_json::Value;
+
+use super::world::{EditError, Editor};
+use super::Shared;
+
+pub(crate) fn routes() -> Router<Arc<Shared>> {
+    Router::new()
+        .route("/sim/rooms", get(list_rooms))
+        .route(
+            "/sim/rooms/{id}",
+            get(show_room).put(set_room).delete(destroy_room),
+        )
+        .route("/sim/metrics", get(metrics))
+}
+
+fn plain(status: StatusCode, message: String) -> Response {
+    (
+        status,
+        [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
+        message + "\n",
+    )
+        .into_response()
+}
+
+fn no_room(id: &str) -> Response {
+    plain(StatusCode::NOT_FOUND, format!("no room {id}"))
+}
+
+/// `GET /sim/rooms`: every room, sorted by RoomId.
+async fn list_rooms(State(shared): State<Arc<Shared>>) -> Json<Vec<Value>> {
+    Json(shared.world().rooms().map(|r| r.to_control_json()).collect())
+}
+
+/// `GET /sim/rooms/{id}`.
+async fn show_room(State(shared): State<Arc<Shared>>, Path(id): Path<String>) -> Response {
+    match shared.world().room(&id) {
+        Some(room) => Json(room.to_control_json()).into_response(),
+        None => no_room(&id),
+    }
+}
+
+/// `PUT /sim/rooms/{id}` with a JSON object of RoomInfo fields (and
+/// optionally `SeatsOccupied`): sets them, freezes the room, answers the room.
+async fn set_room(State(shared): State<Arc<Shared>>, Path(id): Path<String>, body: Bytes) -> Response {
+    let fields = match serde_json::from_slice::<Value>(&body) {
+        Ok(Value::Object(fields)) => fields,
+        Ok(_) => {
+            return plain(
+                StatusCode::BAD_REQUEST,
+                r#"the body must be a JSON object of RoomInfo fields, e.g. {"MemberCount": 300}"#.into(),
+            )
+        }
+        Err(e) => return plain(StatusCode::BAD_REQUEST, format!("the body is not JSON: {e}")),
+    };
+    let mut world = shared.world();
+    match world.edit(&id, &fields, Editor::Control) {
+        Ok(room) => Json(room.to_control_json()).into_response(),
+        Err(EditError::NoSuchRoom) => no_room(&id),
+        Err(EditError::Invalid(why)) => plain(StatusCode::BAD_REQUEST, why),
+        Err(EditError::AlreadyExists) => plain(StatusCode::CONFLICT, format!("room {id} exists")),
+    }
+}
+
+/// `DELETE /sim/rooms/{id}`: the room is destroyed; the API answers 100004 from now on.
+async fn destroy_room(State(shared): State<Arc<Shared>>, Path(id): Path<String>) -> Response {
+    if shared.world().destroy(&id) {
+        StatusCode::NO_CONTENT.into_response()
+    } else {
+        no_room(&id)
+    }
+}
+
+/// `GET /sim/metrics`: calls, answers, the busiest second, and the room count.
+async fn metrics(State(shared): State<Arc<Shared>>) -> Response {
+    let rooms = shared.world().len();
+    (
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")],
+        shared.stats.render(rooms),
+    )
+        .into_response()
+}
