@@ -47,7 +47,7 @@ pub async fn run(config: Config, web: WebOptions, shutdown: CancellationToken) -
     metrics.rooms_configured.set(config.rooms.len() as i64);
     metrics.config_reload_ok.set(1);
     let client = Arc::new(ApiClient::new(&config, budget.clone(), metrics.clone())?);
-    let store = Arc::new(Store::new());
+    let store = Arc::new(Store::new(&config.rooms));
     let ready = Arc::new(AtomicBool::new(false));
 
     let poller = Poller {

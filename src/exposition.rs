@@ -77,6 +77,19 @@ pub struct RenderedRoom {
 }
 
 impl RenderedRoom {
+    /// Lines in `text`, `ranges[i]` being family `i`'s (the ranges tile the text in family order).
+    pub fn from_parts(text: String, ranges: Vec<Range<usize>>) -> RenderedRoom {
+        RenderedRoom { text, ranges }
+    }
+
+    pub fn len(&self) -> usize {
+        self.text.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.text.is_empty()
+    }
+
     pub fn family(&self, index: usize) -> &str {
         self.ranges.get(index).map_or("", |r| &self.text[r.clone()])
     }

@@ -18,11 +18,7 @@ use roomengine_exporter::{app, config, demo, shutdown, sim};
 #[command(version, about, long_about)]
 struct Cli {
     /// Path to the configuration file.
-    #[arg(
-        long = "config.file",
-        value_name = "PATH",
-        default_value = "exporter.yaml"
-    )]
+    #[arg(long = "config.file", value_name = "PATH", default_value = "exporter.yaml")]
     config_file: PathBuf,
     /// Address to listen on for the web interface and telemetry.
     #[arg(
@@ -32,22 +28,13 @@ struct Cli {
     )]
     listen_address: String,
     /// Path under which to expose metrics.
-    #[arg(
-        long = "web.telemetry-path",
-        value_name = "PATH",
-        default_value = "/metrics"
-    )]
+    #[arg(long = "web.telemetry-path", value_name = "PATH", default_value = "/metrics")]
     telemetry_path: String,
     /// Only log messages with the given severity or above.
     #[arg(long = "log.level", value_enum, default_value = "info", global = true)]
     log_level: LogLevel,
     /// Output format of log messages.
-    #[arg(
-        long = "log.format",
-        value_enum,
-        default_value = "logfmt",
-        global = true
-    )]
+    #[arg(long = "log.format", value_enum, default_value = "logfmt", global = true)]
     log_format: LogFormat,
     /// Validate the configuration file (SecretKey included) and exit: 0 when valid, 1 listing every problem.
     #[arg(long = "config.check")]

@@ -43,7 +43,7 @@ pub fn router(state: AppState) -> Router {
 async fn metrics(State(state): State<AppState>) -> Response {
     state.metrics.rate_limit_effective.set(state.budget.effective());
     // Pre-size from the store: a scrape of many rooms is one big copy.
-    let mut body = Vec::with_capacity(4096 + state.store.len() * 2048);
+    let mut body = Vec::with_capacity(4096 + state.store.capacity() * 1800);
     state.store.render_into(&mut body);
     state.metrics.render_into(&mut body);
     ([(header::CONTENT_TYPE, CONTENT_TYPE)], body).into_response()

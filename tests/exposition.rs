@@ -23,14 +23,14 @@ fn render(store: &Store) -> String {
 
 #[test]
 fn sample_response_gives_exactly_the_fixture() {
-    let store = Store::new();
+    let store = Store::new(&["room-test"]);
     store.record_success("room-test", sample_info(), None, 1732585000.25);
     assert_eq!(render(&store), include_str!("fixtures/room-test.prom"));
 }
 
 #[test]
 fn destroyed_room_keeps_only_exists_and_up() {
-    let store = Store::new();
+    let store = Store::new(&["room-test"]);
     store.record_success("room-test", sample_info(), None, 1732585000.25);
     store.record_gone("room-test");
     let text = render(&store);
@@ -46,7 +46,7 @@ fn destroyed_room_keeps_only_exists_and_up() {
 
 #[test]
 fn failed_poll_keeps_data_and_marks_down() {
-    let store = Store::new();
+    let store = Store::new(&["room-test"]);
     store.record_success("room-test", sample_info(), None, 1732585000.25);
     store.record_failure("room-test");
     let text = render(&store);
@@ -59,7 +59,7 @@ fn failed_poll_keeps_data_and_marks_down() {
 
 #[test]
 fn never_successful_room_has_only_up() {
-    let store = Store::new();
+    let store = Store::new(&["room-x"]);
     store.record_failure("room-x");
     let samples: Vec<String> = render(&store)
         .lines()
@@ -71,7 +71,7 @@ fn never_successful_room_has_only_up() {
 
 #[test]
 fn seat_usage_series_and_label_escaping() {
-    let store = Store::new();
+    let store = Store::new(&["room-test"]);
     let mut info = sample_info();
     info.room_name = "a \"quoted\" \\ name\nnext".into();
     info.room_status = "Paused".into();
@@ -98,8 +98,8 @@ fn seat_usage_series_and_label_escaping() {
 }
 
 #[test]
-fn rooms_are_grouped_by_family_in_id_order() {
-    let store = Store::new();
+fn rooms_are_grouped_by_family_in_configuration_order() {
+    let store = Store::new(&["b", "a"]);
     for id in ["b", "a"] {
         let mut info = sample_info();
         info.room_id = id.into();
@@ -113,9 +113,40 @@ fn rooms_are_grouped_by_family_in_id_order() {
     assert_eq!(
         members,
         vec![
-            "roomengine_room_members{room_id=\"a\"} 1",
-            "roomengine_room_members{room_id=\"b\"} 1"
+            "roomengine_room_members{room_id=\"b\"} 1",
+            "roomengine_room_members{room_id=\"a\"} 1"
         ]
     );
     assert_eq!(text.matches("# TYPE roomengine_room_members gauge").count(), 1);
+}
+
+#[test]
+fn rooms_across_shards_each_appear_once_in_order() {
+    let ids: Vec<String> = (0..150).map(|i| format!("r{i:03}")).collect();
+    let store = Store::new(&ids);
+    // Update in reverse and twice, so shard rebuilds happen in every state.
+    for id in ids.iter().rev().chain(ids.iter()) {
+        let mut info = sample_info();
+        info.member_count = id[1..].parse().expect("number");
+        store.record_success(id, info, None, 1.0);
+    }
+    store.record_gone("r064");
+    let text = render(&store);
+    let members: Vec<String> = text
+        .lines()
+        .filter(|l| l.starts_with("roomengine_room_members{"))
+        .map(str::to_owned)
+        .collect();
+    let expected: Vec<String> = ids
+        .iter()
+        .filter(|id| *id != "r064")
+        .map(|id| {
+            format!(
+                "roomengine_room_members{{room_id=\"{id}\"}} {}",
+                id[1..].parse::<u32>().unwrap()
+            )
+        })
+        .collect();
+    assert_eq!(members, expected);
+    assert!(text.contains("\nroomengine_room_exists{room_id=\"r064\"} 0\n"));
 }
