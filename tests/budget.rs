@@ -6,20 +6,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{rooms, Exporter, Fake};
-
-/// Most arrivals inside any half-open window [t, t + 1 s).
-fn worst_window(arrivals: &[Instant]) -> usize {
-    let mut worst = 0;
-    let mut start = 0;
-    for end in 0..arrivals.len() {
-        while arrivals[end].duration_since(arrivals[start]) >= Duration::from_secs(1) {
-            start += 1;
-        }
-        worst = worst.max(end - start + 1);
-    }
-    worst
-}
+use common::{rooms, worst_window, Exporter, Fake};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn never_more_than_rate_limit_calls_in_any_second() {

@@ -8,7 +8,8 @@
 # a free loopback port with its own storage directory.
 set -euo pipefail
 
-if command -v promtool >/dev/null 2>&1 && command -v prometheus >/dev/null 2>&1; then
+if command -v promtool >/dev/null 2>&1 && command -v prometheus >/dev/null 2>&1 \
+    && command -v curl >/dev/null 2>&1; then
     exit 0
 fi
 
@@ -31,9 +32,9 @@ echo "ensure-prometheus: installing Debian package 'prometheus' (promtool + prom
 export DEBIAN_FRONTEND=noninteractive
 "${SUDO[@]}" env DEBIAN_FRONTEND=noninteractive apt-get update -qq >/dev/null
 # --no-install-recommends: the recommended node exporter and web assets are not needed.
-"${SUDO[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus >/dev/null
+"${SUDO[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus curl ca-certificates >/dev/null
 
-for tool in promtool prometheus; do
+for tool in promtool prometheus curl; do
     if ! command -v "$tool" >/dev/null 2>&1; then
         echo "ensure-prometheus: '$tool' still not on PATH after installing the package" >&2
         exit 1

@@ -5,7 +5,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{rooms, value, Exporter, Fake};
+use common::{rooms, value, worst_window, Exporter, Fake};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn probe_known_destroyed_and_bad_rooms() {
@@ -111,16 +111,7 @@ async fn three_hundred_probes_at_once_stay_within_the_budget() {
     let ok = results.iter().filter(|s| **s).count();
 
     let arrivals: Vec<Instant> = fake.with(|s| s.arrivals[before..].to_vec());
-    let worst = arrivals
-        .iter()
-        .map(|t| {
-            arrivals
-                .iter()
-                .filter(|u| **u >= *t && u.duration_since(*t) < Duration::from_secs(1))
-                .count()
-        })
-        .max()
-        .unwrap_or(0);
+    let worst = worst_window(&arrivals);
     println!("probe: 300 probes, scrape timeout 3 s, rate_limit 20: {ok} succeeded, {} calls, worst one-second window {worst}, all answered in {slowest:?}", arrivals.len());
     assert!(worst <= 20, "a one-second window held {worst} calls");
     assert!(ok >= 40, "the budget served only {ok} probes in 2.5 s");

@@ -3,6 +3,8 @@
 //! seat-enabled room, rooms without seats have no seat series, and a pass
 //! costs exactly one get_room_info per room plus one seat call per seat room.
 
+mod common;
+
 use std::time::Duration;
 
 use roomengine_exporter::app::{self, WebOptions};
@@ -11,11 +13,7 @@ use roomengine_exporter::sim::{SimOptions, Simulator};
 use serde_json::Value;
 use tokio_util::sync::CancellationToken;
 
-fn value(text: &str, series: &str) -> Option<f64> {
-    text.lines()
-        .find_map(|l| l.strip_prefix(series).and_then(|rest| rest.strip_prefix(' ')))
-        .and_then(|v| v.trim().parse().ok())
-}
+use common::value;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn seat_usage_matches_the_simulator_and_costs_one_call_per_seat_room() {

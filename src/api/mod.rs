@@ -53,6 +53,8 @@ impl ApiClient {
             config.identifier.clone(),
             config.usersig_ttl,
         );
+        // Sign the first UserSig now, so its expiry is on /metrics before the first call.
+        metrics.usersig_expiry.set(signer.current().1 as f64);
         Ok(ApiClient {
             http,
             endpoint: config.endpoint.clone(),

@@ -355,3 +355,16 @@ pub fn value(text: &str, series: &str) -> Option<f64> {
 pub fn rooms(n: usize) -> Vec<String> {
     (1..=n).map(|i| format!("room-{i:04}")).collect()
 }
+
+/// Most arrivals inside any half-open window [t, t + 1 s); `arrivals` sorted.
+pub fn worst_window(arrivals: &[Instant]) -> usize {
+    let mut worst = 0;
+    let mut start = 0;
+    for end in 0..arrivals.len() {
+        while arrivals[end].duration_since(arrivals[start]) >= Duration::from_secs(1) {
+            start += 1;
+        }
+        worst = worst.max(end - start + 1);
+    }
+    worst
+}
