@@ -29,15 +29,14 @@ pub struct AppState {
 }
 
 pub fn router(state: AppState) -> Router {
-    let mut router = Router::new()
+    Router::new()
         .route("/", get(landing))
         .route(&state.telemetry_path, get(metrics))
         .route("/-/healthy", get(|| async { "Healthy\n" }))
-        .route("/-/ready", get(ready));
-    if state.prober.is_some() {
-        router = router.route("/probe", get(probe::handler));
-    }
-    router.layer(CompressionLayer::new()).with_state(state)
+        .route("/-/ready", get(ready))
+        .route("/probe", get(probe::handler))
+        .layer(CompressionLayer::new())
+        .with_state(state)
 }
 
 async fn metrics(State(state): State<AppState>) -> Response {

@@ -133,3 +133,16 @@ async fn futures_join_all<F: std::future::Future<Output = bool> + Send + 'static
     }
     out
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn probe_disabled_answers_404_with_the_reason() {
+    let fake = Fake::start(1).await;
+    let polling = "  interval: 30s\n  rate_limit: 50\n  timeout: 5s\nprobe:\n  enabled: false";
+    let exporter = Exporter::start(&fake.endpoint(), polling, &rooms(1), &[]);
+    exporter.wait_ready(Duration::from_secs(10)).await;
+    assert_eq!(
+        exporter.get("/probe?room_id=room-0001").await,
+        (404, "probing is disabled (probe.enabled: false)\n".to_owned())
+    );
+    assert_eq!(fake.with(|s| s.arrivals.len()), 1, "only the poll, no probe call");
+}

@@ -200,10 +200,10 @@ impl ApiClient {
             .unwrap_or_else(|p| p.into_inner())
             .insert(code.to_owned());
         if first {
+            let hint = outcome::auth_hint(code, self.sdkappid, &self.identifier);
             tracing::error!(
                 code,
-                hint = %outcome::auth_hint(code, self.sdkappid, &self.identifier),
-                "the Room Engine API refused the exporter's credentials; nothing is measured until this is fixed (logged once per code)"
+                "{code}: {hint} (the API refuses the exporter's credentials: nothing is measured until this is fixed; logged once per code)"
             );
         }
     }
