@@ -11,8 +11,9 @@ step "Prometheus and promtool (Debian package, installed when missing)"
 bash tests/ensure-prometheus.sh
 
 step "cargo test (unit, fixture, end-to-end, budget, secrets, simulator, demo)"
-# --show-output prints the figures the budget and probe tests measured.
-cargo test --all-targets -- --show-output
+# --show-output prints the figures the budget, probe and seat tests measured.
+# Benchmarks are not tests: `cargo bench --bench scrape` prints their figures.
+cargo test --lib --bins --tests -- --show-output
 
 step "alert rules and dashboards (promtool check/test rules, dashboard lint)"
 bash tests/check-rules.sh
