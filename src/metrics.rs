@@ -47,7 +47,9 @@ impl SelfMetrics {
                 "roomengine_api_request_duration_seconds",
                 "Latency of calls to the Room Engine API, from send to decoded answer.",
             )
-            .buckets(vec![0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0]),
+            .buckets(vec![
+                0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+            ]),
             &["api"],
         )
         .expect("valid metric");
