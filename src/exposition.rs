@@ -23,34 +23,33 @@ pub struct Family {
 
 macro_rules! families {
     ($($id:ident = $name:literal, $help:literal;)*) => {
-        /// Index of each family in [`FAMILIES`] and in a room's rendered lines.
-        #[allow(non_camel_case_types, clippy::upper_case_acronyms)]
+        /// Each family of [`FAMILIES`], in the same order.
         #[derive(Clone, Copy)]
-        #[repr(usize)]
         enum Slot { $($id),* }
+        const SLOTS: &[Slot] = &[$(Slot::$id),*];
         pub const FAMILIES: &[Family] = &[$(Family { name: $name, help: $help }),*];
     };
 }
 
 families! {
-    MEMBERS = "roomengine_room_members", "Members in the room (MemberCount)";
-    MAX_MEMBERS = "roomengine_room_max_members", "Member capacity of the room (MaxMemberCount)";
-    MAX_SEATS = "roomengine_room_max_seats", "Number of seats (microphone positions) in the room (MaxSeatCount)";
-    SEAT_ENABLED = "roomengine_room_seat_enabled", "1 when the room uses seats (IsSeatEnabled)";
-    STATUS = "roomengine_room_status", "Room status as a state set: 1 for the current RoomStatus, 0 for the others";
-    TAKE_SEAT_MODE = "roomengine_room_take_seat_mode", "Take-seat mode as a state set: 1 for the current TakeSeatMode, 0 for the others";
-    FEATURE_DISABLED = "roomengine_room_feature_disabled", "1 when the feature is switched off room-wide (Is*Disabled)";
-    INFO = "roomengine_room_info", "Static facts about the room; always 1";
-    CREATED = "roomengine_room_created_timestamp_seconds", "When the room was created (CreateTime, Unix seconds)";
-    SCHEDULED_START = "roomengine_room_scheduled_start_timestamp_seconds", "Scheduled start of the meeting (ScheduleStartTime, Unix seconds)";
-    SCHEDULED_END = "roomengine_room_scheduled_end_timestamp_seconds", "Scheduled end of the meeting (ScheduleEndTime, Unix seconds)";
-    SEATS_OCCUPIED = "roomengine_room_seats_occupied", "Seats taken by a member (from get_seat_list, seat-enabled rooms only)";
-    SEATS_LOCKED = "roomengine_room_seats_locked", "Seats locked against taking (IsTakenDisabled, from get_seat_list)";
-    SEATS_AUDIO_DISABLED = "roomengine_room_seats_audio_disabled", "Seats with audio disabled (from get_seat_list)";
-    SEATS_VIDEO_DISABLED = "roomengine_room_seats_video_disabled", "Seats with video disabled (from get_seat_list)";
-    UP = "roomengine_room_up", "1 when the last poll of the room returned its info, else 0";
-    EXISTS = "roomengine_room_exists", "1 when the API returned the room's info, 0 once it answered that the room does not exist (100004)";
-    LAST_SUCCESS = "roomengine_room_last_success_timestamp_seconds", "When the room's data was last fetched successfully (Unix seconds)";
+    Members = "roomengine_room_members", "Members in the room (MemberCount)";
+    MaxMembers = "roomengine_room_max_members", "Member capacity of the room (MaxMemberCount)";
+    MaxSeats = "roomengine_room_max_seats", "Number of seats (microphone positions) in the room (MaxSeatCount)";
+    SeatEnabled = "roomengine_room_seat_enabled", "1 when the room uses seats (IsSeatEnabled)";
+    Status = "roomengine_room_status", "Room status as a state set: 1 for the current RoomStatus, 0 for the others";
+    TakeSeatMode = "roomengine_room_take_seat_mode", "Take-seat mode as a state set: 1 for the current TakeSeatMode, 0 for the others";
+    FeatureDisabled = "roomengine_room_feature_disabled", "1 when the feature is switched off room-wide (Is*Disabled)";
+    Info = "roomengine_room_info", "Static facts about the room; always 1";
+    Created = "roomengine_room_created_timestamp_seconds", "When the room was created (CreateTime, Unix seconds)";
+    ScheduledStart = "roomengine_room_scheduled_start_timestamp_seconds", "Scheduled start of the meeting (ScheduleStartTime, Unix seconds)";
+    ScheduledEnd = "roomengine_room_scheduled_end_timestamp_seconds", "Scheduled end of the meeting (ScheduleEndTime, Unix seconds)";
+    SeatsOccupied = "roomengine_room_seats_occupied", "Seats taken by a member (from get_seat_list, seat-enabled rooms only)";
+    SeatsLocked = "roomengine_room_seats_locked", "Seats locked against taking (IsTakenDisabled, from get_seat_list)";
+    SeatsAudioDisabled = "roomengine_room_seats_audio_disabled", "Seats with audio disabled (from get_seat_list)";
+    SeatsVideoDisabled = "roomengine_room_seats_video_disabled", "Seats with video disabled (from get_seat_list)";
+    Up = "roomengine_room_up", "1 when the last poll of the room returned its info, else 0";
+    Exists = "roomengine_room_exists", "1 when the API returned the room's info, 0 once it answered that the room does not exist (100004)";
+    LastSuccess = "roomengine_room_last_success_timestamp_seconds", "When the room's data was last fetched successfully (Unix seconds)";
 }
 
 /// Everything the exporter knows about one room, from which its lines are rendered.
@@ -98,112 +97,105 @@ impl RenderedRoom {
 /// Renders a snapshot; a destroyed room keeps only `exists 0` and `up 0`,
 /// a room never polled successfully only `up`.
 pub fn render_room(s: &RoomSnapshot) -> RenderedRoom {
-    let id = escape(&s.room_id);
-    let mut text = String::with_capacity(2048);
+    let mut lines = Lines {
+        text: String::with_capacity(2048),
+        room_id: escape(&s.room_id),
+        name: "",
+    };
     let mut ranges = Vec::with_capacity(FAMILIES.len());
-    let gone = s.exists == Some(false);
-    let info = if gone { None } else { s.info.as_ref() };
-    let seats = if gone { None } else { s.seats };
-    for (index, family) in FAMILIES.iter().enumerate() {
-        let start = text.len();
-        let name = family.name;
-        let mut line = |labels: &str, value: &dyn std::fmt::Display| {
-            // Writing to a String cannot fail.
-            let _ = writeln!(text, "{name}{{room_id=\"{id}\"{labels}}} {value}");
-        };
-        match index {
-            i if i == Slot::UP as usize => line("", &u8::from(s.up && !gone)),
-            i if i == Slot::EXISTS as usize => {
-                if let Some(exists) = s.exists {
-                    line("", &u8::from(exists))
-                }
-            }
-            _ => {
-                if let Some(info) = info {
-                    render_info_family(index, info, s, &mut line);
-                }
-                if let Some(seats) = seats {
-                    render_seat_family(index, &seats, &mut line);
-                }
-            }
-        }
-        ranges.push(start..text.len());
+    for (slot, family) in SLOTS.iter().zip(FAMILIES) {
+        let start = lines.text.len();
+        lines.name = family.name;
+        render_family(*slot, s, &mut lines);
+        ranges.push(start..lines.text.len());
     }
-    RenderedRoom { text, ranges }
+    RenderedRoom {
+        text: lines.text,
+        ranges,
+    }
 }
 
-fn render_info_family(
-    index: usize,
-    info: &RoomInfo,
-    s: &RoomSnapshot,
-    line: &mut dyn FnMut(&str, &dyn std::fmt::Display),
-) {
+/// Appends `name{room_id="..."<labels>} value` lines for one family.
+struct Lines<'a> {
+    text: String,
+    room_id: std::borrow::Cow<'a, str>,
+    name: &'static str,
+}
+
+impl Lines<'_> {
+    fn line(&mut self, labels: &str, value: impl std::fmt::Display) {
+        // Writing to a String cannot fail.
+        let _ = writeln!(
+            self.text,
+            "{}{{room_id=\"{}\"{labels}}} {value}",
+            self.name, self.room_id
+        );
+    }
+}
+
+fn render_family(slot: Slot, s: &RoomSnapshot, out: &mut Lines<'_>) {
     const FEATURES: [&str; 5] = ["video", "audio", "message", "screen_sharing", "cloud_recording"];
-    match index {
-        i if i == Slot::MEMBERS as usize => line("", &info.member_count),
-        i if i == Slot::MAX_MEMBERS as usize => line("", &info.max_member_count),
-        i if i == Slot::MAX_SEATS as usize => line("", &info.max_seat_count),
-        i if i == Slot::SEAT_ENABLED as usize => line("", &u8::from(info.is_seat_enabled)),
-        i if i == Slot::STATUS as usize => state_set(line, "status", &ROOM_STATUSES, &info.room_status),
-        i if i == Slot::TAKE_SEAT_MODE as usize => {
-            state_set(line, "mode", &TAKE_SEAT_MODES, &info.take_seat_mode)
+    let gone = s.exists == Some(false);
+    let info = s.info.as_ref().filter(|_| !gone);
+    let seats = s.seats.as_ref().filter(|_| !gone);
+    match (slot, info, seats) {
+        (Slot::Up, ..) => out.line("", u8::from(s.up && !gone)),
+        (Slot::Exists, ..) => {
+            if let Some(exists) = s.exists {
+                out.line("", u8::from(exists));
+            }
         }
-        i if i == Slot::FEATURE_DISABLED as usize => {
+        (Slot::Members, Some(i), _) => out.line("", i.member_count),
+        (Slot::MaxMembers, Some(i), _) => out.line("", i.max_member_count),
+        (Slot::MaxSeats, Some(i), _) => out.line("", i.max_seat_count),
+        (Slot::SeatEnabled, Some(i), _) => out.line("", u8::from(i.is_seat_enabled)),
+        (Slot::Status, Some(i), _) => state_set(out, "status", &ROOM_STATUSES, &i.room_status),
+        (Slot::TakeSeatMode, Some(i), _) => state_set(out, "mode", &TAKE_SEAT_MODES, &i.take_seat_mode),
+        (Slot::FeatureDisabled, Some(i), _) => {
             let flags = [
-                info.is_video_disabled,
-                info.is_audio_disabled,
-                info.is_message_disabled,
-                info.is_screen_sharing_disabled,
-                info.is_cloud_recording_disabled,
+                i.is_video_disabled,
+                i.is_audio_disabled,
+                i.is_message_disabled,
+                i.is_screen_sharing_disabled,
+                i.is_cloud_recording_disabled,
             ];
             for (feature, disabled) in FEATURES.iter().zip(flags) {
-                line(&format!(",feature=\"{feature}\""), &u8::from(disabled));
+                out.line(&format!(",feature=\"{feature}\""), u8::from(disabled));
             }
         }
-        i if i == Slot::INFO as usize => line(
+        (Slot::Info, Some(i), _) => out.line(
             &format!(
                 ",room_name=\"{}\",room_type=\"{}\",owner=\"{}\"",
-                escape(&info.room_name),
-                escape(&info.room_type),
-                escape(&info.owner_account)
+                escape(&i.room_name),
+                escape(&i.room_type),
+                escape(&i.owner_account)
             ),
-            &1,
+            1,
         ),
-        i if i == Slot::CREATED as usize => line("", &info.create_time),
-        i if i == Slot::SCHEDULED_START as usize => line("", &info.schedule_start_time),
-        i if i == Slot::SCHEDULED_END as usize => line("", &info.schedule_end_time),
-        i if i == Slot::LAST_SUCCESS as usize => {
+        (Slot::Created, Some(i), _) => out.line("", i.create_time),
+        (Slot::ScheduledStart, Some(i), _) => out.line("", i.schedule_start_time),
+        (Slot::ScheduledEnd, Some(i), _) => out.line("", i.schedule_end_time),
+        (Slot::LastSuccess, Some(_), _) => {
             if let Some(t) = s.last_success {
-                line("", &format_args!("{t:.3}"))
+                out.line("", format_args!("{t:.3}"));
             }
         }
-        _ => {}
-    }
-}
-
-fn render_seat_family(index: usize, seats: &SeatUsage, line: &mut dyn FnMut(&str, &dyn std::fmt::Display)) {
-    match index {
-        i if i == Slot::SEATS_OCCUPIED as usize => line("", &seats.occupied),
-        i if i == Slot::SEATS_LOCKED as usize => line("", &seats.locked),
-        i if i == Slot::SEATS_AUDIO_DISABLED as usize => line("", &seats.audio_disabled),
-        i if i == Slot::SEATS_VIDEO_DISABLED as usize => line("", &seats.video_disabled),
+        (Slot::SeatsOccupied, _, Some(seats)) => out.line("", seats.occupied),
+        (Slot::SeatsLocked, _, Some(seats)) => out.line("", seats.locked),
+        (Slot::SeatsAudioDisabled, _, Some(seats)) => out.line("", seats.audio_disabled),
+        (Slot::SeatsVideoDisabled, _, Some(seats)) => out.line("", seats.video_disabled),
         _ => {}
     }
 }
 
 /// One series per known value; an unknown value gives all zeros and a warning
 /// (once per value, so a new API value cannot flood the log).
-fn state_set(
-    line: &mut dyn FnMut(&str, &dyn std::fmt::Display),
-    label: &str,
-    values: &[&str],
-    current: &str,
-) {
+fn state_set(out: &mut Lines<'_>, label: &str, values: &[&str], current: &str) {
     if !values.contains(&current) {
         warn_unknown_once(label, current);
     }
     for v in values {
-        line(&format!(",{label}=\"{v}\""), &u8::from(*v == current));
+        out.line(&format!(",{label}=\"{v}\""), u8::from(*v == current));
     }
 }
 

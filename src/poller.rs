@@ -118,15 +118,7 @@ impl Poller {
     /// get_room_info calls plus a seat call for each room known to have seats.
     fn calls_per_pass(&self) -> usize {
         let seat_rooms = if self.seat_usage {
-            self.rooms
-                .iter()
-                .filter(|r| {
-                    self.store
-                        .snapshot(r)
-                        .and_then(|s| s.info)
-                        .is_some_and(|i| i.is_seat_enabled)
-                })
-                .count()
+            self.store.seat_enabled_rooms()
         } else {
             0
         };

@@ -92,6 +92,21 @@ impl Store {
             .map(|e| e.snapshot.clone())
     }
 
+    /// Rooms whose last info says they use seats: each costs a seat call per pass.
+    pub fn seat_enabled_rooms(&self) -> usize {
+        self.shards
+            .iter()
+            .map(|shard| {
+                lock(shard)
+                    .rooms
+                    .iter()
+                    .flatten()
+                    .filter(|e| e.snapshot.info.as_ref().is_some_and(|i| i.is_seat_enabled))
+                    .count()
+            })
+            .sum()
+    }
+
     /// Rooms the store holds (configured rooms).
     pub fn capacity(&self) -> usize {
         self.positions.len()

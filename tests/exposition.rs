@@ -131,6 +131,8 @@ fn rooms_across_shards_each_appear_once_in_order() {
         store.record_success(id, info, None, 1.0);
     }
     store.record_gone("r064");
+    // Every sample room uses seats; the destroyed one no longer counts.
+    assert_eq!(store.seat_enabled_rooms(), 149);
     let text = render(&store);
     let members: Vec<String> = text
         .lines()
