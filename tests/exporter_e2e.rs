@@ -199,3 +199,33 @@ async fn endpoints_and_content_type() {
     assert!(landing.contains("href=\"/metrics\""));
     assert_eq!(exporter.get("/nope").await.0, 404);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn passes_stretch_when_rooms_do_not_fit_the_interval() {
+    // 30 rooms at 10 calls/s need 3 s per pass; the interval asks for 1 s.
+    let fake = Fake::start(30).await;
+    let exporter = Exporter::start(
+        &fake.endpoint(),
+        "  interval: 1s\n  rate_limit: 10\n  timeout: 5s",
+        &rooms(30),
+        &[],
+    );
+    exporter.wait_ready(Duration::from_secs(10)).await;
+    let text = exporter
+        .wait_for(Duration::from_secs(15), "a regular pass finished", |t| {
+            value(t, "roomengine_api_requests_total{api=\"get_room_info\"}").unwrap_or(0.0) >= 90.0
+        })
+        .await;
+    let sweep = value(&text, "roomengine_sweep_duration_seconds").unwrap_or(0.0);
+    println!("stretch: 30 rooms, interval 1s, rate_limit 10: sweep {sweep:.2} s");
+    assert!(
+        (2.9..3.6).contains(&sweep),
+        "the pass lasts rooms / rate_limit = 3 s, not 1 s: {sweep}"
+    );
+    let log = exporter.log();
+    let warnings = log
+        .matches("the rooms do not fit in one interval at this rate limit")
+        .count();
+    assert_eq!(warnings, 1, "{log}");
+    assert!(log.contains("pass=3s"), "{log}");
+}
