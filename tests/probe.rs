@@ -114,7 +114,7 @@ async fn three_hundred_probes_at_once_stay_within_the_budget() {
     let worst = worst_window(&arrivals);
     println!("probe: 300 probes, scrape timeout 3 s, rate_limit 20: {ok} succeeded, {} calls, worst one-second window {worst}, all answered in {slowest:?}", arrivals.len());
     assert!(worst <= 20, "a one-second window held {worst} calls");
-    assert!(ok >= 40, "the budget served only {ok} probes in 2.5 s");
+    assert!(ok >= 30, "the budget served only {ok} probes in 2.5 s");
     assert!(ok < 300, "the budget cannot serve 300 probes in 3 s");
     assert!(
         slowest < Duration::from_secs(4),
