@@ -2,7 +2,7 @@
 //! with unknown keys rejected, and validation that lists every problem with
 //! the key it concerns. Also loads the SecretKey from its env var or file.
 
-use std::collections::HashSet;
+use std::collections::HashMap;
 use std::fmt;
 use std::path::Path;
 use std::time::Duration;
@@ -90,6 +90,7 @@ struct RawConfig {
     #[serde(default)]
     probe: RawProbe,
     rooms: Option<Vec<String>>,
+    rooms_file: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -137,7 +138,8 @@ impl fmt::Display for ConfigErrors {
 
 impl std::error::Error for ConfigErrors {}
 
-/// Where the SecretKey is looked up; injectable so tests need no process env.
+/// Where the SecretKey and the rooms_file are read from; injectable so tests
+/// need no process env or files.
 pub trait SecretSource {
     fn env(&self, name: &str) -> Option<String>;
     fn read_file(&self, path: &Path) -> std::io::Result<String>;
@@ -159,7 +161,8 @@ impl SecretSource for ProcessSecrets {
 pub fn load(path: &Path, secrets: &dyn SecretSource) -> Result<Config, ConfigErrors> {
     let text = std::fs::read_to_string(path)
         .map_err(|e| ConfigErrors(vec![format!("{}: cannot read config file: {e}", path.display())]))?;
-    parse(&text, secrets).map_err(|ConfigErrors(errs)| {
+    let base_dir = path.parent().unwrap_or(Path::new(""));
+    parse_in(&text, base_dir, secrets).map_err(|ConfigErrors(errs)| {
         ConfigErrors(
             errs.into_iter()
                 .map(|e| format!("{}: {e}", path.display()))
@@ -168,8 +171,15 @@ pub fn load(path: &Path, secrets: &dyn SecretSource) -> Result<Config, ConfigErr
     })
 }
 
-/// Parses and validates YAML text, collecting every problem rather than the first.
+/// Parses and validates YAML text, collecting every problem rather than the
+/// first; a relative `rooms_file` is read from the working directory.
 pub fn parse(text: &str, secrets: &dyn SecretSource) -> Result<Config, ConfigErrors> {
+    parse_in(text, Path::new(""), secrets)
+}
+
+/// As [`parse`], with a relative `rooms_file` resolved against `base_dir`
+/// (the config file's directory, as Prometheus does for its file paths).
+pub fn parse_in(text: &str, base_dir: &Path, secrets: &dyn SecretSource) -> Result<Config, ConfigErrors> {
     let raw: RawConfig = serde_yaml::from_str(text).map_err(|e| ConfigErrors(vec![yaml_error(&e)]))?;
     let mut errors = Vec::new();
 
@@ -268,18 +278,7 @@ pub fn parse(text: &str, secrets: &dyn SecretSource) -> Result<Config, ConfigErr
         ));
     }
 
-    let rooms = raw.rooms.unwrap_or_default();
-    if rooms.is_empty() {
-        errors.push("rooms: the list is empty (name at least one room ID)".to_owned());
-    }
-    let mut seen = HashSet::new();
-    for (i, room) in rooms.iter().enumerate() {
-        if let Err(problem) = validate_room_id(room) {
-            errors.push(format!("rooms[{i}]: {problem}"));
-        } else if !seen.insert(room.as_str()) {
-            errors.push(format!("rooms[{i}]: {room:?} is listed more than once"));
-        }
-    }
+    let rooms = room_list(raw.rooms, raw.rooms_file, base_dir, secrets, &mut errors);
 
     if !errors.is_empty() {
         return Err(ConfigErrors(errors));
@@ -300,6 +299,62 @@ pub fn parse(text: &str, secrets: &dyn SecretSource) -> Result<Config, ConfigErr
 }
 
 /// A room ID as Room Engine accepts it: non-empty, at most 48 bytes.
+/// The rooms of `rooms:` followed by those of `rooms_file`, each checked,
+/// duplicates (within or across the two) named with their position.
+fn room_list(
+    listed: Option<Vec<String>>,
+    file: Option<String>,
+    base_dir: &Path,
+    secrets: &dyn SecretSource,
+    errors: &mut Vec<String>,
+) -> Vec<String> {
+    // (room, where it was listed) in configuration order.
+    let mut entries: Vec<(String, String)> = listed
+        .unwrap_or_default()
+        .into_iter()
+        .enumerate()
+        .map(|(i, room)| (room, format!("rooms[{i}]")))
+        .collect();
+    if let Some(file) = &file {
+        let path = base_dir.join(file);
+        match secrets.read_file(&path) {
+            Ok(text) => entries.extend(rooms_file_entries(&text, &path.display().to_string())),
+            Err(e) => errors.push(format!("rooms_file: cannot read {}: {e}", path.display())),
+        }
+    }
+    if entries.is_empty() && errors.iter().all(|e| !e.starts_with("rooms_file:")) {
+        errors.push(if file.is_some() {
+            "rooms: neither rooms nor rooms_file lists a room (name at least one room ID)".to_owned()
+        } else {
+            "rooms: the list is empty (name at least one room ID)".to_owned()
+        });
+    }
+    let mut first_seen: HashMap<&str, &str> = HashMap::new();
+    for (room, place) in &entries {
+        if let Err(problem) = validate_room_id(room) {
+            errors.push(format!("{place}: {problem}"));
+        } else if let Some(first) = first_seen.insert(room, place) {
+            first_seen.insert(room, first);
+            errors.push(format!("{place}: {room:?} is already listed at {first}"));
+        }
+    }
+    entries.into_iter().map(|(room, _)| room).collect()
+}
+
+/// One room ID a line, trimmed; blank lines and lines starting with `#` are
+/// skipped (only whole-line comments: a room ID may itself contain `#`).
+/// Each entry carries its place for error messages.
+fn rooms_file_entries(text: &str, path: &str) -> Vec<(String, String)> {
+    text.lines()
+        .enumerate()
+        .filter_map(|(i, line)| {
+            let room = line.trim();
+            (!room.is_empty() && !room.starts_with('#'))
+                .then(|| (room.to_owned(), format!("rooms_file {path} line {}", i + 1)))
+        })
+        .collect()
+}
+
 pub fn validate_room_id(room: &str) -> Result<(), String> {
     if room.is_empty() {
         Err("room ID is empty".to_owned())
@@ -632,8 +687,49 @@ mod tests {
             vec![
                 "rooms[1]: room ID is empty".to_owned(),
                 format!("rooms[2]: room ID \"{long}\" is 49 bytes, longer than the limit of 48"),
-                "rooms[3]: \"room-test\" is listed more than once".to_owned(),
+                "rooms[3]: \"room-test\" is already listed at rooms[0]".to_owned(),
             ]
+        );
+    }
+
+    #[test]
+    fn rooms_file_beside_and_instead_of_rooms() {
+        let mut s = secrets();
+        s.files.insert(
+            "/etc/re/rooms.txt".to_owned(),
+            "# generated\nroom-a\n\n  room-b  \n#room-c\nroom-#1\n".to_owned(),
+        );
+        let beside = with("- room-test", "  - room-test\nrooms_file: rooms.txt");
+        let c = parse_in(&beside, Path::new("/etc/re"), &s).expect("valid");
+        assert_eq!(c.rooms, vec!["room-test", "room-a", "room-b", "room-#1"]);
+
+        let instead = with("rooms:", "rooms_file: /etc/re/rooms.txt").replace("\n  - room-test", "");
+        let c = parse_in(&instead, Path::new("/elsewhere"), &s).expect("valid");
+        assert_eq!(c.rooms, vec!["room-a", "room-b", "room-#1"]);
+    }
+
+    #[test]
+    fn rooms_file_missing_empty_and_duplicates() {
+        let mut s = secrets();
+        let text = with("- room-test", "  - room-test\nrooms_file: rooms.txt");
+        let errors = parse_in(&text, Path::new("/etc/re"), &s).unwrap_err().0;
+        assert_eq!(
+            errors,
+            vec!["rooms_file: cannot read /etc/re/rooms.txt: No such file or directory (os error 2)"]
+        );
+        s.files.insert("/etc/re/rooms.txt".to_owned(), "room-x\nroom-test\nroom-x\n".to_owned());
+        assert_eq!(
+            parse_in(&text, Path::new("/etc/re"), &s).unwrap_err().0,
+            vec![
+                "rooms_file /etc/re/rooms.txt line 2: \"room-test\" is already listed at rooms[0]",
+                "rooms_file /etc/re/rooms.txt line 3: \"room-x\" is already listed at rooms_file /etc/re/rooms.txt line 1",
+            ]
+        );
+        s.files.insert("/etc/re/rooms.txt".to_owned(), "# nothing yet\n".to_owned());
+        let only_file = with("rooms:", "rooms_file: rooms.txt").replace("\n  - room-test", "");
+        assert_eq!(
+            parse_in(&only_file, Path::new("/etc/re"), &s).unwrap_err().0,
+            vec!["rooms: neither rooms nor rooms_file lists a room (name at least one room ID)"]
         );
     }
 
