@@ -29,11 +29,12 @@ const RECOVERY_PER_SECOND: f64 = 0.10;
 pub struct Permit(());
 
 pub struct Budget {
-    configured: u32,
     state: Mutex<State>,
 }
 
 struct State {
+    /// `polling.rate_limit`; changed by a configuration reload.
+    configured: u32,
     effective: f64,
     /// The earliest instant the next permit may be granted at (pacing).
     next_slot: Instant,
@@ -51,8 +52,8 @@ impl Budget {
         let configured = rate_limit.max(1);
         let now = Instant::now();
         Budget {
-            configured,
             state: Mutex::new(State {
+                configured,
                 effective: configured as f64,
                 next_slot: now,
                 granted: VecDeque::with_capacity(configured as usize + 1),
@@ -62,7 +63,22 @@ impl Budget {
     }
 
     pub fn configured(&self) -> u32 {
-        self.configured
+        self.lock().configured
+    }
+
+    /// A reload changed `polling.rate_limit`. A lower limit applies to the
+    /// next reservation (the window guard counts the grants already made); a
+    /// back-off in progress is kept, capped at the new limit.
+    pub fn set_rate_limit(&self, rate_limit: u32) {
+        let mut st = self.lock();
+        let rate_limit = rate_limit.max(1);
+        let backing_off = st.effective < st.configured as f64;
+        st.configured = rate_limit;
+        st.effective = if backing_off {
+            st.effective.min(rate_limit as f64)
+        } else {
+            rate_limit as f64
+        };
     }
 
     pub fn effective(&self) -> f64 {
@@ -95,7 +111,7 @@ impl Budget {
     pub fn on_success(&self) {
         let mut st = self.lock();
         let now = Instant::now();
-        let configured = self.configured as f64;
+        let configured = st.configured as f64;
         if st.effective < configured {
             let secs = now.duration_since(st.last_recovery).as_secs_f64();
             if secs >= 1.0 {
@@ -114,8 +130,9 @@ impl Budget {
         let mut st = self.lock();
         let now = Instant::now();
         let mut slot = st.next_slot.max(now);
-        if st.granted.len() >= self.configured as usize {
-            let oldest_in_window = st.granted[st.granted.len() - self.configured as usize];
+        let configured = st.configured as usize;
+        if st.granted.len() >= configured {
+            let oldest_in_window = st.granted[st.granted.len() - configured];
             slot = slot.max(oldest_in_window + WINDOW + WINDOW_MARGIN);
         }
         if deadline.is_some_and(|d| slot > d) {
@@ -123,7 +140,9 @@ impl Budget {
         }
         st.next_slot = slot + Duration::from_secs_f64(1.0 / st.effective);
         st.granted.push_back(slot);
-        while st.granted.len() > self.configured as usize {
+        // Keep enough grants for the largest limit a reload may set, so that raising
+        // the limit never lets a window fill past the grants it no longer remembers.
+        while st.granted.len() > crate::config::API_RATE_LIMIT as usize {
             st.granted.pop_front();
         }
         Ok(slot)
@@ -182,6 +201,34 @@ mod tests {
         tokio::time::advance(Duration::from_secs(10)).await;
         budget.on_success();
         assert_eq!(budget.effective(), 100.0);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn reloaded_rate_limit_applies_to_the_next_permits() {
+        let budget = Budget::new(100);
+        let mut grants = Vec::new();
+        for _ in 0..50 {
+            budget.acquire().await;
+        }
+        budget.set_rate_limit(10);
+        assert_eq!((budget.configured(), budget.effective()), (10, 10.0));
+        for _ in 0..30 {
+            budget.acquire().await;
+            grants.push(Instant::now());
+        }
+        assert_eq!(worst_window(&grants), 10);
+        // Paced at the new rate from the first permit on (which itself waits until
+        // the window holds fewer than 10 grants made at the old rate).
+        let span = grants[29].duration_since(grants[0]).as_secs_f64();
+        assert!((2.9..3.1).contains(&span), "30 permits at 10/s spanned {span}s");
+
+        // A back-off in progress survives a raise, and recovers towards the new limit.
+        budget.on_rate_limited();
+        budget.set_rate_limit(200);
+        assert_eq!((budget.configured(), budget.effective()), (200, 5.0));
+        tokio::time::advance(Duration::from_secs(2)).await;
+        budget.on_success();
+        assert_eq!(budget.effective(), 45.0);
     }
 
     #[tokio::test(start_paused = true)]
