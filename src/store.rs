@@ -1,6 +1,7 @@
 //! The latest snapshot of every configured room, with its metric lines already
-//! rendered. Rooms sit in shards of [`SHARD_ROOMS`] (in configuration order);
-//! each shard also keeps its rooms' lines concatenated per family.
+//! rendered. Rooms sit in shards of [`SHARD_ROOMS`] (in configuration order;
+//! a reload fills freed places first, then appends); each shard also keeps
+//! its rooms' lines concatenated per family.
 //!
 //! Why shards: a scrape that gathered each family's lines from 10,000 separate
 //! per-room buffers spent its time on cache misses (45 ms measured by
@@ -9,8 +10,8 @@
 //! swaps the shard's text in one `Arc` store, so a scrape sees either the old
 //! or the new lines of a room, never half of its update.
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex, MutexGuard, RwLock, RwLockReadGuard};
 
 use crate::api::model::{RoomInfo, SeatUsage};
 use crate::exposition::{render_room, write_families, RenderedRoom, RoomSnapshot, FAMILIES};
@@ -20,8 +21,15 @@ use crate::exposition::{render_room, write_families, RenderedRoom, RoomSnapshot,
 pub const SHARD_ROOMS: usize = 64;
 
 pub struct Store {
-    /// Room ID → (shard, slot); fixed at start, from the configuration.
+    /// Which rooms are configured and where they sit; written only by a reload.
+    layout: RwLock<Layout>,
+}
+
+struct Layout {
+    /// Room ID → (shard, slot).
     positions: HashMap<String, (usize, usize)>,
+    /// Places freed by rooms a reload removed, reused before new shards.
+    free: Vec<(usize, usize)>,
     shards: Vec<Mutex<Shard>>,
 }
 
@@ -36,26 +44,78 @@ struct Entry {
     rendered: RenderedRoom,
 }
 
+/// What a reload changed in the room list.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct RoomChanges {
+    /// New rooms, in configuration order.
+    pub added: Vec<String>,
+    pub removed: Vec<String>,
+}
+
 impl Store {
     /// A store for `rooms`; updates for other IDs are ignored.
     pub fn new<S: AsRef<str>>(rooms: &[S]) -> Store {
-        let mut positions = HashMap::with_capacity(rooms.len());
-        for room in rooms {
-            let n = positions.len();
-            positions
-                .entry(room.as_ref().to_owned())
-                .or_insert((n / SHARD_ROOMS, n % SHARD_ROOMS));
+        let store = Store {
+            layout: RwLock::new(Layout {
+                positions: HashMap::with_capacity(rooms.len()),
+                free: Vec::new(),
+                shards: Vec::new(),
+            }),
+        };
+        store.set_rooms(rooms);
+        store
+    }
+
+    /// Makes `rooms` the configured rooms: removed rooms lose their series at
+    /// once, kept rooms keep their snapshot and place, new rooms get a place
+    /// (and no series until their first poll).
+    pub fn set_rooms<S: AsRef<str>>(&self, rooms: &[S]) -> RoomChanges {
+        let mut layout = self.layout.write().unwrap_or_else(|p| p.into_inner());
+        let wanted: HashSet<&str> = rooms.iter().map(AsRef::as_ref).collect();
+        let mut changes = RoomChanges::default();
+        let gone: Vec<String> = layout
+            .positions
+            .keys()
+            .filter(|room| !wanted.contains(room.as_str()))
+            .cloned()
+            .collect();
+        let mut touched = HashSet::new();
+        for room in gone {
+            if let Some(place) = layout.positions.remove(&room) {
+                lock(&layout.shards[place.0]).rooms[place.1] = None;
+                touched.insert(place.0);
+                layout.free.push(place);
+            }
+            changes.removed.push(room);
         }
-        let shard_count = positions.len().div_ceil(SHARD_ROOMS);
-        let shards = (0..shard_count)
-            .map(|_| {
-                Mutex::new(Shard {
+        // Lowest places first, so a shrunk-then-grown list stays compact.
+        layout.free.sort_unstable_by(|a, b| b.cmp(a));
+        for room in rooms {
+            let room = room.as_ref();
+            if layout.positions.contains_key(room) {
+                continue;
+            }
+            let place = layout.free.pop().unwrap_or_else(|| {
+                let n = layout.shards.len();
+                layout.shards.push(Mutex::new(Shard {
                     rooms: (0..SHARD_ROOMS).map(|_| None).collect(),
                     text: Arc::new(RenderedRoom::default()),
-                })
-            })
-            .collect();
-        Store { positions, shards }
+                }));
+                layout.free.extend((1..SHARD_ROOMS).rev().map(|slot| (n, slot)));
+                (n, 0)
+            });
+            layout.positions.insert(room.to_owned(), place);
+            changes.added.push(room.to_owned());
+        }
+        for shard in touched {
+            lock(&layout.shards[shard]).rebuild_text();
+        }
+        changes
+    }
+
+    /// Whether `room_id` is a configured room (a reload may have removed it).
+    pub fn contains(&self, room_id: &str) -> bool {
+        self.layout().positions.contains_key(room_id)
     }
 
     /// The API returned the room's info (and seat usage when asked for).
@@ -86,15 +146,18 @@ impl Store {
     }
 
     pub fn snapshot(&self, room_id: &str) -> Option<RoomSnapshot> {
-        let &(shard, slot) = self.positions.get(room_id)?;
-        lock(&self.shards[shard]).rooms[slot]
+        let layout = self.layout();
+        let &(shard, slot) = layout.positions.get(room_id)?;
+        let snapshot = lock(&layout.shards[shard]).rooms[slot]
             .as_ref()
-            .map(|e| e.snapshot.clone())
+            .map(|e| e.snapshot.clone());
+        snapshot
     }
 
     /// Rooms whose last info says they use seats: each costs a seat call per pass.
     pub fn seat_enabled_rooms(&self) -> usize {
-        self.shards
+        self.layout()
+            .shards
             .iter()
             .map(|shard| {
                 lock(shard)
@@ -109,23 +172,24 @@ impl Store {
 
     /// Rooms the store holds (configured rooms).
     pub fn capacity(&self) -> usize {
-        self.positions.len()
+        self.layout().positions.len()
     }
 
     /// Writes every room family: HELP/TYPE once, then each shard's lines.
     pub fn render_into(&self, out: &mut Vec<u8>) {
         // Take each shard's text (an Arc clone) and copy outside the locks.
-        let texts: Vec<Arc<RenderedRoom>> = self.shards.iter().map(|s| lock(s).text.clone()).collect();
+        let texts: Vec<Arc<RenderedRoom>> = self.layout().shards.iter().map(|s| lock(s).text.clone()).collect();
         write_families(texts.iter().map(|t| &**t), out);
     }
 
     /// Re-renders one room and rebuilds its shard's text under the shard's lock.
     fn update(&self, room_id: &str, change: impl FnOnce(&mut RoomSnapshot)) {
-        let Some(&(shard, slot)) = self.positions.get(room_id) else {
-            tracing::debug!(room_id, "not a configured room; not stored");
+        let layout = self.layout();
+        let Some(&(shard, slot)) = layout.positions.get(room_id) else {
+            tracing::debug!(room_id, "not a configured room (any more); not stored");
             return;
         };
-        let mut shard = lock(&self.shards[shard]);
+        let mut shard = lock(&layout.shards[shard]);
         let mut snapshot = shard.rooms[slot]
             .take()
             .map(|e| e.snapshot)
@@ -136,9 +200,18 @@ impl Store {
         change(&mut snapshot);
         let rendered = render_room(&snapshot);
         shard.rooms[slot] = Some(Entry { snapshot, rendered });
-        shard.text = Arc::new(concat_by_family(
-            shard.rooms.iter().flatten().map(|e| &e.rendered),
-        ));
+        shard.rebuild_text();
+    }
+
+    fn layout(&self) -> RwLockReadGuard<'_, Layout> {
+        // A panic while holding the lock leaves a consistent layout: set_rooms only adds and removes whole entries.
+        self.layout.read().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+impl Shard {
+    fn rebuild_text(&mut self) {
+        self.text = Arc::new(concat_by_family(self.rooms.iter().flatten().map(|e| &e.rendered)));
     }
 }
 

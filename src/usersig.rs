@@ -234,6 +234,11 @@ impl Signer {
         }
     }
 
+    /// Whether this signer signs for exactly these credentials.
+    pub fn is_for(&self, key: &SecretKey, sdkappid: u64, identifier: &str, ttl: Duration) -> bool {
+        self.key == *key && self.sdkappid == sdkappid && self.identifier == identifier && self.ttl == ttl
+    }
+
     /// The UserSig to put in the next request (renewed when due) and the Unix
     /// second it expires.
     pub fn current(&self) -> (std::sync::Arc<str>, u64) {

@@ -152,3 +152,41 @@ fn rooms_across_shards_each_appear_once_in_order() {
     assert_eq!(members, expected);
     assert!(text.contains("\nroomengine_room_exists{room_id=\"r064\"} 0\n"));
 }
+
+#[test]
+fn reloaded_room_list_drops_keeps_and_adds_rooms() {
+    let ids: Vec<String> = (0..70).map(|i| format!("r{i:03}")).collect();
+    let store = Store::new(&ids);
+    for id in &ids {
+        let mut info = sample_info();
+        info.member_count = id[1..].parse().expect("number");
+        store.record_success(id, info, None, 1.0);
+    }
+    // Drop r001 and r065 (one in each shard), keep the rest, add two new rooms.
+    let mut new_list: Vec<String> = ids
+        .iter()
+        .filter(|id| *id != "r001" && *id != "r065")
+        .cloned()
+        .collect();
+    new_list.extend(["new-a".to_owned(), "new-b".to_owned()]);
+    let changes = store.set_rooms(&new_list);
+    assert_eq!(changes.removed.len(), 2);
+    assert!(changes.removed.contains(&"r001".to_owned()) && changes.removed.contains(&"r065".to_owned()));
+    assert_eq!(changes.added, vec!["new-a", "new-b"]);
+    assert_eq!(store.capacity(), 70);
+    assert!(!store.contains("r001") && store.contains("new-a") && store.contains("r002"));
+
+    let text = render(&store);
+    // Removed rooms lose every series at once; kept rooms keep their data.
+    assert!(!text.contains("\"r001\"") && !text.contains("\"r065\""), "{text}");
+    assert!(text.contains("\nroomengine_room_members{room_id=\"r002\"} 2\n"));
+    assert!(text.contains("\nroomengine_room_members{room_id=\"r069\"} 69\n"));
+    // New rooms have no series until their first poll, and are stored after it.
+    assert!(!text.contains("\"new-a\""));
+    store.record_success("new-a", sample_info(), None, 2.0);
+    store.record_success("r001", sample_info(), None, 2.0);
+    let text = render(&store);
+    assert!(text.contains("\nroomengine_room_up{room_id=\"new-a\"} 1\n"));
+    assert!(!text.contains("\"r001\""), "a poll of a removed room is not stored");
+    assert_eq!(text.lines().filter(|l| l.starts_with("roomengine_room_up{")).count(), 69);
+}

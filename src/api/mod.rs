@@ -6,7 +6,7 @@ pub mod model;
 pub mod outcome;
 
 use std::collections::HashSet;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
 use serde::de::DeserializeOwned;
@@ -23,15 +23,45 @@ pub const MAX_BODY_BYTES: usize = 1024 * 1024;
 
 pub struct ApiClient {
     http: reqwest::Client,
-    endpoint: String,
-    sdkappid: u64,
-    identifier_query: String,
-    identifier: String,
-    signer: Signer,
+    /// Where and as whom to call; replaced whole by a configuration reload.
+    target: RwLock<Arc<Target>>,
     budget: Arc<Budget>,
     metrics: Arc<SelfMetrics>,
     /// Auth/config codes already logged with their hint: each is logged once.
     hinted: Mutex<HashSet<String>>,
+}
+
+/// The `app.*` settings and `polling.timeout` a call is made with.
+struct Target {
+    endpoint: String,
+    sdkappid: u64,
+    identifier_query: String,
+    identifier: String,
+    signer: Arc<Signer>,
+    timeout: Duration,
+}
+
+impl Target {
+    fn new(config: &Config) -> Target {
+        Target {
+            endpoint: config.endpoint.clone(),
+            sdkappid: config.sdkappid,
+            identifier_query: url::form_urlencoded::byte_serialize(config.identifier.as_bytes()).collect(),
+            identifier: config.identifier.clone(),
+            signer: Arc::new(Signer::new(
+                config.secret_key.clone(),
+                config.sdkappid,
+                config.identifier.clone(),
+                config.usersig_ttl,
+            )),
+            timeout: config.timeout,
+        }
+    }
+
+    /// Whether `config` asks for other credentials than these (a new UserSig).
+    fn signs_differently(&self, config: &Config) -> bool {
+        !self.signer.is_for(&config.secret_key, config.sdkappid, &config.identifier, config.usersig_ttl)
+    }
 }
 
 impl ApiClient {
@@ -40,28 +70,20 @@ impl ApiClient {
         budget: Arc<Budget>,
         metrics: Arc<SelfMetrics>,
     ) -> Result<ApiClient, crate::BoxError> {
+        // The whole-call timeout is set per request (it can change on reload);
+        // connecting gets at most 5 s of it.
         let http = reqwest::Client::builder()
-            .timeout(config.timeout)
-            .connect_timeout(config.timeout.min(Duration::from_secs(5)))
+            .connect_timeout(Duration::from_secs(5))
             .pool_idle_timeout(Duration::from_secs(90))
             .user_agent(concat!("roomengine-exporter/", env!("CARGO_PKG_VERSION")))
             .build()
             .map_err(|e| format!("cannot build the HTTP client: {}", e.without_url()))?;
-        let signer = Signer::new(
-            config.secret_key.clone(),
-            config.sdkappid,
-            config.identifier.clone(),
-            config.usersig_ttl,
-        );
+        let target = Target::new(config);
         // Sign the first UserSig now, so its expiry is on /metrics before the first call.
-        metrics.usersig_expiry.set(signer.current().1 as f64);
+        metrics.usersig_expiry.set(target.signer.current().1 as f64);
         Ok(ApiClient {
             http,
-            endpoint: config.endpoint.clone(),
-            sdkappid: config.sdkappid,
-            identifier_query: url::form_urlencoded::byte_serialize(config.identifier.as_bytes()).collect(),
-            identifier: config.identifier.clone(),
-            signer,
+            target: RwLock::new(Arc::new(target)),
             budget,
             metrics,
             hinted: Mutex::new(HashSet::new()),
@@ -70,6 +92,38 @@ impl ApiClient {
 
     pub fn budget(&self) -> &Arc<Budget> {
         &self.budget
+    }
+
+    /// A reload: the next call uses `config`'s endpoint, credentials and
+    /// timeout. The UserSig in use is kept unless the credentials changed, and
+    /// new credentials get their auth hints logged afresh.
+    pub fn reconfigure(&self, config: &Config) {
+        let current = self.target();
+        let resign = current.signs_differently(config);
+        let unchanged = !resign && current.endpoint == config.endpoint && current.timeout == config.timeout;
+        if unchanged {
+            return;
+        }
+        let target = if resign {
+            let target = Target::new(config);
+            self.metrics.usersig_expiry.set(target.signer.current().1 as f64);
+            self.hinted.lock().unwrap_or_else(|p| p.into_inner()).clear();
+            target
+        } else {
+            Target {
+                endpoint: config.endpoint.clone(),
+                timeout: config.timeout,
+                signer: current.signer.clone(),
+                identifier_query: current.identifier_query.clone(),
+                identifier: current.identifier.clone(),
+                sdkappid: current.sdkappid,
+            }
+        };
+        *self.target.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(target);
+    }
+
+    fn target(&self) -> Arc<Target> {
+        self.target.read().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
     /// `room_engine_http_srv/get_room_info` for one room.
@@ -107,20 +161,21 @@ impl ApiClient {
         command: &str,
         room_id: &str,
     ) -> Result<T, CallError> {
-        let (usersig, expires_at) = self.signer.current();
+        let target = self.target();
+        let (usersig, expires_at) = target.signer.current();
         self.metrics.usersig_expiry.set(expires_at as f64);
         let url = format!(
             "{}/v4/{command}?sdkappid={}&identifier={}&usersig={usersig}&random={}&contenttype=json",
-            self.endpoint,
-            self.sdkappid,
-            self.identifier_query,
+            target.endpoint,
+            target.sdkappid,
+            target.identifier_query,
             rand::random::<u32>()
         );
         let body = serde_json::json!({ "RoomId": room_id }).to_string();
 
         self.metrics.requests.with_label_values(&[api]).inc();
         let started = Instant::now();
-        let result = self.send(url, body).await;
+        let result = self.send(url, body, target.timeout).await;
         self.metrics
             .duration
             .with_label_values(&[api])
@@ -132,7 +187,7 @@ impl ApiClient {
                 self.metrics.errors.with_label_values(&[api, &e.code]).inc();
                 match e.class {
                     ErrorClass::RateLimited => self.budget.on_rate_limited(),
-                    ErrorClass::Auth => self.hint_once(&e.code),
+                    ErrorClass::Auth => self.hint_once(&e.code, &target),
                     _ => {}
                 }
             }
@@ -140,10 +195,16 @@ impl ApiClient {
         result
     }
 
-    async fn send<T: DeserializeOwned>(&self, url: String, body: String) -> Result<T, CallError> {
+    async fn send<T: DeserializeOwned>(
+        &self,
+        url: String,
+        body: String,
+        timeout: Duration,
+    ) -> Result<T, CallError> {
         let mut response = self
             .http
             .post(url)
+            .timeout(timeout)
             .header(reqwest::header::CONTENT_TYPE, "application/json")
             .body(body)
             .send()
@@ -193,14 +254,14 @@ impl ApiClient {
             .ok_or_else(|| CallError::transport("decode", ErrorClass::Retryable, "answer has no Response"))
     }
 
-    fn hint_once(&self, code: &str) {
+    fn hint_once(&self, code: &str, target: &Target) {
         let first = self
             .hinted
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .insert(code.to_owned());
         if first {
-            let hint = outcome::auth_hint(code, self.sdkappid, &self.identifier);
+            let hint = outcome::auth_hint(code, target.sdkappid, &target.identifier);
             tracing::error!(
                 code,
                 "{code}: {hint} (the API refuses the exporter's credentials: nothing is measured until this is fixed; logged once per code)"
