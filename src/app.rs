@@ -1,7 +1,8 @@
 //! Wires the parts together for one exporter run: the budget, the API client,
-//! the store, the poller task and the HTTP server, all stopped by one
-//! cancellation token (SIGINT/SIGTERM in the binary, the caller in the demo).
+//! the store, the poller task, the reloader and the HTTP server, all stopped
+//! by one cancellation token (SIGINT/SIGTERM in the binary, the caller in the demo).
 
+use std::path::PathBuf;
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 use std::time::Duration;
@@ -10,10 +11,11 @@ use tokio_util::sync::CancellationToken;
 
 use crate::api::ApiClient;
 use crate::budget::Budget;
-use crate::config::Config;
+use crate::config::{Config, ProcessSecrets};
 use crate::metrics::SelfMetrics;
 use crate::poller::Poller;
 use crate::probe::Prober;
+use crate::reload::{self, Reloader};
 use crate::server::{router, AppState};
 use crate::store::Store;
 use crate::BoxError;
@@ -26,8 +28,14 @@ pub struct WebOptions {
 }
 
 /// Runs the exporter until `shutdown` is cancelled, then stops polling, lets
-/// the responses in flight finish, and returns.
-pub async fn run(config: Config, web: WebOptions, shutdown: CancellationToken) -> Result<(), BoxError> {
+/// the responses in flight finish, and returns. `config_file` is where
+/// `config` came from: a reload re-reads it (`None`: nothing to reload).
+pub async fn run(
+    config: Config,
+    config_file: Option<PathBuf>,
+    web: WebOptions,
+    shutdown: CancellationToken,
+) -> Result<(), BoxError> {
     if !web.telemetry_path.starts_with('/') || web.telemetry_path.len() < 2 {
         return Err(format!(
             "--web.telemetry-path {:?} must start with / and name a path",
@@ -45,32 +53,25 @@ pub async fn run(config: Config, web: WebOptions, shutdown: CancellationToken) -
     metrics.rate_limit.set(f64::from(config.rate_limit));
     metrics.rate_limit_effective.set(budget.effective());
     metrics.rooms_configured.set(config.rooms.len() as i64);
-    metrics.config_reload_ok.set(1);
     let client = Arc::new(ApiClient::new(&config, budget.clone(), metrics.clone())?);
     let store = Arc::new(Store::new(&config.rooms));
     let ready = Arc::new(AtomicBool::new(false));
+    let prober = Arc::new(Prober::new(
+        client.clone(),
+        config.probe_enabled,
+        config.seat_usage,
+    ));
 
+    let (reschedule, reloads) = tokio::sync::mpsc::unbounded_channel();
     let poller = Poller {
         client: client.clone(),
         store: store.clone(),
         metrics: metrics.clone(),
-        rooms: config.rooms.clone(),
-        interval: config.interval,
-        seat_usage: config.seat_usage,
+        seat_usage: AtomicBool::new(config.seat_usage),
         ready: ready.clone(),
     };
-    let polling = tokio::spawn(poller.run(shutdown.clone()));
+    let polling = tokio::spawn(poller.run(config.rooms.clone(), config.interval, reloads, shutdown.clone()));
 
-    let state = AppState {
-        store,
-        metrics,
-        budget,
-        ready,
-        telemetry_path: web.telemetry_path.clone(),
-        prober: config
-            .probe_enabled
-            .then(|| Arc::new(Prober::new(client, config.seat_usage))),
-    };
     tracing::info!(
         address = %local,
         telemetry_path = %web.telemetry_path,
@@ -80,13 +81,41 @@ pub async fn run(config: Config, web: WebOptions, shutdown: CancellationToken) -
         interval = %humantime::format_duration(config.interval),
         "roomengine-exporter listening"
     );
+    let timeout = config.timeout;
+    let watch_sighup = config_file.is_some();
+    let reloader = Arc::new(Reloader::new(
+        config_file,
+        Box::new(ProcessSecrets),
+        config,
+        reload::Parts {
+            budget: budget.clone(),
+            client,
+            store: store.clone(),
+            metrics: metrics.clone(),
+            prober: prober.clone(),
+            poller: reschedule,
+        },
+    ));
+    if watch_sighup {
+        tokio::spawn(reload::on_sighup(reloader.clone(), shutdown.clone()));
+    }
+
+    let state = AppState {
+        store,
+        metrics,
+        budget,
+        ready,
+        telemetry_path: web.telemetry_path.clone(),
+        prober,
+        reloader,
+    };
     axum::serve(listener, router(state))
         .with_graceful_shutdown(shutdown.clone().cancelled_owned())
         .await
         .map_err(|e| format!("HTTP server failed: {e}"))?;
 
     // Polls in flight end within the request timeout (plus back-off, which shutdown cuts short).
-    let grace = config.timeout + Duration::from_secs(1);
+    let grace = timeout + Duration::from_secs(1);
     if tokio::time::timeout(grace, polling).await.is_err() {
         tracing::warn!(
             "polls still in flight after {}; exiting anyway",

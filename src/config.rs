@@ -717,7 +717,10 @@ mod tests {
             errors,
             vec!["rooms_file: cannot read /etc/re/rooms.txt: No such file or directory (os error 2)"]
         );
-        s.files.insert("/etc/re/rooms.txt".to_owned(), "room-x\nroom-test\nroom-x\n".to_owned());
+        s.files.insert(
+            "/etc/re/rooms.txt".to_owned(),
+            "room-x\nroom-test\nroom-x\n".to_owned(),
+        );
         assert_eq!(
             parse_in(&text, Path::new("/etc/re"), &s).unwrap_err().0,
             vec![
@@ -725,7 +728,8 @@ mod tests {
                 "rooms_file /etc/re/rooms.txt line 3: \"room-x\" is already listed at rooms_file /etc/re/rooms.txt line 1",
             ]
         );
-        s.files.insert("/etc/re/rooms.txt".to_owned(), "# nothing yet\n".to_owned());
+        s.files
+            .insert("/etc/re/rooms.txt".to_owned(), "# nothing yet\n".to_owned());
         let only_file = with("rooms:", "rooms_file: rooms.txt").replace("\n  - room-test", "");
         assert_eq!(
             parse_in(&only_file, Path::new("/etc/re"), &s).unwrap_err().0,

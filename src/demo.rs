@@ -63,7 +63,7 @@ pub async fn run(args: DemoArgs) -> Result<(), BoxError> {
         listen_address: args.web_listen_address.clone(),
         telemetry_path: "/metrics".into(),
     };
-    let mut exporter = tokio::spawn(app::run(config, web, stop.clone()));
+    let mut exporter = tokio::spawn(app::run(config, None, web, stop.clone()));
     let url = browsable(&args.web_listen_address);
     let result = tokio::select! {
         finished = &mut exporter => finished,

@@ -12,6 +12,7 @@ pub mod logging;
 pub mod metrics;
 pub mod poller;
 pub mod probe;
+pub mod reload;
 pub mod server;
 pub mod shutdown;
 pub mod sim;

@@ -97,6 +97,7 @@ async fn run_exporter(cli: Cli) -> Result<(), roomengine_exporter::BoxError> {
     tokio::spawn(shutdown::on_signal(shutdown.clone()));
     app::run(
         config,
+        Some(cli.config_file),
         app::WebOptions {
             listen_address: cli.listen_address,
             telemetry_path: cli.telemetry_path,

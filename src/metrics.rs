@@ -21,6 +21,7 @@ pub struct SelfMetrics {
     pub sweep_duration: Gauge,
     pub usersig_expiry: Gauge,
     pub config_reload_ok: IntGauge,
+    pub config_reload_success_time: Gauge,
 }
 
 impl SelfMetrics {
@@ -89,7 +90,12 @@ impl SelfMetrics {
         build_info.set(1);
         let config_reload_ok = IntGauge::new(
             "roomengine_config_last_reload_successful",
-            "1 when the configuration in use loaded and validated successfully.",
+            "1 when the last configuration load (start or reload) succeeded; 0 when the last reload failed and the previous configuration is still in use.",
+        )
+        .expect("valid metric");
+        let config_reload_success_time = Gauge::new(
+            "roomengine_config_last_reload_success_timestamp_seconds",
+            "When the configuration in use was loaded (Unix seconds): start or last successful reload.",
         )
         .expect("valid metric");
         for c in [
@@ -103,6 +109,7 @@ impl SelfMetrics {
             Box::new(usersig_expiry.clone()),
             Box::new(build_info),
             Box::new(config_reload_ok.clone()),
+            Box::new(config_reload_success_time.clone()),
         ] {
             registry.register(c).expect("unique metric names");
         }
@@ -117,6 +124,7 @@ impl SelfMetrics {
             sweep_duration,
             usersig_expiry,
             config_reload_ok,
+            config_reload_success_time,
         }
     }
 

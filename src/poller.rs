@@ -1,13 +1,16 @@
 //! The background schedule: which room is polled when. Each pass spreads its
 //! polls evenly across `polling.interval` (stretched to calls ÷ rate when the
 //! budget cannot fit them), retries retryable failures with jittered
-//! exponential back-off, and records every outcome in the store.
+//! exponential back-off, and records every outcome in the store. A reload
+//! changes the schedule in place: new rooms are polled at once, removed rooms
+//! are skipped, kept rooms keep their turn.
 
+use std::collections::HashSet;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::sync::Semaphore;
+use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinSet;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
@@ -28,11 +31,21 @@ pub struct Poller {
     pub client: Arc<ApiClient>,
     pub store: Arc<Store>,
     pub metrics: Arc<SelfMetrics>,
-    pub rooms: Vec<String>,
-    pub interval: Duration,
-    pub seat_usage: bool,
+    /// `polling.seat_usage`; a reload may flip it.
+    pub seat_usage: AtomicBool,
     /// Set once the first pass is complete (`/-/ready`).
     pub ready: Arc<AtomicBool>,
+}
+
+/// What a configuration reload changes for the schedule. The store already
+/// knows the new room list; the poller learns which rooms to add to its turns.
+#[derive(Debug, Clone)]
+pub struct Reschedule {
+    pub interval: Duration,
+    pub seat_usage: bool,
+    /// New rooms in configuration order: polled at once, then every pass.
+    pub added: Vec<String>,
+    pub removed: Vec<String>,
 }
 
 /// How one room's poll ended, for the pass summary.
@@ -42,25 +55,41 @@ enum PollResult {
     Failed(String),
 }
 
+/// The rooms in turn order and the pass length: what a reload rewrites.
+struct Schedule {
+    rooms: Vec<String>,
+    interval: Duration,
+}
+
 impl Poller {
-    /// Runs passes until `shutdown`; then lets the polls in flight finish.
-    pub async fn run(self, shutdown: CancellationToken) {
+    /// Runs passes over `rooms` until `shutdown`, applying reloads from
+    /// `reloads` as they come; then lets the polls in flight finish.
+    pub async fn run(
+        self,
+        rooms: Vec<String>,
+        interval: Duration,
+        mut reloads: mpsc::UnboundedReceiver<Reschedule>,
+        shutdown: CancellationToken,
+    ) {
         let this = Arc::new(self);
         let in_flight = Arc::new(Semaphore::new(MAX_IN_FLIGHT));
+        let mut schedule = Schedule { rooms, interval };
+        // Polls of rooms added by reloads, outside the pass they arrived in.
+        let mut catch_ups = JoinSet::new();
         let mut first = true;
         let mut warned_stretch = false;
-        while !shutdown.is_cancelled() {
+        'passes: while !shutdown.is_cancelled() {
             let pass_start = Instant::now();
             let rate = this.client.budget().effective();
-            let calls = this.calls_per_pass();
-            let shortest = Duration::from_secs_f64(calls as f64 / rate);
-            if shortest > this.interval && !warned_stretch && !first {
+            let calls = this.calls_per_pass(schedule.rooms.len());
+            let shortest = this.shortest_pass(schedule.rooms.len());
+            if shortest > schedule.interval && !warned_stretch && !first {
                 warned_stretch = true;
                 tracing::warn!(
-                    rooms = this.rooms.len(),
+                    rooms = schedule.rooms.len(),
                     calls_per_pass = calls,
                     rate_limit = rate,
-                    interval = %humantime::format_duration(this.interval),
+                    interval = %humantime::format_duration(schedule.interval),
                     pass = %humantime::format_duration(round_ms(shortest)),
                     "the rooms do not fit in one interval at this rate limit: each pass stretches (logged once)"
                 );
@@ -69,37 +98,48 @@ impl Poller {
             let pass_len = if first {
                 Duration::ZERO
             } else {
-                this.interval.max(shortest)
+                schedule.interval.max(shortest)
             };
-            let spacing = pass_len / this.rooms.len().max(1) as u32;
+            let mut spacing = pass_len / schedule.rooms.len().max(1) as u32;
+            let mut due = pass_start;
 
-            let mut tasks = JoinSet::new();
-            let mut summary = PassSummary::default();
-            for (k, room) in this.rooms.iter().enumerate() {
-                let due = pass_start + spacing * k as u32;
-                let slot = tokio::select! {
-                    _ = shutdown.cancelled() => break,
-                    slot = async {
-                        tokio::time::sleep_until(due).await;
-                        in_flight.clone().acquire_owned().await
-                    } => slot,
-                };
-                let Ok(slot) = slot else { break };
-                let this = this.clone();
-                let room = room.clone();
-                let shutdown = shutdown.clone();
-                tasks.spawn(async move {
-                    let result = this.poll_room(&room, &shutdown).await;
-                    drop(slot);
-                    result
-                });
-                while let Some(done) = tasks.try_join_next() {
-                    summary.absorb(done);
+            let mut polls = Polls::default();
+            let turns = schedule.rooms.clone();
+            let mut stopped = false;
+            for room in turns {
+                if !this.store.contains(&room) {
+                    continue;
                 }
+                let slot = loop {
+                    tokio::select! {
+                        _ = shutdown.cancelled() => break None,
+                        update = next_reload(&mut reloads) => {
+                            this.apply(update, &mut schedule, &mut catch_ups, &in_flight, &shutdown);
+                            // The rest of this pass follows the new interval and room count.
+                            if !first {
+                                let remaining = schedule.interval.max(this.shortest_pass(schedule.rooms.len()));
+                                spacing = remaining / schedule.rooms.len().max(1) as u32;
+                            }
+                        }
+                        slot = async {
+                            tokio::time::sleep_until(due).await;
+                            in_flight.clone().acquire_owned().await
+                        } => break slot.ok(),
+                    }
+                };
+                let Some(slot) = slot else {
+                    stopped = true;
+                    break;
+                };
+                // A reload may have removed the room while it waited for its turn.
+                if !this.store.contains(&room) {
+                    continue;
+                }
+                due += spacing;
+                polls.spawn(&this, room, slot, &shutdown);
             }
-            while let Some(done) = tasks.join_next().await {
-                summary.absorb(done);
-            }
+            let summary = polls.finish().await;
+            while catch_ups.try_join_next().is_some() {}
             let elapsed = pass_start.elapsed();
             this.metrics.sweep_duration.set(elapsed.as_secs_f64());
             summary.log(first, elapsed);
@@ -107,22 +147,73 @@ impl Poller {
                 first = false;
                 this.ready.store(true, Ordering::Release);
             }
-            let next = pass_start + this.interval.max(pass_len).max(elapsed);
-            tokio::select! {
-                _ = shutdown.cancelled() => break,
-                _ = tokio::time::sleep_until(next) => {}
+            if stopped {
+                break;
+            }
+            loop {
+                let next = pass_start + schedule.interval.max(pass_len).max(elapsed);
+                tokio::select! {
+                    _ = shutdown.cancelled() => break 'passes,
+                    _ = tokio::time::sleep_until(next) => break,
+                    update = next_reload(&mut reloads) => {
+                        this.apply(update, &mut schedule, &mut catch_ups, &in_flight, &shutdown);
+                    }
+                }
             }
         }
+        while catch_ups.join_next().await.is_some() {}
+    }
+
+    /// Takes a reload into the schedule: removed rooms leave the turns, new
+    /// rooms join the end of the turns and get a poll now (through the same
+    /// budget and in-flight limit as every other poll).
+    fn apply(
+        self: &Arc<Self>,
+        update: Reschedule,
+        schedule: &mut Schedule,
+        catch_ups: &mut JoinSet<()>,
+        in_flight: &Arc<Semaphore>,
+        shutdown: &CancellationToken,
+    ) {
+        self.seat_usage.store(update.seat_usage, Ordering::Relaxed);
+        schedule.interval = update.interval;
+        let removed: HashSet<&String> = update.removed.iter().collect();
+        schedule.rooms.retain(|room| !removed.contains(room));
+        schedule.rooms.extend(update.added.iter().cloned());
+        if update.added.is_empty() {
+            return;
+        }
+        let this = self.clone();
+        let in_flight = in_flight.clone();
+        let shutdown = shutdown.clone();
+        catch_ups.spawn(async move {
+            let mut polls = Polls::default();
+            let started = Instant::now();
+            for room in update.added {
+                let slot = tokio::select! {
+                    _ = shutdown.cancelled() => break,
+                    slot = in_flight.clone().acquire_owned() => slot,
+                };
+                let Ok(slot) = slot else { break };
+                polls.spawn(&this, room, slot, &shutdown);
+            }
+            polls.finish().await.log_catch_up(started.elapsed());
+        });
+    }
+
+    /// How long a pass of `rooms` takes at the budget's current rate.
+    fn shortest_pass(&self, rooms: usize) -> Duration {
+        Duration::from_secs_f64(self.calls_per_pass(rooms) as f64 / self.client.budget().effective())
     }
 
     /// get_room_info calls plus a seat call for each room known to have seats.
-    fn calls_per_pass(&self) -> usize {
-        let seat_rooms = if self.seat_usage {
+    fn calls_per_pass(&self, rooms: usize) -> usize {
+        let seat_rooms = if self.seat_usage.load(Ordering::Relaxed) {
             self.store.seat_enabled_rooms()
         } else {
             0
         };
-        self.rooms.len() + seat_rooms
+        rooms + seat_rooms
     }
 
     async fn poll_room(&self, room: &str, shutdown: &CancellationToken) -> PollResult {
@@ -151,7 +242,7 @@ impl Poller {
         info: &RoomInfo,
         shutdown: &CancellationToken,
     ) -> Result<Option<SeatUsage>, CallError> {
-        if !self.seat_usage || !info.is_seat_enabled {
+        if !self.seat_usage.load(Ordering::Relaxed) || !info.is_seat_enabled {
             return Ok(None);
         }
         let result = with_retries(shutdown, || async {
@@ -188,6 +279,14 @@ impl Poller {
     }
 }
 
+/// The next reload; never resolves once the reloader is gone.
+async fn next_reload(reloads: &mut mpsc::UnboundedReceiver<Reschedule>) -> Reschedule {
+    match reloads.recv().await {
+        Some(update) => update,
+        None => std::future::pending().await,
+    }
+}
+
 /// Runs `call` once, and again after a jittered exponential back-off while it
 /// fails with a retryable error, at most [`MAX_RETRIES`] more times.
 pub async fn with_retries<T, F, Fut>(shutdown: &CancellationToken, mut call: F) -> Result<T, CallError>
@@ -210,6 +309,42 @@ where
             }
             other => return other,
         }
+    }
+}
+
+/// Polls running for one pass (or one reload's new rooms), each holding its
+/// in-flight slot until it ends, and the tally of those that ended.
+#[derive(Default)]
+struct Polls {
+    tasks: JoinSet<PollResult>,
+    summary: PassSummary,
+}
+
+impl Polls {
+    fn spawn(
+        &mut self,
+        poller: &Arc<Poller>,
+        room: String,
+        slot: OwnedSemaphorePermit,
+        shutdown: &CancellationToken,
+    ) {
+        let poller = poller.clone();
+        let shutdown = shutdown.clone();
+        self.tasks.spawn(async move {
+            let result = poller.poll_room(&room, &shutdown).await;
+            drop(slot);
+            result
+        });
+        while let Some(done) = self.tasks.try_join_next() {
+            self.summary.absorb(done);
+        }
+    }
+
+    async fn finish(mut self) -> PassSummary {
+        while let Some(done) = self.tasks.join_next().await {
+            self.summary.absorb(done);
+        }
+        self.summary
     }
 }
 
@@ -236,6 +371,12 @@ impl PassSummary {
                 tracing::error!(error = %e, "poll task ended abnormally");
             }
         }
+    }
+
+    fn log_catch_up(&self, elapsed: Duration) {
+        let codes: Vec<String> = self.codes.iter().map(|(c, n)| format!("{c}:{n}")).collect();
+        let took = humantime::format_duration(round_ms(elapsed)).to_string();
+        tracing::info!(ok = self.ok, gone = self.gone, failed = self.failed, codes = %codes.join(","), took, "rooms added by the reload polled");
     }
 
     fn log(&self, first: bool, elapsed: Duration) {

@@ -4,6 +4,7 @@
 //! scrape's timeout with that room's series and `roomengine_probe_success`.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -28,17 +29,29 @@ const ANSWER_MARGIN: Duration = Duration::from_millis(500);
 
 pub struct Prober {
     client: Arc<ApiClient>,
-    seat_usage: bool,
+    /// `probe.enabled` and `polling.seat_usage`; a reload may flip them.
+    enabled: AtomicBool,
+    seat_usage: AtomicBool,
     slots: Semaphore,
 }
 
 impl Prober {
-    pub fn new(client: Arc<ApiClient>, seat_usage: bool) -> Prober {
+    pub fn new(client: Arc<ApiClient>, enabled: bool, seat_usage: bool) -> Prober {
         Prober {
             client,
-            seat_usage,
+            enabled: AtomicBool::new(enabled),
+            seat_usage: AtomicBool::new(seat_usage),
             slots: Semaphore::new(MAX_CONCURRENT_PROBES),
         }
+    }
+
+    pub fn enabled(&self) -> bool {
+        self.enabled.load(Ordering::Relaxed)
+    }
+
+    pub fn reconfigure(&self, enabled: bool, seat_usage: bool) {
+        self.enabled.store(enabled, Ordering::Relaxed);
+        self.seat_usage.store(seat_usage, Ordering::Relaxed);
     }
 
     /// Fetches the room now; `None` in the snapshot's info means the probe failed.
@@ -59,7 +72,7 @@ impl Prober {
         };
         match tokio::time::timeout_at(deadline, self.client.get_room_info(permit, room_id)).await {
             Ok(Ok(info)) => {
-                if self.seat_usage && info.is_seat_enabled {
+                if self.seat_usage.load(Ordering::Relaxed) && info.is_seat_enabled {
                     if let Ok(permit) = self.client.budget().acquire_before(deadline).await {
                         if let Ok(Ok(usage)) =
                             tokio::time::timeout_at(deadline, self.client.get_seat_list(permit, room_id))
@@ -87,13 +100,14 @@ pub async fn handler(
     Query(params): Query<HashMap<String, String>>,
     headers: HeaderMap,
 ) -> Response {
-    let Some(prober) = state.prober.clone() else {
+    let prober = state.prober.clone();
+    if !prober.enabled() {
         return (
             StatusCode::NOT_FOUND,
             "probing is disabled (probe.enabled: false)\n",
         )
             .into_response();
-    };
+    }
     let Some(room_id) = params.get("room_id") else {
         return (StatusCode::BAD_REQUEST, "missing parameter room_id\n").into_response();
     };

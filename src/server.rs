@@ -8,7 +8,7 @@ use std::sync::Arc;
 use axum::extract::State;
 use axum::http::{header, StatusCode};
 use axum::response::{Html, IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{get, post};
 use axum::Router;
 use tower_http::compression::CompressionLayer;
 
@@ -16,6 +16,7 @@ use crate::budget::Budget;
 use crate::exposition::CONTENT_TYPE;
 use crate::metrics::SelfMetrics;
 use crate::probe::{self, Prober};
+use crate::reload::Reloader;
 use crate::store::Store;
 
 #[derive(Clone)]
@@ -25,7 +26,8 @@ pub struct AppState {
     pub budget: Arc<Budget>,
     pub ready: Arc<AtomicBool>,
     pub telemetry_path: String,
-    pub prober: Option<Arc<Prober>>,
+    pub prober: Arc<Prober>,
+    pub reloader: Arc<Reloader>,
 }
 
 pub fn router(state: AppState) -> Router {
@@ -35,6 +37,7 @@ pub fn router(state: AppState) -> Router {
         .route("/-/healthy", get(|| async { "Healthy\n" }))
         .route("/-/ready", get(ready))
         .route("/probe", get(probe::handler))
+        .route("/-/reload", post(reload))
         .layer(CompressionLayer::new())
         .with_state(state)
 }
@@ -60,9 +63,22 @@ async fn ready(State(state): State<AppState>) -> Response {
     }
 }
 
+/// `POST /-/reload`, as Prometheus has it: 200 when the new configuration is
+/// in use, 500 with every problem (the old configuration keeps running).
+async fn reload(State(state): State<AppState>) -> Response {
+    match state.reloader.reload().await {
+        Ok(summary) => (StatusCode::OK, format!("{summary}\n")).into_response(),
+        Err(problems) => (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!("failed to reload config: {problems}\n"),
+        )
+            .into_response(),
+    }
+}
+
 async fn landing(State(state): State<AppState>) -> Html<String> {
     let path = &state.telemetry_path;
-    let probe = if state.prober.is_some() {
+    let probe = if state.prober.enabled() {
         "<li><a href=\"/probe?room_id=room-test\">/probe?room_id=…</a>: one room, fetched now (multi-target)</li>"
     } else {
         ""
@@ -73,7 +89,8 @@ async fn landing(State(state): State<AppState>) -> Html<String> {
          <p>Version {version}. Room metrics come from background polling of get_room_info; a scrape reads the latest snapshots.</p>\
          <ul><li><a href=\"{path}\">{path}</a>: metrics</li>\
          <li><a href=\"/-/healthy\">/-/healthy</a></li>\
-         <li><a href=\"/-/ready\">/-/ready</a>: 200 once the first pass over all rooms is done</li>{probe}</ul>\
+         <li><a href=\"/-/ready\">/-/ready</a>: 200 once the first pass over all rooms is done</li>{probe}\
+         <li>POST /-/reload (or SIGHUP): re-read the configuration file</li></ul>\
          </body></html>",
         version = env!("CARGO_PKG_VERSION"),
     ))

@@ -178,7 +178,12 @@ impl Store {
     /// Writes every room family: HELP/TYPE once, then each shard's lines.
     pub fn render_into(&self, out: &mut Vec<u8>) {
         // Take each shard's text (an Arc clone) and copy outside the locks.
-        let texts: Vec<Arc<RenderedRoom>> = self.layout().shards.iter().map(|s| lock(s).text.clone()).collect();
+        let texts: Vec<Arc<RenderedRoom>> = self
+            .layout()
+            .shards
+            .iter()
+            .map(|s| lock(s).text.clone())
+            .collect();
         write_families(texts.iter().map(|t| &**t), out);
     }
 

@@ -187,6 +187,14 @@ fn reloaded_room_list_drops_keeps_and_adds_rooms() {
     store.record_success("r001", sample_info(), None, 2.0);
     let text = render(&store);
     assert!(text.contains("\nroomengine_room_up{room_id=\"new-a\"} 1\n"));
-    assert!(!text.contains("\"r001\""), "a poll of a removed room is not stored");
-    assert_eq!(text.lines().filter(|l| l.starts_with("roomengine_room_up{")).count(), 69);
+    assert!(
+        !text.contains("\"r001\""),
+        "a poll of a removed room is not stored"
+    );
+    assert_eq!(
+        text.lines()
+            .filter(|l| l.starts_with("roomengine_room_up{"))
+            .count(),
+        69
+    );
 }

@@ -52,7 +52,7 @@ async fn seat_usage_matches_the_simulator_and_costs_one_call_per_seat_room() {
         listen_address: format!("127.0.0.1:{port}"),
         telemetry_path: "/metrics".into(),
     };
-    let exporter = tokio::spawn(app::run(config, web, shutdown.clone()));
+    let exporter = tokio::spawn(app::run(config, None, web, shutdown.clone()));
 
     let base = format!("http://127.0.0.1:{port}");
     let mut ready = false;

@@ -60,7 +60,12 @@ impl Target {
 
     /// Whether `config` asks for other credentials than these (a new UserSig).
     fn signs_differently(&self, config: &Config) -> bool {
-        !self.signer.is_for(&config.secret_key, config.sdkappid, &config.identifier, config.usersig_ttl)
+        !self.signer.is_for(
+            &config.secret_key,
+            config.sdkappid,
+            &config.identifier,
+            config.usersig_ttl,
+        )
     }
 }
 

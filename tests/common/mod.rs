@@ -244,12 +244,8 @@ impl Exporter {
     /// Starts the binary with `polling` and `rooms` YAML against `endpoint`.
     pub fn start(endpoint: &str, polling: &str, rooms: &[String], extra_args: &[&str]) -> Exporter {
         let dir = tempfile::tempdir().unwrap();
-        let rooms_yaml: String = rooms.iter().map(|r| format!("  - {r}\n")).collect();
-        let config = format!(
-            "app:\n  sdkappid: {SDKAPPID}\n  identifier: {IDENTIFIER}\n  endpoint: {endpoint}\n  usersig_ttl: 1h\npolling:\n{polling}\nrooms:\n{rooms_yaml}"
-        );
         let config_path = dir.path().join("exporter.yaml");
-        std::fs::write(&config_path, config).unwrap();
+        std::fs::write(&config_path, config_yaml(endpoint, polling, rooms)).unwrap();
         let log_path = dir.path().join("exporter.log");
         let port = free_port();
         let child = Command::new(env!("CARGO_BIN_EXE_roomengine-exporter"))
@@ -314,6 +310,30 @@ impl Exporter {
         }
     }
 
+    /// The config file the exporter was started with (rewrite it, then reload).
+    pub fn config_path(&self) -> PathBuf {
+        self._dir.path().join("exporter.yaml")
+    }
+
+    /// `POST path` → (status, body).
+    pub async fn post(&self, path: &str) -> (u16, String) {
+        let resp = reqwest::Client::new()
+            .post(format!("http://{}{path}", self.addr))
+            .send()
+            .await
+            .expect("exporter answers");
+        (resp.status().as_u16(), resp.text().await.unwrap_or_default())
+    }
+
+    pub fn signal(&self, signal: &str) {
+        let sent = Command::new("kill")
+            .arg(format!("-{signal}"))
+            .arg(self.child.id().to_string())
+            .status()
+            .expect("kill runs");
+        assert!(sent.success(), "kill -{signal} failed");
+    }
+
     pub fn log(&self) -> String {
         std::fs::read_to_string(&self.log_path).unwrap_or_default()
     }
@@ -343,6 +363,15 @@ impl Drop for Exporter {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// The exporter.yaml [`Exporter::start`] writes: the fake's app settings,
+/// `polling` (indented YAML lines) and `rooms`.
+pub fn config_yaml(endpoint: &str, polling: &str, rooms: &[String]) -> String {
+    let rooms_yaml: String = rooms.iter().map(|r| format!("  - {r}\n")).collect();
+    format!(
+        "app:\n  sdkappid: {SDKAPPID}\n  identifier: {IDENTIFIER}\n  endpoint: {endpoint}\n  usersig_ttl: 1h\npolling:\n{polling}\nrooms:\n{rooms_yaml}"
+    )
 }
 
 /// The value of the sample line `series` (exact text before the space).

@@ -1,0 +1,175 @@
+//! Configuration reload (SIGHUP and `POST /-/reload`): re-reads the file,
+//! and only when all of it is valid hands each part its new settings: rooms
+//! to the store and the poller, rate limit to the budget, credentials and
+//! timeout to the client. An invalid file changes nothing.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use tokio::sync::{mpsc, Mutex};
+use tokio_util::sync::CancellationToken;
+
+use crate::api::ApiClient;
+use crate::budget::Budget;
+use crate::config::{self, Config, SecretSource};
+use crate::metrics::SelfMetrics;
+use crate::poller::{unix_now_f64, Reschedule};
+use crate::probe::Prober;
+use crate::store::Store;
+
+/// The parts a reload reconfigures.
+pub struct Parts {
+    pub budget: Arc<Budget>,
+    pub client: Arc<ApiClient>,
+    pub store: Arc<Store>,
+    pub metrics: Arc<SelfMetrics>,
+    pub prober: Arc<Prober>,
+    pub poller: mpsc::UnboundedSender<Reschedule>,
+}
+
+pub struct Reloader {
+    /// `None` when the configuration was built in memory (the demo).
+    path: Option<PathBuf>,
+    secrets: Box<dyn SecretSource + Send + Sync>,
+    /// The configuration in use; the lock also makes reloads one at a time.
+    current: Mutex<Config>,
+    parts: Parts,
+}
+
+impl Reloader {
+    /// A reloader for `current`, read from `path`; marks the load successful.
+    pub fn new(
+        path: Option<PathBuf>,
+        secrets: Box<dyn SecretSource + Send + Sync>,
+        current: Config,
+        parts: Parts,
+    ) -> Reloader {
+        parts.metrics.config_reload_ok.set(1);
+        parts
+            .metrics
+            .config_reload_success_time
+            .set(unix_now_f64().floor());
+        Reloader {
+            path,
+            secrets,
+            current: Mutex::new(current),
+            parts,
+        }
+    }
+
+    /// Re-reads the file and applies it. `Ok` is a one-line summary of what
+    /// changed; `Err` lists every problem, each naming its key.
+    pub async fn reload(&self) -> Result<String, String> {
+        let mut current = self.current.lock().await;
+        let Some(path) = &self.path else {
+            return Err("the configuration was built in memory (demo): there is no file to reload".into());
+        };
+        let new = match config::load(path, self.secrets.as_ref()) {
+            Ok(new) => new,
+            Err(problems) => {
+                self.parts.metrics.config_reload_ok.set(0);
+                tracing::error!(
+                    config = %path.display(),
+                    error = %problems.0.join("; "),
+                    "reload failed: the previous configuration stays in use"
+                );
+                return Err(problems.to_string());
+            }
+        };
+        let summary = self.apply(&current, &new);
+        *current = new;
+        self.parts.metrics.config_reload_ok.set(1);
+        self.parts
+            .metrics
+            .config_reload_success_time
+            .set(unix_now_f64().floor());
+        tracing::info!(config = %path.display(), changes = %summary, "configuration reloaded");
+        Ok(format!("configuration reloaded: {summary}"))
+    }
+
+    fn apply(&self, old: &Config, new: &Config) -> String {
+        let parts = &self.parts;
+        let rooms = parts.store.set_rooms(&new.rooms);
+        parts.budget.set_rate_limit(new.rate_limit);
+        parts.metrics.rate_limit.set(f64::from(new.rate_limit));
+        parts.metrics.rate_limit_effective.set(parts.budget.effective());
+        parts.metrics.rooms_configured.set(new.rooms.len() as i64);
+        parts.client.reconfigure(new);
+        parts.prober.reconfigure(new.probe_enabled, new.seat_usage);
+
+        let mut changed = Vec::new();
+        if !rooms.added.is_empty() || !rooms.removed.is_empty() {
+            changed.push(format!(
+                "{} rooms added, {} removed",
+                rooms.added.len(),
+                rooms.removed.len()
+            ));
+        }
+        let settings = [
+            ("polling.interval", old.interval != new.interval),
+            ("polling.rate_limit", old.rate_limit != new.rate_limit),
+            ("polling.timeout", old.timeout != new.timeout),
+            ("polling.seat_usage", old.seat_usage != new.seat_usage),
+            ("probe.enabled", old.probe_enabled != new.probe_enabled),
+            ("app.endpoint", old.endpoint != new.endpoint),
+            (
+                "app credentials",
+                old.sdkappid != new.sdkappid
+                    || old.identifier != new.identifier
+                    || old.secret_key != new.secret_key
+                    || old.usersig_ttl != new.usersig_ttl,
+            ),
+        ];
+        changed.extend(
+            settings
+                .iter()
+                .filter(|(_, c)| *c)
+                .map(|(key, _)| format!("{key} changed")),
+        );
+
+        // The poller only stops listening when it stops; then there is nothing to reschedule.
+        let _ = parts.poller.send(Reschedule {
+            interval: new.interval,
+            seat_usage: new.seat_usage,
+            added: rooms.added,
+            removed: rooms.removed,
+        });
+        if changed.is_empty() {
+            "nothing changed".to_owned()
+        } else {
+            changed.join(", ")
+        }
+    }
+}
+
+/// Reloads on every SIGHUP until `shutdown`.
+pub async fn on_sighup(reloader: Arc<Reloader>, shutdown: CancellationToken) {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        let mut hangups = match signal(SignalKind::hangup()) {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot watch SIGHUP; reload with POST /-/reload");
+                return;
+            }
+        };
+        loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                got = hangups.recv() => {
+                    if got.is_none() {
+                        return;
+                    }
+                    tracing::info!("SIGHUP: reloading the configuration");
+                    // The outcome is logged and on /metrics; there is nobody to answer.
+                    let _ = reloader.reload().await;
+                }
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = (reloader, shutdown);
+    }
+}
