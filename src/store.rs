@@ -1,14 +1,16 @@
 //! The latest snapshot of every configured room, with its metric lines already
 //! rendered. Rooms sit in shards of [`SHARD_ROOMS`] (in configuration order;
-//! a reload fills freed places first, then appends); each shard also keeps
-//! its rooms' lines concatenated per family.
+//! a reload fills freed places first, then appends); each shard keeps its
+//! rooms' lines concatenated per family, and only there.
 //!
 //! Why shards: a scrape that gathered each family's lines from 10,000 separate
 //! per-room buffers spent its time on cache misses (45 ms measured by
 //! `benches/scrape.rs`); copying ~160 contiguous shard buffers per family is
-//! a plain memcpy. A poll rebuilds one shard (64 rooms) under its mutex and
-//! swaps the shard's text in one `Arc` store, so a scrape sees either the old
-//! or the new lines of a room, never half of its update.
+//! a plain memcpy. A poll renders its room and splices the lines into a new
+//! copy of the shard's text under the shard's mutex, then swaps it in one
+//! `Arc` store, so a scrape sees either the old or the new lines of a room,
+//! never half of its update. The text is the only copy of the lines: memory
+//! is one exposition's worth, not two.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex, MutexGuard, RwLock, RwLockReadGuard};
@@ -34,14 +36,44 @@ struct Layout {
 }
 
 struct Shard {
-    rooms: Vec<Option<Entry>>,
+    rooms: Vec<Option<RoomSnapshot>>,
     /// The shard's rooms' lines, concatenated per family, in slot order.
     text: Arc<RenderedRoom>,
+    /// `line_lengths[slot][family]`: bytes of that room's lines in the
+    /// family's section of `text` (0 for empty slots), to find where to splice.
+    line_lengths: Vec<Vec<usize>>,
 }
 
-struct Entry {
-    snapshot: RoomSnapshot,
-    rendered: RenderedRoom,
+impl Shard {
+    fn new() -> Shard {
+        Shard {
+            rooms: (0..SHARD_ROOMS).map(|_| None).collect(),
+            text: Arc::new(RenderedRoom::default()),
+            line_lengths: vec![vec![0; FAMILIES.len()]; SHARD_ROOMS],
+        }
+    }
+
+    /// Replaces the lines of the room in `slot` with `lines` (none: removed).
+    fn splice(&mut self, slot: usize, lines: Option<&RenderedRoom>) {
+        let old = &self.text;
+        let new_len = lines.map_or(0, RenderedRoom::len);
+        let old_len: usize = self.line_lengths[slot].iter().sum();
+        let mut text = String::with_capacity((old.len() + new_len).saturating_sub(old_len));
+        let mut ranges = Vec::with_capacity(FAMILIES.len());
+        for family in 0..FAMILIES.len() {
+            let section = old.family(family);
+            let before: usize = self.line_lengths[..slot].iter().map(|l| l[family]).sum();
+            let after = before + self.line_lengths[slot][family];
+            let start = text.len();
+            text.push_str(&section[..before]);
+            let room_lines = lines.map_or("", |l| l.family(family));
+            text.push_str(room_lines);
+            text.push_str(&section[after..]);
+            ranges.push(start..text.len());
+            self.line_lengths[slot][family] = room_lines.len();
+        }
+        self.text = Arc::new(RenderedRoom::from_parts(text, ranges));
+    }
 }
 
 /// What a reload changed in the room list.
@@ -79,11 +111,12 @@ impl Store {
             .filter(|room| !wanted.contains(room.as_str()))
             .cloned()
             .collect();
-        let mut touched = HashSet::new();
         for room in gone {
             if let Some(place) = layout.positions.remove(&room) {
-                lock(&layout.shards[place.0]).rooms[place.1] = None;
-                touched.insert(place.0);
+                let mut shard = lock(&layout.shards[place.0]);
+                shard.rooms[place.1] = None;
+                shard.splice(place.1, None);
+                drop(shard);
                 layout.free.push(place);
             }
             changes.removed.push(room);
@@ -97,18 +130,12 @@ impl Store {
             }
             let place = layout.free.pop().unwrap_or_else(|| {
                 let n = layout.shards.len();
-                layout.shards.push(Mutex::new(Shard {
-                    rooms: (0..SHARD_ROOMS).map(|_| None).collect(),
-                    text: Arc::new(RenderedRoom::default()),
-                }));
+                layout.shards.push(Mutex::new(Shard::new()));
                 layout.free.extend((1..SHARD_ROOMS).rev().map(|slot| (n, slot)));
                 (n, 0)
             });
             layout.positions.insert(room.to_owned(), place);
             changes.added.push(room.to_owned());
-        }
-        for shard in touched {
-            lock(&layout.shards[shard]).rebuild_text();
         }
         changes
     }
@@ -148,9 +175,7 @@ impl Store {
     pub fn snapshot(&self, room_id: &str) -> Option<RoomSnapshot> {
         let layout = self.layout();
         let &(shard, slot) = layout.positions.get(room_id)?;
-        let snapshot = lock(&layout.shards[shard]).rooms[slot]
-            .as_ref()
-            .map(|e| e.snapshot.clone());
+        let snapshot = lock(&layout.shards[shard]).rooms[slot].clone();
         snapshot
     }
 
@@ -164,7 +189,7 @@ impl Store {
                     .rooms
                     .iter()
                     .flatten()
-                    .filter(|e| e.snapshot.info.as_ref().is_some_and(|i| i.is_seat_enabled))
+                    .filter(|s| s.info.as_ref().is_some_and(|i| i.is_seat_enabled))
                     .count()
             })
             .sum()
@@ -187,7 +212,7 @@ impl Store {
         write_families(texts.iter().map(|t| &**t), out);
     }
 
-    /// Re-renders one room and rebuilds its shard's text under the shard's lock.
+    /// Re-renders one room and splices its lines into its shard's text under the shard's lock.
     fn update(&self, room_id: &str, change: impl FnOnce(&mut RoomSnapshot)) {
         let layout = self.layout();
         let Some(&(shard, slot)) = layout.positions.get(room_id) else {
@@ -195,44 +220,20 @@ impl Store {
             return;
         };
         let mut shard = lock(&layout.shards[shard]);
-        let mut snapshot = shard.rooms[slot]
-            .take()
-            .map(|e| e.snapshot)
-            .unwrap_or_else(|| RoomSnapshot {
-                room_id: room_id.to_owned(),
-                ..RoomSnapshot::default()
-            });
+        let mut snapshot = shard.rooms[slot].take().unwrap_or_else(|| RoomSnapshot {
+            room_id: room_id.to_owned(),
+            ..RoomSnapshot::default()
+        });
         change(&mut snapshot);
         let rendered = render_room(&snapshot);
-        shard.rooms[slot] = Some(Entry { snapshot, rendered });
-        shard.rebuild_text();
+        shard.rooms[slot] = Some(snapshot);
+        shard.splice(slot, Some(&rendered));
     }
 
     fn layout(&self) -> RwLockReadGuard<'_, Layout> {
         // A panic while holding the lock leaves a consistent layout: set_rooms only adds and removes whole entries.
         self.layout.read().unwrap_or_else(|p| p.into_inner())
     }
-}
-
-impl Shard {
-    fn rebuild_text(&mut self) {
-        self.text = Arc::new(concat_by_family(self.rooms.iter().flatten().map(|e| &e.rendered)));
-    }
-}
-
-/// One buffer holding, family by family, every given room's lines.
-fn concat_by_family<'a>(rooms: impl Iterator<Item = &'a RenderedRoom> + Clone) -> RenderedRoom {
-    let len = rooms.clone().map(RenderedRoom::len).sum();
-    let mut text = String::with_capacity(len);
-    let mut ranges = Vec::with_capacity(FAMILIES.len());
-    for index in 0..FAMILIES.len() {
-        let start = text.len();
-        for room in rooms.clone() {
-            text.push_str(room.family(index));
-        }
-        ranges.push(start..text.len());
-    }
-    RenderedRoom::from_parts(text, ranges)
 }
 
 fn lock(shard: &Mutex<Shard>) -> MutexGuard<'_, Shard> {
