@@ -64,16 +64,21 @@ impl Pki {
 
     /// An HTTPS client that trusts the test CA, with the client certificate if `with_cert`.
     fn client(&self, with_cert: bool) -> reqwest::Client {
-        let mut builder = reqwest::Client::builder()
-            .use_rustls_tls()
-            .tls_built_in_root_certs(false)
-            .add_root_certificate(reqwest::Certificate::from_pem(self.ca_pem.as_bytes()).unwrap())
-            .timeout(Duration::from_secs(10));
-        if with_cert {
-            builder = builder.identity(reqwest::Identity::from_pem(self.client_pem.as_bytes()).unwrap());
-        }
-        builder.build().unwrap()
+        https_client(&self.ca_pem, with_cert.then_some(self.client_pem.as_str()))
     }
+}
+
+/// An HTTPS client trusting only `ca_pem`, presenting `identity_pem` (certificate + key) if given.
+fn https_client(ca_pem: &str, identity_pem: Option<&str>) -> reqwest::Client {
+    let mut builder = reqwest::Client::builder()
+        .use_rustls_tls()
+        .tls_built_in_root_certs(false)
+        .add_root_certificate(reqwest::Certificate::from_pem(ca_pem.as_bytes()).unwrap())
+        .timeout(Duration::from_secs(10));
+    if let Some(pem) = identity_pem {
+        builder = builder.identity(reqwest::Identity::from_pem(pem.as_bytes()).unwrap());
+    }
+    builder.build().unwrap()
 }
 
 fn exporter_with(web_config: &Path, fake: &Fake) -> Exporter {
@@ -122,6 +127,15 @@ async fn wait_serving(exporter: &Exporter, client: &reqwest::Client, url: &str, 
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     panic!("exporter not serving {url} within 20 s; log:\n{}", exporter.log());
+}
+
+/// Waits for the exporter, then asserts that `client` scrapes `url` (no basic auth).
+async fn assert_scrapes(exporter: &Exporter, client: &reqwest::Client, url: &str) {
+    wait_serving(exporter, client, url, None).await;
+    let r = get(client, url, None).await.unwrap();
+    assert_eq!(r.status(), 200);
+    let body = r.text().await.unwrap();
+    assert!(body.contains("roomengine_rooms_configured 2\n"), "{body}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -193,14 +207,7 @@ async fn https_needs_the_right_ca() {
     let path = pki.web_config("tls_server_config:\n  cert_file: server.pem\n  key_file: server.key\n");
     let exporter = exporter_with(&path, &fake);
     let url = format!("https://{}/metrics", exporter.addr);
-    wait_serving(&exporter, &pki.client(false), &url, None).await;
-    let r = get(&pki.client(false), &url, None).await.unwrap();
-    assert_eq!(r.status(), 200);
-    assert!(r
-        .text()
-        .await
-        .unwrap()
-        .contains("roomengine_rooms_configured 2\n"));
+    assert_scrapes(&exporter, &pki.client(false), &url).await;
 
     // A client that does not trust the test CA refuses the server.
     let stranger = Pki::new().client(false);
@@ -217,16 +224,7 @@ async fn require_and_verify_client_cert() {
     );
     let exporter = exporter_with(&path, &fake);
     let url = format!("https://{}/metrics", exporter.addr);
-    let with_cert = pki.client(true);
-    wait_serving(&exporter, &with_cert, &url, None).await;
-
-    let r = get(&with_cert, &url, None).await.unwrap();
-    assert_eq!(r.status(), 200);
-    assert!(r
-        .text()
-        .await
-        .unwrap()
-        .contains("roomengine_rooms_configured 2\n"));
+    assert_scrapes(&exporter, &pki.client(true), &url).await;
 
     // Without a certificate the server ends the handshake with an alert.
     let err = get(&pki.client(false), &url, None).await.unwrap_err();
@@ -234,13 +232,7 @@ async fn require_and_verify_client_cert() {
 
     // A certificate from another CA is refused too.
     let other = Pki::new();
-    let foreign = reqwest::Client::builder()
-        .use_rustls_tls()
-        .tls_built_in_root_certs(false)
-        .add_root_certificate(reqwest::Certificate::from_pem(pki.ca_pem.as_bytes()).unwrap())
-        .identity(reqwest::Identity::from_pem(other.client_pem.as_bytes()).unwrap())
-        .build()
-        .unwrap();
+    let foreign = https_client(&pki.ca_pem, Some(&other.client_pem));
     let err = get(&foreign, &url, None).await.unwrap_err();
     assert!(
         err.contains("UnknownCA") || err.contains("BadCertificate"),
@@ -264,9 +256,11 @@ async fn basic_auth_without_tls_serves_plain_http() {
     assert_eq!(r.status(), 200);
 }
 
-fn run_binary(args: &[&str]) -> std::process::Output {
+/// Runs the binary with the shipped exporter.yaml, `web_config` and `extra` flags, to its exit.
+fn run_binary(web_config: &str, extra: &[&str]) -> std::process::Output {
     Command::new(env!("CARGO_BIN_EXE_roomengine-exporter"))
-        .args(args)
+        .args(["--config.file", "exporter.yaml", "--web.config.file", web_config])
+        .args(extra)
         .env("ROOMENGINE_SECRET_KEY", "k")
         .output()
         .unwrap()
@@ -278,14 +272,7 @@ fn an_unknown_key_stops_the_exporter_with_exit_1() {
     let path = pki
         .web_config("tls_server_config:\n  cert_file: server.pem\n  key_file: server.key\n  clientauth: x\n");
     let p = path.to_str().unwrap();
-    let out = run_binary(&[
-        "--config.file",
-        "exporter.yaml",
-        "--web.listen-address",
-        "127.0.0.1:0",
-        "--web.config.file",
-        p,
-    ]);
+    let out = run_binary(p, &["--web.listen-address", "127.0.0.1:0"]);
     assert_eq!(out.status.code(), Some(1));
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(
@@ -304,13 +291,7 @@ fn config_check_covers_the_web_config() {
         "tls_server_config:\n  cert_file: server.pem\n  key_file: server.key\n  cipher_suites: [TLS_AES_128_GCM_SHA256]\nbasic_auth_users:\n  {USER}: plain-{PASSWORD}\n"
     ));
     let p = path.to_str().unwrap();
-    let out = run_binary(&[
-        "--config.file",
-        "exporter.yaml",
-        "--web.config.file",
-        p,
-        "--config.check",
-    ]);
+    let out = run_binary(p, &["--config.check"]);
     assert_eq!(out.status.code(), Some(1));
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(
@@ -326,13 +307,7 @@ fn config_check_covers_the_web_config() {
         "tls_server_config:\n  cert_file: server.pem\n  key_file: server.key\nbasic_auth_users:\n  {USER}: {}\n",
         hash()
     ));
-    let out = run_binary(&[
-        "--config.file",
-        "exporter.yaml",
-        "--web.config.file",
-        p,
-        "--config.check",
-    ]);
+    let out = run_binary(p, &["--config.check"]);
     assert_eq!(
         out.status.code(),
         Some(0),
