@@ -21,6 +21,8 @@ struct Pki {
     dir: tempfile::TempDir,
     ca_pem: String,
     client_pem: String,
+    server_pem: String,
+    server_key: String,
 }
 
 impl Pki {
@@ -46,12 +48,14 @@ impl Pki {
         );
         let (client_cert, client_key) = leaf(vec!["prometheus".into()], ExtendedKeyUsagePurpose::ClientAuth);
         std::fs::write(dir.path().join("ca.pem"), ca.pem()).unwrap();
-        std::fs::write(dir.path().join("server.pem"), server_cert).unwrap();
-        std::fs::write(dir.path().join("server.key"), server_key).unwrap();
+        std::fs::write(dir.path().join("server.pem"), &server_cert).unwrap();
+        std::fs::write(dir.path().join("server.key"), &server_key).unwrap();
         Pki {
             dir,
             ca_pem: ca.pem(),
             client_pem: format!("{client_cert}{client_key}"),
+            server_pem: server_cert,
+            server_key,
         }
     }
 
@@ -237,6 +241,81 @@ async fn require_and_verify_client_cert() {
     assert!(
         err.contains("UnknownCA") || err.contains("BadCertificate"),
         "{err}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_client_auth_type_admits_what_go_would() {
+    let fake = Fake::start(2).await;
+    let pki = Pki::new();
+    let stranger = Pki::new();
+    let none = pki.client(false);
+    let own = pki.client(true);
+    let foreign = https_client(&pki.ca_pem, Some(&stranger.client_pem));
+    // (client_auth_type, admits no cert, admits a cert of client_ca_file's CA, admits another CA's cert)
+    let table = [
+        ("NoClientCert", true, true, true),
+        ("RequestClientCert", true, true, true),
+        ("RequireAnyClientCert", false, true, true),
+        ("VerifyClientCertIfGiven", true, true, false),
+        ("RequireAndVerifyClientCert", false, true, false),
+    ];
+    for (mode, no_cert, own_cert, foreign_cert) in table {
+        let ca = if mode == "NoClientCert" {
+            ""
+        } else {
+            "  client_ca_file: ca.pem\n"
+        };
+        let path = pki.web_config(&format!(
+            "tls_server_config:\n  cert_file: server.pem\n  key_file: server.key\n  client_auth_type: {mode}\n{ca}"
+        ));
+        let exporter = exporter_with(&path, &fake);
+        let url = format!("https://{}/-/healthy", exporter.addr);
+        wait_serving(&exporter, &own, &url, None).await;
+        for (what, client, admitted) in [
+            ("no certificate", &none, no_cert),
+            ("own CA's certificate", &own, own_cert),
+            ("another CA's certificate", &foreign, foreign_cert),
+        ] {
+            let result = get(client, &url, None).await.map(|r| r.status().as_u16());
+            assert_eq!(result.is_ok(), admitted, "{mode} with {what}: {result:?}");
+            if admitted {
+                assert_eq!(result, Ok(200), "{mode} with {what}");
+            }
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rotated_certificate_is_used_for_new_connections() {
+    let fake = Fake::start(2).await;
+    let pki = Pki::new();
+    let path = pki.web_config("tls_server_config:\n  cert_file: server.pem\n  key_file: server.key\n");
+    let exporter = exporter_with(&path, &fake);
+    let url = format!("https://{}/metrics", exporter.addr);
+    assert_scrapes(&exporter, &pki.client(false), &url).await;
+
+    // Replace the files in place with a certificate from another CA, as cert-manager would.
+    let next = Pki::new();
+    std::fs::write(pki.dir.path().join("server.pem"), &next.server_pem).unwrap();
+    std::fs::write(pki.dir.path().join("server.key"), &next.server_key).unwrap();
+    let start = Instant::now();
+    // Fresh clients: each makes a new connection, so each handshake sees the current certificate.
+    while get(&next.client(false), &url, None).await.is_err() {
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "new certificate not served within 10 s; log:\n{}",
+            exporter.log()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_scrapes(&exporter, &next.client(false), &url).await;
+    let err = get(&pki.client(false), &url, None).await.unwrap_err();
+    assert!(err.contains("UnknownIssuer"), "{err}");
+    assert!(
+        exporter.log().contains("web config re-read"),
+        "{}",
+        exporter.log()
     );
 }
 
