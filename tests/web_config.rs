@@ -205,21 +205,6 @@ async fn https_with_basic_auth_guards_every_endpoint() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn https_needs_the_right_ca() {
-    let fake = Fake::start(2).await;
-    let pki = Pki::new();
-    let path = pki.web_config("tls_server_config:\n  cert_file: server.pem\n  key_file: server.key\n");
-    let exporter = exporter_with(&path, &fake);
-    let url = format!("https://{}/metrics", exporter.addr);
-    assert_scrapes(&exporter, &pki.client(false), &url).await;
-
-    // A client that does not trust the test CA refuses the server.
-    let stranger = Pki::new().client(false);
-    let err = get(&stranger, &url, None).await.unwrap_err();
-    assert!(err.contains("UnknownIssuer"), "{err}");
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn require_and_verify_client_cert() {
     let fake = Fake::start(2).await;
     let pki = Pki::new();
@@ -287,7 +272,7 @@ async fn every_client_auth_type_admits_what_go_would() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_rotated_certificate_is_used_for_new_connections() {
+async fn https_needs_the_right_ca_and_picks_up_a_rotated_certificate() {
     let fake = Fake::start(2).await;
     let pki = Pki::new();
     let path = pki.web_config("tls_server_config:\n  cert_file: server.pem\n  key_file: server.key\n");
@@ -295,8 +280,12 @@ async fn a_rotated_certificate_is_used_for_new_connections() {
     let url = format!("https://{}/metrics", exporter.addr);
     assert_scrapes(&exporter, &pki.client(false), &url).await;
 
-    // Replace the files in place with a certificate from another CA, as cert-manager would.
+    // A client that does not trust the server's CA refuses the server.
     let next = Pki::new();
+    let err = get(&next.client(false), &url, None).await.unwrap_err();
+    assert!(err.contains("UnknownIssuer"), "{err}");
+
+    // Replace the files in place with a certificate from that other CA, as cert-manager would.
     std::fs::write(pki.dir.path().join("server.pem"), &next.server_pem).unwrap();
     std::fs::write(pki.dir.path().join("server.key"), &next.server_key).unwrap();
     let start = Instant::now();
