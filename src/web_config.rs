@@ -691,6 +691,18 @@ mod tests {
     }
 
     #[test]
+    fn the_shipped_example_is_valid() {
+        let p = pki();
+        std::fs::copy(p.dir.path().join("server.pem"), p.dir.path().join("server.crt")).unwrap();
+        let c = parse(include_str!("../web-config.example.yml"), p.dir.path()).unwrap();
+        assert_eq!(
+            c.summary(),
+            "web config OK: TLS on, client_auth_type NoClientCert, 1 basic auth users"
+        );
+        assert!(c.users.contains_key("prometheus"));
+    }
+
+    #[test]
     fn empty_file_and_users_only_mean_no_tls() {
         let p = pki();
         let c = parse("", p.dir.path()).unwrap();
