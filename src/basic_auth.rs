@@ -13,6 +13,7 @@ use axum::response::{IntoResponse, Response};
 use base64::Engine;
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
+use tokio::sync::Semaphore;
 
 use crate::web_config::WebConfigWatch;
 
@@ -25,6 +26,10 @@ const DUMMY_HASH: &str = "$2y$10$mDwo.lAisC94iLAyP81MCesa29IzH37oigHC/42V2pdJlUp
 pub struct BasicAuth {
     web: Arc<WebConfigWatch>,
     cache: Arc<Cache>,
+    /// bcrypt checks running at once, at most one a core: a flood of wrong
+    /// passwords then queues here instead of filling the blocking pool, and
+    /// cached scrapes (which skip bcrypt) keep being answered.
+    checks: Arc<Semaphore>,
 }
 
 struct Cache {
@@ -43,6 +48,9 @@ impl BasicAuth {
                 key: rand::random(),
                 verified: Mutex::new(HashMap::new()),
             }),
+            checks: Arc::new(Semaphore::new(
+                std::thread::available_parallelism().map_or(2, |n| n.get()),
+            )),
         }
     }
 
@@ -56,7 +64,7 @@ impl BasicAuth {
             return false;
         };
         let Some(hash) = config.users.get(&user).cloned() else {
-            let _ = tokio::task::spawn_blocking(move || bcrypt::verify(password, DUMMY_HASH)).await;
+            self.bcrypt(password, DUMMY_HASH.to_owned()).await;
             return false;
         };
         let mac = self.cache.digest(&user, &password, &hash);
@@ -71,10 +79,7 @@ impl BasicAuth {
         if cached.is_some_and(|d| mac.clone().verify_slice(&d).is_ok()) {
             return true;
         }
-        // bcrypt blocks for tens of milliseconds: off the async workers.
-        let ok = tokio::task::spawn_blocking(move || bcrypt::verify(password, &hash).unwrap_or(false))
-            .await
-            .unwrap_or(false);
+        let ok = self.bcrypt(password, hash).await;
         if ok {
             self.cache
                 .verified
@@ -83,6 +88,16 @@ impl BasicAuth {
                 .insert(user, mac.finalize().into_bytes().to_vec());
         }
         ok
+    }
+
+    /// One bcrypt check, off the async workers (it blocks for tens of milliseconds).
+    async fn bcrypt(&self, password: String, hash: String) -> bool {
+        let Ok(_permit) = self.checks.acquire().await else {
+            return false;
+        };
+        tokio::task::spawn_blocking(move || bcrypt::verify(password, &hash).unwrap_or(false))
+            .await
+            .unwrap_or(false)
     }
 }
 
