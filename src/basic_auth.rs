@@ -147,6 +147,7 @@ pub async fn require(State(auth): State<BasicAuth>, request: Request, next: Next
 mod tests {
     use super::*;
     use axum::http::HeaderValue;
+    use std::time::Duration;
 
     fn basic(s: &str) -> HeaderMap {
         let mut h = HeaderMap::new();
@@ -186,5 +187,23 @@ mod tests {
         // The failures did not evict or replace the good entry.
         assert!(auth.allows(&basic("alice:right")).await);
         assert_eq!(auth.cache.verified.lock().unwrap().len(), 1);
+    }
+
+    #[tokio::test]
+    async fn a_changed_password_ends_the_cached_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("web.yml");
+        let write = |password: &str| {
+            let hash = bcrypt::hash(password, 4).unwrap();
+            std::fs::write(&path, format!("basic_auth_users:\n  alice: {hash}\n")).unwrap();
+        };
+        write("old");
+        let watch =
+            WebConfigWatch::with_interval(&path, crate::web_config::load(&path).unwrap(), Duration::ZERO);
+        let auth = BasicAuth::new(watch);
+        assert!(auth.allows(&basic("alice:old")).await);
+        write("new-and-longer");
+        assert!(!auth.allows(&basic("alice:old")).await);
+        assert!(auth.allows(&basic("alice:new-and-longer")).await);
     }
 }

@@ -572,7 +572,8 @@ impl WebConfigWatch {
         Ok(Self::with_interval(path, load(path)?, CHECK_INTERVAL))
     }
 
-    fn with_interval(path: &Path, first: WebConfig, check_every: Duration) -> Arc<WebConfigWatch> {
+    /// As `load`, checking for changes every `check_every` (tests use zero).
+    pub(crate) fn with_interval(path: &Path, first: WebConfig, check_every: Duration) -> Arc<WebConfigWatch> {
         let stamp = stamp(path, &first);
         Arc::new(WebConfigWatch {
             path: path.to_owned(),

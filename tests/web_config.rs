@@ -202,6 +202,11 @@ async fn https_with_basic_auth_guards_every_endpoint() {
         !log.contains(PASSWORD) && !log.contains("$2b$"),
         "no password or hash in the log:\n{log}"
     );
+    let mut exporter = exporter;
+    assert!(
+        exporter.terminate().success(),
+        "exit 0 on SIGTERM while serving TLS"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
