@@ -50,6 +50,8 @@ impl Pki {
         std::fs::write(dir.path().join("ca.pem"), ca.pem()).unwrap();
         std::fs::write(dir.path().join("server.pem"), &server_cert).unwrap();
         std::fs::write(dir.path().join("server.key"), &server_key).unwrap();
+        std::fs::write(dir.path().join("client.pem"), &client_cert).unwrap();
+        std::fs::write(dir.path().join("client.key"), &client_key).unwrap();
         Pki {
             dir,
             ca_pem: ca.pem(),
@@ -397,4 +399,98 @@ fn config_check_covers_the_web_config() {
             .as_str()
         )
     );
+}
+
+/// The README's scrape config, checked against a real Prometheus: with the CA,
+/// the client certificate and the password file the target is up; a wrong
+/// password is a 401, and no client certificate fails the handshake.
+/// Needs `prometheus` on PATH, so it is left to tests/run.sh, which installs it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs prometheus on PATH; tests/run.sh runs it"]
+async fn prometheus_scrapes_with_the_readme_scrape_config() {
+    let fake = Fake::start(2).await;
+    let pki = Pki::new();
+    let d = pki.dir.path().display();
+    let path = pki.web_config(&format!(
+        "tls_server_config:\n  cert_file: server.pem\n  key_file: server.key\n  client_auth_type: RequireAndVerifyClientCert\n  client_ca_file: ca.pem\nbasic_auth_users:\n  {USER}: {}\n",
+        hash()
+    ));
+    let exporter = exporter_with(&path, &fake);
+    std::fs::write(pki.dir.path().join("password"), PASSWORD).unwrap();
+    let job = |name: &str, tls_extra: &str, auth: &str| {
+        format!(
+            "  - job_name: {name}\n    scheme: https\n    tls_config:\n      ca_file: {d}/ca.pem\n{tls_extra}    basic_auth:\n      username: {USER}\n{auth}    static_configs:\n      - targets: [\"{}\"]\n",
+            exporter.addr
+        )
+    };
+    let client_cert = format!("      cert_file: {d}/client.pem\n      key_file: {d}/client.key\n");
+    let password_file = format!("      password_file: {d}/password\n");
+    let prometheus_yml = format!(
+        "global:\n  scrape_interval: 1s\n  scrape_timeout: 1s\nscrape_configs:\n{}{}{}",
+        job("readme", &client_cert, &password_file),
+        job("wrong-password", &client_cert, "      password: wrong\n"),
+        job("no-client-cert", "", &password_file),
+    );
+    std::fs::write(pki.dir.path().join("prometheus.yml"), prometheus_yml).unwrap();
+    let port = common::free_port();
+    let log = std::fs::File::create(pki.dir.path().join("prometheus.log")).unwrap();
+    let mut prometheus = Command::new("prometheus")
+        .arg(format!("--config.file={d}/prometheus.yml"))
+        .arg(format!("--storage.tsdb.path={d}/tsdb"))
+        .arg(format!("--web.listen-address=127.0.0.1:{port}"))
+        .stdout(std::process::Stdio::null())
+        .stderr(log)
+        .spawn()
+        .expect("prometheus on PATH (tests/ensure-prometheus.sh installs it)");
+
+    let want = [
+        ("readme", "up", ""),
+        (
+            "wrong-password",
+            "down",
+            "server returned HTTP status 401 Unauthorized",
+        ),
+        (
+            "no-client-cert",
+            "down",
+            "remote error: tls: certificate required",
+        ),
+    ];
+    let start = Instant::now();
+    let seen = loop {
+        let url = format!("http://127.0.0.1:{port}/api/v1/targets?state=active");
+        let seen: Vec<(String, String, String)> = match reqwest::get(&url).await {
+            Ok(r) => r.json::<serde_json::Value>().await.unwrap_or_default()["data"]["activeTargets"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .map(|t| {
+                    let text = |v: &serde_json::Value| v.as_str().unwrap_or_default().to_owned();
+                    (
+                        text(&t["labels"]["job"]),
+                        text(&t["health"]),
+                        text(&t["lastError"]),
+                    )
+                })
+                .collect(),
+            Err(_) => vec![],
+        };
+        let matches = want.iter().all(|(job, health, error)| {
+            seen.iter()
+                .any(|(j, h, e)| j == job && h == health && e.ends_with(error))
+        });
+        if matches || start.elapsed() > Duration::from_secs(30) {
+            break seen;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    };
+    let _ = prometheus.kill();
+    let _ = prometheus.wait();
+    for (job, health, error) in want {
+        assert!(
+            seen.iter()
+                .any(|(j, h, e)| j == job && h == health && e.ends_with(error)),
+            "{job}: want {health} {error:?}; Prometheus reports {seen:?}"
+        );
+    }
 }
