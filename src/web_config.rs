@@ -648,7 +648,7 @@ mod tests {
         Pki { dir }
     }
 
-    const HASH: &str = "$2y$10$mDwo.lAisC94iLAyP81MCesa29IzH37oigHC/42V2pdJlUprsJPze";
+    const HASH: &str = "$2y$10$6jEO6wk5R6KOG98YSDXv3uE8norZwzgc.778f0qF7XYT8i1HIJVKS";
 
     fn errors(p: &Pki, yaml: &str) -> Vec<String> {
         parse(yaml, p.dir.path()).unwrap_err().0
