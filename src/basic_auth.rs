@@ -17,8 +17,9 @@ use tokio::sync::Semaphore;
 
 use crate::web_config::WebConfigWatch;
 
-/// A hash of a password no one knows, checked for unknown users so that
-/// "no such user" takes as long as "wrong password".
+/// A cost-10 hash (of the example password in web-config.example.yml),
+/// checked for unknown users and its answer ignored, so that "no such user"
+/// takes as long as "wrong password".
 const DUMMY_HASH: &str = "$2y$10$6jEO6wk5R6KOG98YSDXv3uE8norZwzgc.778f0qF7XYT8i1HIJVKS";
 
 /// The state of the auth middleware: the web config and the success cache.
