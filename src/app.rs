@@ -25,6 +25,8 @@ use crate::BoxError;
 pub struct WebOptions {
     pub listen_address: String,
     pub telemetry_path: String,
+    /// `--web.config.file`: TLS and basic auth; None serves plain HTTP.
+    pub web_config: Option<Arc<crate::web_config::WebConfigWatch>>,
 }
 
 /// Runs the exporter until `shutdown` is cancelled, then stops polling, lets
@@ -109,8 +111,7 @@ pub async fn run(
         prober,
         reloader,
     };
-    axum::serve(listener, router(state))
-        .with_graceful_shutdown(shutdown.clone().cancelled_owned())
+    crate::serve::serve(listener, router(state), web.web_config.clone(), shutdown.clone())
         .await
         .map_err(|e| format!("HTTP server failed: {e}"))?;
 

@@ -62,6 +62,7 @@ pub async fn run(args: DemoArgs) -> Result<(), BoxError> {
     let web = WebOptions {
         listen_address: args.web_listen_address.clone(),
         telemetry_path: "/metrics".into(),
+        web_config: None,
     };
     let mut exporter = tokio::spawn(app::run(config, None, web, stop.clone()));
     let url = browsable(&args.web_listen_address);

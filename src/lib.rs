@@ -4,6 +4,7 @@
 
 pub mod api;
 pub mod app;
+pub mod basic_auth;
 pub mod budget;
 pub mod config;
 pub mod demo;
@@ -13,11 +14,13 @@ pub mod metrics;
 pub mod poller;
 pub mod probe;
 pub mod reload;
+pub mod serve;
 pub mod server;
 pub mod shutdown;
 pub mod sim;
 pub mod store;
 pub mod usersig;
+pub mod web_config;
 
 /// Error type for the top-level entry points (`run`, `simulate`, `demo`).
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;

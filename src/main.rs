@@ -8,7 +8,7 @@ use clap::{Parser, Subcommand};
 use tokio_util::sync::CancellationToken;
 
 use roomengine_exporter::logging::{self, LogFormat, LogLevel};
-use roomengine_exporter::{app, config, demo, shutdown, sim};
+use roomengine_exporter::{app, config, demo, shutdown, sim, web_config};
 
 /// Prometheus exporter for Tencent Cloud Room Engine (Conference) rooms.
 ///
@@ -30,6 +30,9 @@ struct Cli {
     /// Path under which to expose metrics.
     #[arg(long = "web.telemetry-path", value_name = "PATH", default_value = "/metrics")]
     telemetry_path: String,
+    /// Web config file (exporter-toolkit format) enabling TLS and/or basic auth on every endpoint.
+    #[arg(long = "web.config.file", value_name = "PATH")]
+    web_config_file: Option<PathBuf>,
     /// Only log messages with the given severity or above.
     #[arg(long = "log.level", value_enum, default_value = "info", global = true)]
     log_level: LogLevel,
@@ -54,16 +57,26 @@ enum Command {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     if cli.config_check {
-        return match config::load(&cli.config_file, &config::ProcessSecrets) {
+        let mut ok = match config::load(&cli.config_file, &config::ProcessSecrets) {
             Ok(c) => {
                 println!("{}: {}", cli.config_file.display(), c.summary());
-                ExitCode::SUCCESS
+                true
             }
             Err(errors) => {
                 eprintln!("{errors}");
-                ExitCode::FAILURE
+                false
             }
         };
+        if let Some(path) = &cli.web_config_file {
+            match web_config::load(path) {
+                Ok(w) => println!("{}: {}", path.display(), w.summary()),
+                Err(errors) => {
+                    eprintln!("{errors}");
+                    ok = false;
+                }
+            }
+        }
+        return if ok { ExitCode::SUCCESS } else { ExitCode::FAILURE };
     }
     logging::init(cli.log_level, cli.log_format);
     let runtime = match tokio::runtime::Runtime::new() {
@@ -92,6 +105,14 @@ fn main() -> ExitCode {
 
 async fn run_exporter(cli: Cli) -> Result<(), roomengine_exporter::BoxError> {
     let config = config::load(&cli.config_file, &config::ProcessSecrets)?;
+    let web_config = match &cli.web_config_file {
+        None => None,
+        Some(path) => {
+            let watch = web_config::WebConfigWatch::load(path)?;
+            tracing::info!(file = %path.display(), summary = %watch.current().summary(), "web config loaded");
+            Some(watch)
+        }
+    };
     tracing::info!(version = env!("CARGO_PKG_VERSION"), config = %cli.config_file.display(), "starting");
     let shutdown = CancellationToken::new();
     tokio::spawn(shutdown::on_signal(shutdown.clone()));
@@ -101,6 +122,7 @@ async fn run_exporter(cli: Cli) -> Result<(), roomengine_exporter::BoxError> {
         app::WebOptions {
             listen_address: cli.listen_address,
             telemetry_path: cli.telemetry_path,
+            web_config,
         },
         shutdown,
     )

@@ -15,6 +15,9 @@ step "cargo test (unit, fixture, end-to-end, budget, secrets, simulator, demo)"
 # Benchmarks are not tests: `cargo bench --bench scrape` prints their figures.
 cargo test --lib --bins --tests -- --show-output
 
+step "web config against a real Prometheus (README scrape config: TLS, client certificate, basic auth)"
+cargo test --test web_config -- --ignored
+
 step "alert rules and dashboards (promtool check/test rules, dashboard lint)"
 bash tests/check-rules.sh
 

@@ -51,6 +51,7 @@ async fn seat_usage_matches_the_simulator_and_costs_one_call_per_seat_room() {
     let web = WebOptions {
         listen_address: format!("127.0.0.1:{port}"),
         telemetry_path: "/metrics".into(),
+        web_config: None,
     };
     let exporter = tokio::spawn(app::run(config, None, web, shutdown.clone()));
 
