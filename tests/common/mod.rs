@@ -34,8 +34,6 @@ pub struct FakeRoom {
     pub fail_next: Vec<i64>,
     /// Answer 100004 from now on.
     pub gone: bool,
-    /// Wait this long before answering (to provoke timeouts).
-    pub delay: Option<Duration>,
     /// Misbehave this way instead of answering normally (after `gone` and `fail_next`).
     pub fault: Option<Fault>,
 }
@@ -65,6 +63,14 @@ pub enum Fault {
 }
 
 impl Fault {
+    /// Whether the room's call number `call_index` (from 0) gets the fault.
+    fn applies_to(&self, call_index: usize) -> bool {
+        match self {
+            Fault::Code { percent, .. } => call_index * *percent as usize % 100 < *percent as usize,
+            _ => true,
+        }
+    }
+
     /// A valid, successful answer for `id` padded to `bytes` bytes with CustomInfo,
     /// so that only a size cap (not the JSON decoder) can refuse it.
     pub fn huge_body(id: &str, bytes: usize, declared: bool) -> Fault {
@@ -168,7 +174,6 @@ impl Fake {
                     info: room_info(&id, i as u64, 300),
                     fail_next: vec![],
                     gone: false,
-                    delay: None,
                     fault: None,
                 },
             );
@@ -366,7 +371,8 @@ async fn get_room_info(
         .ok()
         .and_then(|v| v["RoomId"].as_str().map(str::to_owned))
         .unwrap_or_default();
-    let (answer, delay) = {
+    let mut delay = None;
+    let answer = {
         let mut guard = state.lock().unwrap();
         let st = &mut *guard;
         let now = Instant::now();
@@ -376,45 +382,35 @@ async fn get_room_info(
         let calls = st.calls_per_room.entry(room_id.clone()).or_default();
         *calls += 1;
         let call_index = *calls - 1;
-        let (answer, delay) = if !valid_query || !usersig_is_valid(&usersig) {
+        let answer = if !valid_query || !usersig_is_valid(&usersig) {
             st.bad_usersigs += 1;
-            (Err(70009), None)
+            Err(70009)
         } else if let Some(code) = st.force_code {
-            (Err(code), None)
+            Err(code)
         } else {
             match st.rooms.get_mut(&room_id) {
-                None => (Err(100004), None),
-                Some(room) if room.gone => (Err(100004), room.delay),
-                Some(room) if !room.fail_next.is_empty() => (Err(room.fail_next.remove(0)), room.delay),
+                None => Err(100004),
+                Some(room) if room.gone => Err(100004),
+                Some(room) if !room.fail_next.is_empty() => Err(room.fail_next.remove(0)),
                 Some(room) => {
-                    let applies = match &room.fault {
-                        Some(Fault::Code { percent, .. }) => {
-                            call_index * *percent as usize % 100 < *percent as usize
-                        }
-                        Some(_) => true,
-                        None => false,
-                    };
                     let normal = ok_answer(&room.info).to_string();
-                    let answer = match &room.fault {
-                        Some(fault) if applies => {
+                    match room.fault.as_ref().filter(|f| f.applies_to(call_index)) {
+                        Some(fault) => {
+                            if let Fault::Slow(d) = fault {
+                                delay = Some(*d);
+                            }
                             *st.faulted.entry(room_id.clone()).or_default() += 1;
                             faulty_answer(fault, normal)
                         }
-                        _ => Ok(json_text(normal)),
-                    };
-                    let delay = match &room.fault {
-                        Some(Fault::Slow(d)) if applies => Some(*d),
-                        _ => room.delay,
-                    };
-                    (answer, delay)
+                        None => Ok(json_text(normal)),
+                    }
                 }
             }
         };
-        let answer = answer.unwrap_or_else(|code| {
+        answer.unwrap_or_else(|code| {
             *st.codes.entry(code).or_default() += 1;
             error(code).into_response()
-        });
-        (answer, delay)
+        })
     };
     if let Some(d) = delay {
         tokio::time::sleep(d).await;
