@@ -65,8 +65,9 @@ fn all_up(text: &str, ids: &[String], want: f64) -> bool {
     ids.iter().all(|id| up(text, id) == Some(want))
 }
 
-/// The checks every row shares: the budget held at the fake, no secret in
-/// the log, every scrape answered 200. Returns the worst window for the report.
+/// The checks every row shares (besides every scrape answering 200, which
+/// `Exporter::metrics` asserts): the budget held at the fake, every UserSig
+/// valid, no secret in the log. Returns the worst window for the report.
 fn check_budget_and_secrets(fake: &Fake, exporter: &Exporter) -> usize {
     let (arrivals, usersigs) = fake.with(|s| (s.arrivals.clone(), s.usersigs.clone()));
     let worst = worst_window(&arrivals);

@@ -129,12 +129,14 @@ impl ApiClient {
         match &result {
             Ok(_) => self.budget.on_success(),
             Err(e) => {
-                self.metrics.errors.with_label_values(&[api, &e.code]).inc();
                 match e.class {
                     ErrorClass::RateLimited => self.budget.on_rate_limited(),
                     ErrorClass::Auth => self.hint_once(&e.code),
                     _ => {}
                 }
+                // Counted after the budget reacted, so that a scrape showing a
+                // 60011 also shows the lowered effective rate.
+                self.metrics.errors.with_label_values(&[api, &e.code]).inc();
             }
         }
         result
