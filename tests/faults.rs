@@ -290,8 +290,17 @@ async fn row4_five_mib_bodies_rejected_at_the_cap_memory_flat() {
     for i in 13..=16 {
         assert_eq!(up(&text, &format!("room-{i:04}")), Some(1.0));
     }
-    // Refused at the cap, never retried: one call per poll.
-    assert_eq!(errors(&text, "decode"), 0.0);
+    assert_eq!(errors(&text, "decode"), 0.0, "too large is not bad JSON");
+    // Not retried (retrying cannot shrink the answer): one call per poll, so
+    // no more calls than a healthy room, which is polled once a pass.
+    let healthy_calls = fake.with(|s| s.calls_per_room["room-0013"]);
+    for (id, _) in &faults {
+        assert!(
+            fake.faulted(id) <= healthy_calls,
+            "{id}: {} calls",
+            fake.faulted(id)
+        );
+    }
     let worst = check_budget_and_secrets(&fake, &exporter);
     println!(
         "row 4 5 MiB bodies: down after {:.1} s; code=body_too_large {refused} ({} during the measurement = {:.0} MiB offered); VmRSS {rss_before} -> {rss_after} KiB; VmHWM {peak_ready} (ready) -> {peak_before} -> {peak_after} KiB; worst window {worst}/{RATE}; {} scrapes, all 200",
