@@ -189,12 +189,14 @@ impl ApiClient {
         match &result {
             Ok(_) => self.budget.on_success(),
             Err(e) => {
-                self.metrics.errors.with_label_values(&[api, &e.code]).inc();
                 match e.class {
                     ErrorClass::RateLimited => self.budget.on_rate_limited(),
                     ErrorClass::Auth => self.hint_once(&e.code, &target),
                     _ => {}
                 }
+                // Counted after the budget reacted, so that a scrape showing a
+                // 60011 also shows the lowered effective rate.
+                self.metrics.errors.with_label_values(&[api, &e.code]).inc();
             }
         }
         result
@@ -289,6 +291,10 @@ fn transport_error(e: reqwest::Error) -> CallError {
         ("timeout", "request timed out")
     } else if e.is_connect() {
         ("connect", "cannot connect")
+    } else if e.is_body() || e.is_decode() {
+        // The API answered, but its body broke off: the answer is unreadable,
+        // as truncated JSON is; "connect" would send the operator after the network.
+        ("decode", "answer cut short")
     } else {
         ("connect", "transport error")
     };
@@ -301,4 +307,80 @@ fn transport_error(e: reqwest::Error) -> CallError {
         source = s.source();
     }
     CallError::transport(code, ErrorClass::Retryable, detail)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    use super::*;
+
+    struct Key;
+
+    impl crate::config::SecretSource for Key {
+        fn env(&self, _: &str) -> Option<String> {
+            Some("unit-test-secret-key".to_owned())
+        }
+        fn read_file(&self, path: &Path) -> std::io::Result<String> {
+            Err(std::io::Error::other(format!("no file {}", path.display())))
+        }
+    }
+
+    /// A client against a one-shot raw HTTP server that answers `answer` and
+    /// then drops the connection, so the answer can be broken anywhere.
+    async fn call_raw(answer: &'static str) -> (Result<RoomInfo, CallError>, Arc<SelfMetrics>) {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        tokio::spawn(async move {
+            let (mut socket, _) = listener.accept().await.expect("accept");
+            let mut request = [0u8; 4096];
+            let _ = socket.read(&mut request).await;
+            let _ = socket.write_all(answer.as_bytes()).await;
+            // Dropping the socket here cuts whatever the answer promised.
+        });
+        let config = crate::config::parse(
+            &format!(
+                "app:\n  sdkappid: 1400000000\n  identifier: administrator\n  endpoint: http://{addr}\npolling:\n  timeout: 4s\nrooms:\n  - r1\n"
+            ),
+            &Key,
+        )
+        .expect("config");
+        let budget = Arc::new(Budget::new(10));
+        let metrics = Arc::new(SelfMetrics::new());
+        let client = ApiClient::new(&config, budget.clone(), metrics.clone()).expect("client");
+        let result = client.get_room_info(budget.acquire().await, "r1").await;
+        (result, metrics)
+    }
+
+    #[tokio::test]
+    async fn a_body_cut_short_counts_as_decode_not_connect() {
+        for answer in [
+            // Chunked: the chunk promises 64 bytes, 24 arrive, the connection ends.
+            "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ntransfer-encoding: chunked\r\n\r\n40\r\n{\"ActionStatus\":\"OK\",\"Er",
+            // Content-Length promises 500 bytes, 24 arrive.
+            "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: 500\r\n\r\n{\"ActionStatus\":\"OK\",\"Er",
+        ] {
+            let (result, metrics) = call_raw(answer).await;
+            let e = result.expect_err("a cut answer is an error");
+            assert_eq!(e.code, "decode", "{e}");
+            assert_eq!(e.class, ErrorClass::Retryable);
+            assert!(e.detail.starts_with("answer cut short: "), "{}", e.detail);
+            assert_eq!(
+                metrics
+                    .errors
+                    .with_label_values(&[API_GET_ROOM_INFO, "decode"])
+                    .get(),
+                1
+            );
+        }
+    }
+
+    #[tokio::test]
+    async fn a_server_that_closes_without_answering_is_connect() {
+        let (result, _) = call_raw("").await;
+        let e = result.expect_err("no answer is an error");
+        assert_eq!(e.code, "connect", "{e}");
+    }
 }

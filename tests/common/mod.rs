@@ -1,6 +1,7 @@
 //! Test harness shared by the end-to-end tests: an independent fake Room
 //! Engine server (axum on 127.0.0.1:0) that checks every UserSig with its own
-//! decode + HMAC code, and helpers to run the real exporter binary against it.
+//! decode + HMAC code and can misbehave per room (see [`Fault`]) or go down,
+//! and helpers to run the real exporter binary against it.
 #![allow(dead_code)]
 
 use std::collections::HashMap;
@@ -11,7 +12,10 @@ use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use axum::body::{Body, Bytes};
 use axum::extract::{Query, State};
+use axum::http::{header, StatusCode};
+use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use axum::{Json, Router};
 use base64::Engine;
@@ -30,8 +34,52 @@ pub struct FakeRoom {
     pub fail_next: Vec<i64>,
     /// Answer 100004 from now on.
     pub gone: bool,
-    /// Wait this long before answering (to provoke timeouts).
-    pub delay: Option<Duration>,
+    /// Misbehave this way instead of answering normally (after `gone` and `fail_next`).
+    pub fault: Option<Fault>,
+}
+
+/// A way for the fake to answer one room badly, for the fault matrix.
+#[derive(Clone, Debug)]
+pub enum Fault {
+    /// The normal answer, after this long (longer than polling.timeout provokes timeouts).
+    Slow(Duration),
+    /// HTTP 502 with an HTML page, as a load balancer in front of the API answers.
+    Http502Html,
+    /// The normal answer cut in half, delivered as a complete HTTP message.
+    TruncatedJson,
+    /// The normal answer with a syntax error in it.
+    MalformedJson,
+    /// The first half of the normal answer, then the connection is dropped
+    /// (the chunked body never ends).
+    ConnectionCut,
+    /// A 200 answer with this body; `declared` sends a Content-Length header,
+    /// otherwise it streams chunked so that only counting the bytes can stop it.
+    Body { body: Bytes, declared: bool },
+    /// The normal answer, one byte per second.
+    Trickle,
+    /// This ErrorCode on `percent` % of the room's calls, spread evenly
+    /// (call k fails when `k * percent mod 100 < percent`); 100 means every call.
+    Code { code: i64, percent: u32 },
+}
+
+impl Fault {
+    /// Whether the room's call number `call_index` (from 0) gets the fault.
+    fn applies_to(&self, call_index: usize) -> bool {
+        match self {
+            Fault::Code { percent, .. } => call_index * *percent as usize % 100 < *percent as usize,
+            _ => true,
+        }
+    }
+
+    /// A valid, successful answer for `id` padded to `bytes` bytes with CustomInfo,
+    /// so that only a size cap (not the JSON decoder) can refuse it.
+    pub fn huge_body(id: &str, bytes: usize, declared: bool) -> Fault {
+        let mut info = room_info(id, 1, 300);
+        let skeleton = ok_answer(&info).to_string().len();
+        info["CustomInfo"] = "x".repeat(bytes.saturating_sub(skeleton)).into();
+        let body = Bytes::from(ok_answer(&info).to_string());
+        Fault::Body { body, declared }
+    }
 }
 
 #[derive(Default)]
@@ -46,13 +94,60 @@ pub struct FakeState {
     /// Calls whose UserSig failed our independent check.
     pub bad_usersigs: usize,
     pub calls_per_room: HashMap<String, usize>,
+    /// Arrival instants of each room's calls.
+    pub room_arrivals: HashMap<String, Vec<Instant>>,
+    /// Calls answered with the room's [`Fault`], per room.
+    pub faulted: HashMap<String, usize>,
+    /// Calls answered with each ErrorCode (whatever the reason).
+    pub codes: HashMap<i64, usize>,
 }
 
 #[derive(Clone)]
 pub struct Fake {
     pub addr: SocketAddr,
     pub state: Arc<Mutex<FakeState>>,
-    _stop: Arc<tokio::sync::oneshot::Sender<()>>,
+    /// The running listener; `None` while [`Fake::stop`] has it down.
+    server: Arc<Mutex<Option<Server>>>,
+}
+
+/// One listening period of the fake: its own thread and runtime, so that a
+/// test's client load cannot delay the arrival times it records, and so that
+/// stopping drops every open connection with the runtime (a graceful
+/// shutdown would leave the exporter's keep-alive connections working).
+struct Server {
+    stop: tokio::sync::oneshot::Sender<()>,
+    thread: std::thread::JoinHandle<()>,
+}
+
+impl Server {
+    fn start(addr: SocketAddr, state: Arc<Mutex<FakeState>>) -> std::io::Result<(SocketAddr, Server)> {
+        let app = Router::new()
+            .route("/v4/room_engine_http_srv/get_room_info", post(get_room_info))
+            .with_state(state);
+        let (stop, rx) = tokio::sync::oneshot::channel::<()>();
+        let (addr_tx, addr_rx) = std::sync::mpsc::channel();
+        let thread = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("runtime");
+            rt.block_on(async move {
+                let listener = match tokio::net::TcpListener::bind(addr).await {
+                    Ok(l) => l,
+                    Err(e) => return addr_tx.send(Err(e)).expect("send bind error"),
+                };
+                addr_tx.send(listener.local_addr()).expect("send addr");
+                tokio::select! {
+                    _ = axum::serve(listener, app) => {}
+                    _ = rx => {}
+                }
+            });
+            // Dropping the runtime here ends every connection task it spawned.
+            drop(rt);
+        });
+        let addr = addr_rx.recv().expect("fake thread answers")?;
+        Ok((addr, Server { stop, thread }))
+    }
 }
 
 pub fn room_info(id: &str, members: u64, max: u64) -> Value {
@@ -79,45 +174,65 @@ impl Fake {
                     info: room_info(&id, i as u64, 300),
                     fail_next: vec![],
                     gone: false,
-                    delay: None,
+                    fault: None,
                 },
             );
         }
         let state = Arc::new(Mutex::new(state));
-        let app = Router::new()
-            .route("/v4/room_engine_http_srv/get_room_info", post(get_room_info))
-            .with_state(state.clone());
-        // The fake runs on its own thread and runtime, so that a test's client
-        // load cannot delay the arrival times it records.
-        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-        let (addr_tx, addr_rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .expect("runtime");
-            rt.block_on(async move {
-                let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
-                addr_tx
-                    .send(listener.local_addr().expect("addr"))
-                    .expect("send addr");
-                let _ = axum::serve(listener, app)
-                    .with_graceful_shutdown(async {
-                        let _ = rx.await;
-                    })
-                    .await;
-            });
-        });
-        let addr = addr_rx.recv().expect("fake started");
+        let (addr, server) = Server::start(([127, 0, 0, 1], 0).into(), state.clone()).expect("bind");
         Fake {
             addr,
             state,
-            _stop: Arc::new(tx),
+            server: Arc::new(Mutex::new(Some(server))),
         }
     }
 
     pub fn with<R>(&self, f: impl FnOnce(&mut FakeState) -> R) -> R {
         f(&mut self.state.lock().unwrap())
+    }
+
+    /// Sets (or clears) the fault of each room in `ids`.
+    pub fn set_fault<S: AsRef<str>>(&self, ids: &[S], fault: Option<Fault>) {
+        self.with(|s| {
+            for id in ids {
+                s.rooms.get_mut(id.as_ref()).expect("known room").fault = fault.clone();
+            }
+        })
+    }
+
+    /// Calls answered with the room's fault so far.
+    pub fn faulted(&self, id: &str) -> usize {
+        self.with(|s| s.faulted.get(id).copied().unwrap_or(0))
+    }
+
+    /// Calls answered with `code` so far.
+    pub fn answered(&self, code: i64) -> usize {
+        self.with(|s| s.codes.get(&code).copied().unwrap_or(0))
+    }
+
+    /// Closes the listener and every open connection: calls are refused until [`Fake::resume`].
+    pub fn stop(&self) {
+        let server = self.server.lock().unwrap().take();
+        if let Some(server) = server {
+            let _ = server.stop.send(());
+            server.thread.join().expect("fake thread ends");
+        }
+    }
+
+    /// Listens again on the same address after [`Fake::stop`].
+    pub fn resume(&self) {
+        let mut slot = self.server.lock().unwrap();
+        assert!(slot.is_none(), "the fake is already listening");
+        let start = Instant::now();
+        loop {
+            match Server::start(self.addr, self.state.clone()) {
+                Ok((_, server)) => return *slot = Some(server),
+                Err(e) if start.elapsed() > Duration::from_secs(5) => {
+                    panic!("cannot listen on {} again: {e}", self.addr)
+                }
+                Err(_) => std::thread::sleep(Duration::from_millis(50)),
+            }
+        }
     }
 
     pub fn endpoint(&self) -> String {
@@ -179,11 +294,74 @@ fn error(code: i64) -> Json<Value> {
     )
 }
 
+fn ok_answer(info: &Value) -> Value {
+    json!({"ActionStatus": "OK", "ErrorCode": 0, "ErrorInfo": "", "RequestId": "fake",
+           "Response": {"RoomInfo": info}})
+}
+
+fn json_text(text: impl Into<Body>) -> Response {
+    ([(header::CONTENT_TYPE, "application/json")], text.into()).into_response()
+}
+
+/// What the fake sends for a room whose fault applies, given its normal
+/// answer: a response, or the ErrorCode to answer.
+fn faulty_answer(fault: &Fault, normal: String) -> Result<Response, i64> {
+    Ok(match fault {
+        Fault::Http502Html => (
+            StatusCode::BAD_GATEWAY,
+            [(header::CONTENT_TYPE, "text/html")],
+            "<html><head><title>502 Bad Gateway</title></head><body><center><h1>502 Bad Gateway</h1></center></body></html>",
+        )
+            .into_response(),
+        Fault::TruncatedJson => json_text(normal[..normal.len() / 2].to_owned()),
+        Fault::MalformedJson => json_text(normal.replacen(',', ",,", 1)),
+        Fault::ConnectionCut => {
+            // The pause lets the head and the first half reach the client
+            // before the error makes the server drop the connection.
+            let half = Bytes::from(normal[..normal.len() / 2].to_owned());
+            let stream = futures_util::stream::unfold(Some(half), |half| async move {
+                match half {
+                    Some(half) => Some((Ok(half), None)),
+                    None => {
+                        tokio::time::sleep(Duration::from_millis(200)).await;
+                        Some((Err(std::io::Error::other("fake drops the connection")), None))
+                    }
+                }
+            });
+            json_text(Body::from_stream(stream))
+        }
+        Fault::Body { body, declared: true } => json_text(body.clone()),
+        Fault::Body { body, declared: false } => {
+            let chunks: Vec<Result<Bytes, std::io::Error>> = (0..body.len())
+                .step_by(64 * 1024)
+                .map(|at| Ok(body.slice(at..body.len().min(at + 64 * 1024))))
+                .collect();
+            json_text(Body::from_stream(futures_util::stream::iter(chunks)))
+        }
+        Fault::Trickle => {
+            let bytes = Bytes::from(normal);
+            let stream = futures_util::stream::unfold(0, move |at| {
+                let bytes = bytes.clone();
+                async move {
+                    if at == bytes.len() {
+                        return None;
+                    }
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                    Some((Ok::<_, std::io::Error>(bytes.slice(at..at + 1)), at + 1))
+                }
+            });
+            json_text(Body::from_stream(stream))
+        }
+        Fault::Slow(_) => json_text(normal),
+        Fault::Code { code, .. } => return Err(*code),
+    })
+}
+
 async fn get_room_info(
     State(state): State<Arc<Mutex<FakeState>>>,
     Query(q): Query<HashMap<String, String>>,
     body: String,
-) -> Json<Value> {
+) -> Response {
     let usersig = q.get("usersig").cloned().unwrap_or_default();
     let valid_query = q.get("sdkappid").map(String::as_str) == Some("1400000000")
         && q.get("identifier").map(String::as_str) == Some(IDENTIFIER)
@@ -193,30 +371,46 @@ async fn get_room_info(
         .ok()
         .and_then(|v| v["RoomId"].as_str().map(str::to_owned))
         .unwrap_or_default();
-    let (answer, delay) = {
-        let mut st = state.lock().unwrap();
-        st.arrivals.push(Instant::now());
+    let mut delay = None;
+    let answer = {
+        let mut guard = state.lock().unwrap();
+        let st = &mut *guard;
+        let now = Instant::now();
+        st.arrivals.push(now);
+        st.room_arrivals.entry(room_id.clone()).or_default().push(now);
         st.usersigs.push(usersig.clone());
-        *st.calls_per_room.entry(room_id.clone()).or_default() += 1;
-        if !valid_query || !usersig_is_valid(&usersig) {
+        let calls = st.calls_per_room.entry(room_id.clone()).or_default();
+        *calls += 1;
+        let call_index = *calls - 1;
+        let answer = if !valid_query || !usersig_is_valid(&usersig) {
             st.bad_usersigs += 1;
-            (error(70009), None)
+            Err(70009)
         } else if let Some(code) = st.force_code {
-            (error(code), None)
+            Err(code)
         } else {
             match st.rooms.get_mut(&room_id) {
-                None => (error(100004), None),
-                Some(room) if room.gone => (error(100004), room.delay),
-                Some(room) if !room.fail_next.is_empty() => (error(room.fail_next.remove(0)), room.delay),
-                Some(room) => (
-                    Json(
-                        json!({"ActionStatus": "OK", "ErrorCode": 0, "ErrorInfo": "", "RequestId": "fake",
-                                "Response": {"RoomInfo": room.info.clone()}}),
-                    ),
-                    room.delay,
-                ),
+                None => Err(100004),
+                Some(room) if room.gone => Err(100004),
+                Some(room) if !room.fail_next.is_empty() => Err(room.fail_next.remove(0)),
+                Some(room) => {
+                    let normal = ok_answer(&room.info).to_string();
+                    match room.fault.as_ref().filter(|f| f.applies_to(call_index)) {
+                        Some(fault) => {
+                            if let Fault::Slow(d) = fault {
+                                delay = Some(*d);
+                            }
+                            *st.faulted.entry(room_id.clone()).or_default() += 1;
+                            faulty_answer(fault, normal)
+                        }
+                        None => Ok(json_text(normal)),
+                    }
+                }
             }
-        }
+        };
+        answer.unwrap_or_else(|code| {
+            *st.codes.entry(code).or_default() += 1;
+            error(code).into_response()
+        })
     };
     if let Some(d) = delay {
         tokio::time::sleep(d).await;
@@ -229,6 +423,8 @@ pub struct Exporter {
     pub child: Child,
     pub addr: SocketAddr,
     pub log_path: PathBuf,
+    /// Successful scrapes of /metrics through [`Exporter::metrics`].
+    pub scrapes: std::sync::atomic::AtomicUsize,
     _dir: tempfile::TempDir,
 }
 
@@ -265,6 +461,7 @@ impl Exporter {
             child,
             addr: ([127, 0, 0, 1], port).into(),
             log_path,
+            scrapes: Default::default(),
             _dir: dir,
         }
     }
@@ -279,8 +476,12 @@ impl Exporter {
         }
     }
 
+    /// A scrape of /metrics, which must succeed whatever the API is doing.
     pub async fn metrics(&self) -> String {
-        self.get("/metrics").await.1
+        let (status, text) = self.get("/metrics").await;
+        assert_eq!(status, 200, "/metrics must answer 200; log:\n{}", self.log());
+        self.scrapes.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        text
     }
 
     /// Waits until `/-/ready` answers 200.
@@ -338,6 +539,21 @@ impl Exporter {
         std::fs::read_to_string(&self.log_path).unwrap_or_default()
     }
 
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// A memory figure of the running exporter from /proc/PID/status, in KiB:
+    /// `VmRSS` (resident now) or `VmHWM` (the resident peak so far).
+    pub fn memory_kib(&self, field: &str) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid())).expect("/proc status");
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .unwrap_or_else(|| panic!("no {field} in /proc/{}/status", self.pid()))
+    }
+
     /// Sends SIGTERM and waits for the exit status.
     pub fn terminate(&mut self) -> std::process::ExitStatus {
         let _ = Command::new("kill")
@@ -383,6 +599,18 @@ pub fn value(text: &str, series: &str) -> Option<f64> {
 
 pub fn rooms(n: usize) -> Vec<String> {
     (1..=n).map(|i| format!("room-{i:04}")).collect()
+}
+
+/// Asserts that neither the SecretKey nor any of `usersigs` (nor a request
+/// URL, which carries one) appears in `haystack` (a log or a scrape).
+pub fn assert_no_secrets(haystack: &str, usersigs: &[String]) {
+    assert!(!haystack.contains(KEY), "SecretKey leaked");
+    for sig in usersigs {
+        // Any 20-character piece of a UserSig would identify it.
+        assert!(!haystack.contains(&sig[..20]), "UserSig leaked");
+        assert!(!haystack.contains(&sig[sig.len() - 20..]), "UserSig leaked");
+    }
+    assert!(!haystack.contains("usersig="), "a request URL leaked");
 }
 
 /// Most arrivals inside any half-open window [t, t + 1 s); `arrivals` sorted.
