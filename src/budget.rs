@@ -1,6 +1,7 @@
 //! The one rate limiter every outgoing API call passes, retries and probes
 //! included. It paces calls evenly at the effective rate and, as a hard
-//! guard, never grants more than `rate_limit` permits in any one-second window.
+//! guard, never grants more than `rate_limit` permits in any one-second window,
+//! counted both at the planned slots and at the instants the calls really go.
 //!
 //! Why not `governor`: its GCRA cannot change rate on the fly (we halve it on
 //! rate-limited answers) and cannot refuse a permit that would come after a
@@ -18,12 +19,9 @@ use tokio::time::Instant;
 /// leaving and reaching the server cannot squeeze `rate_limit + 1` arrivals
 /// into one second there. It costs throughput: a full budget sends
 /// `rate_limit` calls per (1 s + margin), 98.5% of the limit at 15 ms. Late
-/// wake-ups on our side are measured instead (see `woke`).
+/// wake-ups on our side are not the margin's job: see `confirm`.
 const WINDOW_MARGIN: Duration = Duration::from_millis(15);
 const WINDOW: Duration = Duration::from_secs(1);
-/// A permit holder waking later than this after its slot is recorded at its
-/// wake time (timer granularity is 1 ms; below that nothing moves).
-const LATE_WAKE: Duration = Duration::from_millis(2);
 /// While calls succeed, the effective rate climbs back by this share of the
 /// configured rate per second.
 const RECOVERY_PER_SECOND: f64 = 0.10;
@@ -43,8 +41,11 @@ struct State {
     effective: f64,
     /// The earliest instant the next permit may be granted at (pacing).
     next_slot: Instant,
-    /// Grant instants of the last `configured` permits, oldest first.
+    /// Planned slots of the last permits, oldest first.
     granted: VecDeque<Instant>,
+    /// Instants the last permits were really handed out (after the holder
+    /// woke), oldest first.
+    sent: VecDeque<Instant>,
     last_recovery: Instant,
 }
 
@@ -62,6 +63,7 @@ impl Budget {
                 effective: configured as f64,
                 next_slot: now,
                 granted: VecDeque::with_capacity(configured as usize + 1),
+                sent: VecDeque::with_capacity(configured as usize + 1),
                 last_recovery: now,
             }),
         }
@@ -94,7 +96,7 @@ impl Budget {
     pub async fn acquire(&self) -> Permit {
         let slot = self.reserve(None).unwrap_or_else(|_| Instant::now());
         tokio::time::sleep_until(slot).await;
-        self.woke(slot, Instant::now());
+        self.confirm().await;
         Permit(())
     }
 
@@ -103,7 +105,7 @@ impl Budget {
     pub async fn acquire_before(&self, deadline: Instant) -> Result<Permit, BudgetExhausted> {
         let slot = self.reserve(Some(deadline))?;
         tokio::time::sleep_until(slot).await;
-        self.woke(slot, Instant::now());
+        self.confirm().await;
         Ok(Permit(()))
     }
 
@@ -131,16 +133,29 @@ impl Budget {
         }
     }
 
-    /// The holder of the permit for `slot` woke at `at`. A loaded machine can
-    /// wake it late, which moves its call closer to the calls after it; the
-    /// window guard then counts the call at the time it really left.
-    fn woke(&self, slot: Instant, at: Instant) {
-        if at <= slot + LATE_WAKE {
-            return;
-        }
-        let mut st = self.lock();
-        if let Some(grant) = st.granted.iter_mut().rev().find(|g| **g == slot) {
-            *grant = at;
+    /// The holder of a permit woke at (or after) its slot. On a loaded
+    /// machine it can wake late, which moves its call next to the calls
+    /// planned after it; so the permit is handed out only if the calls really
+    /// sent in the last window leave room, else the holder waits for it.
+    async fn confirm(&self) {
+        loop {
+            let retry_at = {
+                let mut st = self.lock();
+                let now = Instant::now();
+                let configured = st.configured as usize;
+                let window_start = st.sent.len().checked_sub(configured).map(|i| st.sent[i]);
+                match window_start.map(|t| t + WINDOW + WINDOW_MARGIN) {
+                    Some(earliest) if earliest > now => earliest,
+                    _ => {
+                        st.sent.push_back(now);
+                        while st.sent.len() > crate::config::API_RATE_LIMIT as usize {
+                            st.sent.pop_front();
+                        }
+                        return;
+                    }
+                }
+            };
+            tokio::time::sleep_until(retry_at).await;
         }
     }
 
@@ -152,12 +167,8 @@ impl Budget {
         let mut slot = st.next_slot.max(now);
         let configured = st.configured as usize;
         if st.granted.len() >= configured {
-            // The configured-th latest grant: the next one must come a window after it.
-            // Grants are in slot order, but a late wake can move one past later ones.
-            let mut times: Vec<Instant> = st.granted.iter().copied().collect();
-            let index = times.len() - configured;
-            let (_, window_start, _) = times.select_nth_unstable(index);
-            slot = slot.max(*window_start + WINDOW + WINDOW_MARGIN);
+            let window_start = st.granted[st.granted.len() - configured];
+            slot = slot.max(window_start + WINDOW + WINDOW_MARGIN);
         }
         if deadline.is_some_and(|d| slot > d) {
             return Err(BudgetExhausted);
@@ -256,28 +267,24 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
-    async fn a_late_wake_pushes_the_window_back() {
-        let budget = Budget::new(5);
+    async fn a_late_wake_delays_the_calls_after_it() {
+        let budget = Budget::new(2);
         let start = Instant::now();
-        let slots: Vec<Instant> = (0..5)
-            .map(|_| budget.reserve(None).expect("no deadline"))
-            .collect();
-        // The first permit's holder woke 80 ms late: its call left at start + 80 ms.
-        budget.woke(slots[0], start + Duration::from_millis(80));
-        let sixth = budget.reserve(None).expect("no deadline");
-        assert_eq!(sixth - start, Duration::from_millis(80) + WINDOW + WINDOW_MARGIN);
-    }
-
-    #[tokio::test(start_paused = true)]
-    async fn a_wake_within_the_timer_granularity_moves_nothing() {
-        let budget = Budget::new(5);
-        let start = Instant::now();
-        let slots: Vec<Instant> = (0..5)
-            .map(|_| budget.reserve(None).expect("no deadline"))
-            .collect();
-        budget.woke(slots[0], start + Duration::from_millis(1));
-        let sixth = budget.reserve(None).expect("no deadline");
-        assert_eq!(sixth - start, WINDOW + WINDOW_MARGIN);
+        let first = budget.reserve(None).expect("no deadline");
+        let second = budget.reserve(None).expect("no deadline");
+        assert_eq!(
+            (first - start, second - start),
+            (Duration::ZERO, Duration::from_millis(500))
+        );
+        // The first holder wakes 300 ms late, the second on time.
+        tokio::time::advance(Duration::from_millis(300)).await;
+        budget.confirm().await;
+        tokio::time::sleep_until(second).await;
+        budget.confirm().await;
+        // Planned for 1.015 s (a window after the first slot), the third call
+        // waits until a window after the first call really went.
+        budget.acquire().await;
+        assert_eq!(Instant::now() - start, Duration::from_millis(1315));
     }
 
     #[tokio::test(start_paused = true)]
