@@ -92,6 +92,20 @@ impl Budget {
         self.lock().effective
     }
 
+    /// Calls per second a saturated budget really grants: the effective
+    /// rate, or `rate_limit` per window plus its margin, whichever is lower.
+    pub fn sustained(&self) -> f64 {
+        let st = self.lock();
+        st.effective
+            .min(st.configured as f64 / (WINDOW + WINDOW_MARGIN).as_secs_f64())
+    }
+
+    /// When the permits already reserved will all have been handed out: a
+    /// new pass starting before then would only queue behind the last one.
+    pub fn reserved_until(&self) -> Instant {
+        self.lock().next_slot
+    }
+
     /// Waits for a permit.
     pub async fn acquire(&self) -> Permit {
         let slot = self.reserve(None).unwrap_or_else(|_| Instant::now());

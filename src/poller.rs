@@ -5,7 +5,7 @@
 //! changes the schedule in place: new rooms are polled at once, removed rooms
 //! are skipped, kept rooms keep their turn.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -74,6 +74,7 @@ impl Poller {
         let this = Arc::new(self);
         let in_flight = Arc::new(Semaphore::new(MAX_IN_FLIGHT));
         let mut schedule = Schedule { rooms, interval };
+        let mut running = Running::default();
         // Polls of rooms added by reloads, outside the pass they arrived in.
         let mut catch_ups = JoinSet::new();
         let mut first = true;
@@ -103,11 +104,13 @@ impl Poller {
             let mut spacing = pass_len / schedule.rooms.len().max(1) as u32;
             let mut due = pass_start;
 
-            let mut polls = Polls::default();
+            let pass = running.begin_pass(pass_start, first);
             let turns = schedule.rooms.clone();
-            let mut stopped = false;
             for room in turns {
                 if !this.store.contains(&room) {
+                    continue;
+                }
+                if running.skip_if_busy(pass, &room) {
                     continue;
                 }
                 let slot = loop {
@@ -121,45 +124,50 @@ impl Poller {
                                 spacing = remaining / schedule.rooms.len().max(1) as u32;
                             }
                         }
+                        Some(done) = running.tasks.join_next_with_id(), if !running.tasks.is_empty() => {
+                            running.collect(&this, done);
+                        }
                         slot = async {
                             tokio::time::sleep_until(due).await;
                             in_flight.clone().acquire_owned().await
                         } => break slot.ok(),
                     }
                 };
-                let Some(slot) = slot else {
-                    stopped = true;
-                    break;
-                };
+                let Some(slot) = slot else { break 'passes };
                 // A reload may have removed the room while it waited for its turn.
                 if !this.store.contains(&room) {
                     continue;
                 }
                 due += spacing;
-                polls.spawn(&this, room, slot, &shutdown);
+                running.spawn(&this, pass, room, slot, &shutdown);
             }
-            let summary = polls.finish().await;
+            running.end_of_turns(&this, pass);
             while catch_ups.try_join_next().is_some() {}
-            let elapsed = pass_start.elapsed();
-            this.metrics.sweep_duration.set(elapsed.as_secs_f64());
-            summary.log(first, elapsed);
-            if first {
-                first = false;
-                this.ready.store(true, Ordering::Release);
-            }
-            if stopped {
-                break;
-            }
+            first = false;
+            let scheduled_in = pass_start.elapsed();
             loop {
-                let next = pass_start + schedule.interval.max(pass_len).max(elapsed);
+                // The next pass starts on time even while slow answers of this one are
+                // still out, but not before this pass's calls have left the budget's queue.
+                let next = (pass_start + schedule.interval.max(pass_len).max(scheduled_in))
+                    .max(this.client.budget().reserved_until());
                 tokio::select! {
                     _ = shutdown.cancelled() => break 'passes,
-                    _ = tokio::time::sleep_until(next) => break,
+                    _ = tokio::time::sleep_until(next) => {
+                        if this.client.budget().reserved_until() <= Instant::now() {
+                            break;
+                        }
+                    }
                     update = next_reload(&mut reloads) => {
                         this.apply(update, &mut schedule, &mut catch_ups, &in_flight, &shutdown);
                     }
+                    Some(done) = running.tasks.join_next_with_id(), if !running.tasks.is_empty() => {
+                        running.collect(&this, done);
+                    }
                 }
             }
+        }
+        while let Some(done) = running.tasks.join_next_with_id().await {
+            running.collect(&this, done);
         }
         while catch_ups.join_next().await.is_some() {}
     }
@@ -201,9 +209,9 @@ impl Poller {
         });
     }
 
-    /// How long a pass of `rooms` takes at the budget's current rate.
+    /// How long a pass of `rooms` takes at the rate the budget really sustains.
     fn shortest_pass(&self, rooms: usize) -> Duration {
-        Duration::from_secs_f64(self.calls_per_pass(rooms) as f64 / self.client.budget().effective())
+        Duration::from_secs_f64(self.calls_per_pass(rooms) as f64 / self.client.budget().sustained())
     }
 
     /// get_room_info calls plus a seat call for each room known to have seats.
@@ -312,8 +320,8 @@ where
     }
 }
 
-/// Polls running for one pass (or one reload's new rooms), each holding its
-/// in-flight slot until it ends, and the tally of those that ended.
+/// Polls of one reload's new rooms, each holding its in-flight slot until it
+/// ends, and the tally of those that ended.
 #[derive(Default)]
 struct Polls {
     tasks: JoinSet<PollResult>,
@@ -328,23 +336,146 @@ impl Polls {
         slot: OwnedSemaphorePermit,
         shutdown: &CancellationToken,
     ) {
-        let poller = poller.clone();
-        let shutdown = shutdown.clone();
-        self.tasks.spawn(async move {
-            let result = poller.poll_room(&room, &shutdown).await;
-            drop(slot);
-            result
-        });
+        self.tasks.spawn(poll_task(poller, room, slot, shutdown));
         while let Some(done) = self.tasks.try_join_next() {
-            self.summary.absorb(done);
+            self.summary.absorb(done.map_err(|e| e.to_string()));
         }
     }
 
     async fn finish(mut self) -> PassSummary {
         while let Some(done) = self.tasks.join_next().await {
-            self.summary.absorb(done);
+            self.summary.absorb(done.map_err(|e| e.to_string()));
         }
         self.summary
+    }
+}
+
+fn poll_task(
+    poller: &Arc<Poller>,
+    room: String,
+    slot: OwnedSemaphorePermit,
+    shutdown: &CancellationToken,
+) -> impl std::future::Future<Output = PollResult> + Send + 'static {
+    let poller = poller.clone();
+    let shutdown = shutdown.clone();
+    async move {
+        let result = poller.poll_room(&room, &shutdown).await;
+        drop(slot);
+        result
+    }
+}
+
+/// Every poll the schedule started and has not collected yet, across passes:
+/// a slow room's poll may outlive its pass, and the next pass goes on
+/// without it (skipping that room until its poll ends) instead of waiting.
+#[derive(Default)]
+struct Running {
+    tasks: JoinSet<PollResult>,
+    /// Task → (pass, room), to credit each ending to its pass and free its room.
+    owners: HashMap<tokio::task::Id, (u64, String)>,
+    busy: HashSet<String>,
+    /// Passes whose polls have not all ended, oldest first.
+    passes: VecDeque<Pass>,
+    next_pass: u64,
+}
+
+struct Pass {
+    id: u64,
+    start: Instant,
+    first: bool,
+    /// All its rooms have had their turn (started or skipped).
+    turns_done: bool,
+    pending: usize,
+    summary: PassSummary,
+}
+
+impl Running {
+    fn begin_pass(&mut self, start: Instant, first: bool) -> u64 {
+        let id = self.next_pass;
+        self.next_pass += 1;
+        self.passes.push_back(Pass {
+            id,
+            start,
+            first,
+            turns_done: false,
+            pending: 0,
+            summary: PassSummary::default(),
+        });
+        id
+    }
+
+    /// True (and counted) when `room`'s previous poll is still out.
+    fn skip_if_busy(&mut self, pass: u64, room: &str) -> bool {
+        if !self.busy.contains(room) {
+            return false;
+        }
+        if let Some(state) = self.passes.iter_mut().find(|p| p.id == pass) {
+            state.summary.skipped += 1;
+        }
+        true
+    }
+
+    /// Starts `room`'s poll for `pass`, unless its previous poll is still out.
+    fn spawn(
+        &mut self,
+        poller: &Arc<Poller>,
+        pass: u64,
+        room: String,
+        slot: OwnedSemaphorePermit,
+        shutdown: &CancellationToken,
+    ) {
+        if self.skip_if_busy(pass, &room) {
+            return;
+        }
+        let Some(state) = self.passes.iter_mut().find(|p| p.id == pass) else {
+            return;
+        };
+        state.pending += 1;
+        self.busy.insert(room.clone());
+        let handle = self.tasks.spawn(poll_task(poller, room.clone(), slot, shutdown));
+        self.owners.insert(handle.id(), (pass, room));
+    }
+
+    fn end_of_turns(&mut self, poller: &Poller, pass: u64) {
+        if let Some(state) = self.passes.iter_mut().find(|p| p.id == pass) {
+            state.turns_done = true;
+        }
+        self.finish_passes(poller);
+    }
+
+    fn collect(
+        &mut self,
+        poller: &Poller,
+        done: Result<(tokio::task::Id, PollResult), tokio::task::JoinError>,
+    ) {
+        let (id, result) = match done {
+            Ok((id, result)) => (id, Ok(result)),
+            Err(e) => (e.id(), Err(e.to_string())),
+        };
+        let Some((pass, room)) = self.owners.remove(&id) else {
+            return;
+        };
+        self.busy.remove(&room);
+        if let Some(state) = self.passes.iter_mut().find(|p| p.id == pass) {
+            state.pending -= 1;
+            state.summary.absorb(result);
+        }
+        self.finish_passes(poller);
+    }
+
+    /// Reports every pass whose rooms all had their turn and whose polls all ended.
+    fn finish_passes(&mut self, poller: &Poller) {
+        while let Some(pass) = self.passes.iter().position(|p| p.turns_done && p.pending == 0) {
+            let Some(pass) = self.passes.remove(pass) else {
+                break;
+            };
+            let elapsed = pass.start.elapsed();
+            poller.metrics.sweep_duration.set(elapsed.as_secs_f64());
+            pass.summary.log(pass.first, elapsed);
+            if pass.first {
+                poller.ready.store(true, Ordering::Release);
+            }
+        }
     }
 }
 
@@ -354,11 +485,13 @@ struct PassSummary {
     ok: usize,
     gone: usize,
     failed: usize,
+    /// Rooms not polled this pass because their previous poll was still out.
+    skipped: usize,
     codes: std::collections::BTreeMap<String, usize>,
 }
 
 impl PassSummary {
-    fn absorb(&mut self, done: Result<PollResult, tokio::task::JoinError>) {
+    fn absorb(&mut self, done: Result<PollResult, String>) {
         match done {
             Ok(PollResult::Ok) => self.ok += 1,
             Ok(PollResult::Gone) => self.gone += 1,
@@ -382,8 +515,8 @@ impl PassSummary {
     fn log(&self, first: bool, elapsed: Duration) {
         let codes: Vec<String> = self.codes.iter().map(|(c, n)| format!("{c}:{n}")).collect();
         let took = humantime::format_duration(round_ms(elapsed)).to_string();
-        if self.failed > 0 {
-            tracing::warn!(ok = self.ok, gone = self.gone, failed = self.failed, codes = %codes.join(","), took, "pass finished with failures");
+        if self.failed > 0 || self.skipped > 0 {
+            tracing::warn!(ok = self.ok, gone = self.gone, failed = self.failed, skipped = self.skipped, codes = %codes.join(","), took, "pass finished with failures (skipped: rooms whose previous poll was still running)");
         } else if first {
             tracing::info!(ok = self.ok, gone = self.gone, took, "first pass finished; ready");
         } else {
