@@ -25,6 +25,11 @@ const WINDOW: Duration = Duration::from_secs(1);
 /// While calls succeed, the effective rate climbs back by this share of the
 /// configured rate per second.
 const RECOVERY_PER_SECOND: f64 = 0.10;
+/// The effective rate never drops below this share of the configured one:
+/// permits are booked ahead at the effective pace, so at 1 call/s the polls
+/// already waiting would stay booked up to a minute ahead after the API has
+/// long recovered.
+const MIN_SHARE: f64 = 0.25;
 
 /// Proof that a call was granted by the budget; API calls require one, so no
 /// code path can send a request without passing the budget.
@@ -47,6 +52,9 @@ struct State {
     /// woke), oldest first.
     sent: VecDeque<Instant>,
     last_recovery: Instant,
+    /// When the rate was last halved: the calls already in flight then were
+    /// sent at the old rate, so their rate-limited answers do not halve it again.
+    last_halved: Option<Instant>,
 }
 
 /// The budget could not grant a permit before the caller's deadline.
@@ -65,6 +73,7 @@ impl Budget {
                 granted: VecDeque::with_capacity(configured as usize + 1),
                 sent: VecDeque::with_capacity(configured as usize + 1),
                 last_recovery: now,
+                last_halved: None,
             }),
         }
     }
@@ -123,11 +132,18 @@ impl Budget {
         Ok(Permit(()))
     }
 
-    /// The API said we exceeded its frequency limit: halve the effective rate.
+    /// The API said we exceeded its frequency limit: halve the effective
+    /// rate, at most once a window and never below [`MIN_SHARE`] of the limit.
     pub fn on_rate_limited(&self) {
         let mut st = self.lock();
-        st.effective = (st.effective / 2.0).max(1.0);
-        st.last_recovery = Instant::now();
+        let now = Instant::now();
+        if st.last_halved.is_some_and(|t| now.duration_since(t) < WINDOW) {
+            return;
+        }
+        let floor = (st.configured as f64 * MIN_SHARE).max(1.0);
+        st.effective = (st.effective / 2.0).max(floor);
+        st.last_recovery = now;
+        st.last_halved = Some(now);
     }
 
     /// A call succeeded: let the effective rate climb back towards the configured one.
@@ -239,6 +255,14 @@ mod tests {
         let budget = Budget::new(100);
         budget.on_rate_limited();
         assert_eq!(budget.effective(), 50.0);
+        // Another rate-limited answer in the same window (a call already in flight): no second halving.
+        budget.on_rate_limited();
+        assert_eq!(budget.effective(), 50.0);
+        tokio::time::advance(WINDOW).await;
+        budget.on_rate_limited();
+        assert_eq!(budget.effective(), 25.0);
+        // A quarter of the limit is the floor.
+        tokio::time::advance(WINDOW).await;
         budget.on_rate_limited();
         assert_eq!(budget.effective(), 25.0);
         tokio::time::advance(Duration::from_millis(500)).await;
