@@ -109,6 +109,10 @@ pub fn render_room(s: &RoomSnapshot) -> RenderedRoom {
         render_family(*slot, s, &mut lines);
         ranges.push(start..lines.text.len());
     }
+    // The store keeps this buffer as long as the room exists: drop the spare
+    // capacity (a room's lines are ~1.5 KB of the 2 KB reserved; 10,000 rooms
+    // held 21 MB instead of 15 MB, measured with heaptrack).
+    lines.text.shrink_to_fit();
     RenderedRoom {
         text: lines.text,
         ranges,
