@@ -687,7 +687,11 @@ async fn sim_stats_measure_a_period_with_poll_intervals_and_restart_on_reset() {
         .await;
     let stats: Value = serde_json::from_str(&sim.get_text("/sim/stats").await).expect("JSON");
     assert_eq!(stats["calls"], 5, "{stats}");
-    assert_eq!(stats["answers"], json!({"0": 3, "100004": 1, "70001": 1}), "{stats}");
+    assert_eq!(
+        stats["answers"],
+        json!({"0": 3, "100004": 1, "70001": 1}),
+        "{stats}"
+    );
     assert!(
         (1..=5).contains(&stats["max_calls_in_one_second"].as_u64().unwrap_or(0)),
         "{stats}"
@@ -707,7 +711,11 @@ async fn sim_stats_measure_a_period_with_poll_intervals_and_restart_on_reset() {
     assert_eq!(reset.status(), StatusCode::NO_CONTENT);
     let stats: Value = serde_json::from_str(&sim.get_text("/sim/stats").await).expect("JSON");
     assert_eq!(
-        (&stats["calls"], &stats["answers"], &stats["poll_intervals"]["count"]),
+        (
+            &stats["calls"],
+            &stats["answers"],
+            &stats["poll_intervals"]["count"]
+        ),
         (&json!(0), &json!({}), &json!(0)),
         "{stats}"
     );
