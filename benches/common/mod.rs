@@ -34,6 +34,7 @@ impl Sim {
         let (handle_tx, handle_rx) = std::sync::mpsc::channel();
         let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
         std::thread::spawn(move || {
+            renice_this_thread();
             let rt = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
                 .build()
@@ -62,6 +63,30 @@ impl Sim {
             std::thread::sleep(Duration::from_millis(5));
         }
     }
+}
+
+/// With `BENCH_SIM_NICE=N` (e.g. -10; negative needs root), runs the
+/// simulator's thread at that nice value: a real API server does not share
+/// its CPU with the exporter and the bench's scrapers, so this separates the
+/// exporter's send jitter from the simulator's own scheduling delays.
+fn renice_this_thread() {
+    let Ok(nice) = std::env::var("BENCH_SIM_NICE") else {
+        return;
+    };
+    let tid = std::fs::read_link("/proc/thread-self")
+        .ok()
+        .and_then(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()));
+    let ok = tid.is_some_and(|tid| {
+        Command::new("renice")
+            .args(["-n", &nice, "-p", &tid])
+            .stdout(std::process::Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success())
+    });
+    println!(
+        "simulator thread nice {nice}: {}",
+        if ok { "set" } else { "could not be set" }
+    );
 }
 
 /// The exporter's settings in a bench run.
