@@ -1,8 +1,11 @@
-//! Scrape rendering cost with 10,000 rooms: the store's pre-rendered
-//! concatenation against re-rendering every room at scrape time, in one run so
-//! the ratio holds on a noisy machine. Prints figures; asserts nothing.
+//! Scrape rendering cost in-process: render time and body size of the room
+//! families for 1,000, 10,000 and 50,000 rooms; at 10,000 rooms also the
+//! store's pre-rendered concatenation against re-rendering every room at
+//! scrape time (in one run so the ratio holds on a noisy machine), and what
+//! gzip of that body costs. Prints figures; asserts nothing.
 
 use std::hint::black_box;
+use std::io::Write as _;
 use std::time::{Duration, Instant};
 
 use roomengine_exporter::api::model::{RoomInfo, SeatUsage};
@@ -10,6 +13,7 @@ use roomengine_exporter::exposition::{render_room, write_families, RoomSnapshot}
 use roomengine_exporter::store::Store;
 
 const ROOMS: usize = 10_000;
+const SIZES: [usize; 3] = [1_000, 10_000, 50_000];
 
 fn info(i: usize) -> RoomInfo {
     RoomInfo {
@@ -43,11 +47,12 @@ fn median(runs: usize, mut f: impl FnMut()) -> Duration {
     times[runs / 2]
 }
 
-fn main() {
-    let ids: Vec<String> = (0..ROOMS).map(|i| format!("room-{i:05}")).collect();
+/// A store of `rooms` rooms, every one polled once (half with seats), and their snapshots.
+fn filled_store(rooms: usize) -> (Store, Vec<RoomSnapshot>) {
+    let ids: Vec<String> = (0..rooms).map(|i| format!("room-{i:05}")).collect();
     let store = Store::new(&ids);
-    let mut snapshots = Vec::with_capacity(ROOMS);
-    for i in 0..ROOMS {
+    let mut snapshots = Vec::with_capacity(rooms);
+    for i in 0..rooms {
         let seats = i.is_multiple_of(2).then_some(SeatUsage {
             occupied: 3,
             locked: 1,
@@ -57,6 +62,55 @@ fn main() {
         store.record_success(&format!("room-{i:05}"), info(i), seats, 1.7e9);
         snapshots.push(store.snapshot(&format!("room-{i:05}")).expect("stored"));
     }
+    (store, snapshots)
+}
+
+/// Render time (median of 21) and body size of the room families at each size.
+fn by_size() {
+    println!("render of the room families (median of 21):");
+    for rooms in SIZES {
+        let (store, _) = filled_store(rooms);
+        let mut body = Vec::new();
+        let took = median(21, || {
+            let mut out = Vec::with_capacity(rooms * 2048);
+            store.render_into(&mut out);
+            body = out;
+        });
+        let series = body
+            .split(|&b| b == b'\n')
+            .filter(|l| !l.is_empty() && l[0] != b'#')
+            .count();
+        println!(
+            "  {rooms:>6} rooms: {:>7.2} ms, {:>6.1} MB, {series} series",
+            took.as_secs_f64() * 1e3,
+            body.len() as f64 / 1e6
+        );
+    }
+}
+
+/// What gzip of the 10,000-room body costs at the levels worth considering.
+fn gzip_cost(body: &[u8]) {
+    for (name, level) in [
+        ("fastest (1)", flate2::Compression::fast()),
+        ("default (6)", flate2::Compression::default()),
+    ] {
+        let mut size = 0;
+        let took = median(5, || {
+            let mut encoder = flate2::write::GzEncoder::new(Vec::new(), level);
+            encoder.write_all(body).expect("in-memory write");
+            size = encoder.finish().expect("in-memory write").len();
+        });
+        println!(
+            "  gzip {name} of that body, in-process:              {:>8.2} ms -> {:.2} MB",
+            took.as_secs_f64() * 1e3,
+            size as f64 / 1e6
+        );
+    }
+}
+
+fn main() {
+    by_size();
+    let (store, snapshots) = filled_store(ROOMS);
 
     let mut size = 0;
     let pre_rendered = median(21, || {
@@ -117,4 +171,7 @@ fn main() {
         "  one room update (render + swap):                 {:>8.2} us",
         update.as_secs_f64() * 1e6
     );
+    let mut body = Vec::new();
+    store.render_into(&mut body);
+    gzip_cost(&body);
 }

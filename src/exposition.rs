@@ -232,29 +232,30 @@ pub fn write_families<'a, R>(rooms: R, out: &mut Vec<u8>)
 where
     R: Iterator<Item = &'a RenderedRoom> + Clone,
 {
-    for (index, family) in FAMILIES.iter().enumerate() {
+    for index in 0..FAMILIES.len() {
         if rooms.clone().all(|r| r.family(index).is_empty()) {
             continue;
         }
-        let _ = writeln!(
-            Out(out),
-            "# HELP {} {} {POLLED}.\n# TYPE {} gauge",
-            family.name,
-            family.help,
-            family.name
-        );
+        out.extend_from_slice(family_header(index));
         for room in rooms.clone() {
             out.extend_from_slice(room.family(index).as_bytes());
         }
     }
 }
 
-/// `fmt::Write` over a byte buffer, so headers need no temporary String.
-struct Out<'a>(&'a mut Vec<u8>);
-
-impl std::fmt::Write for Out<'_> {
-    fn write_str(&mut self, s: &str) -> std::fmt::Result {
-        self.0.extend_from_slice(s.as_bytes());
-        Ok(())
-    }
+/// The `# HELP` and `# TYPE` lines of family `index`, built once.
+pub fn family_header(index: usize) -> &'static [u8] {
+    static HEADERS: OnceLock<Vec<String>> = OnceLock::new();
+    let headers = HEADERS.get_or_init(|| {
+        FAMILIES
+            .iter()
+            .map(|f| {
+                format!(
+                    "# HELP {} {} {POLLED}.\n# TYPE {} gauge\n",
+                    f.name, f.help, f.name
+                )
+            })
+            .collect()
+    });
+    headers.get(index).map_or(&[], |h| h.as_bytes())
 }

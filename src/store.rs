@@ -13,10 +13,13 @@
 //! is one exposition's worth, not two.
 
 use std::collections::{HashMap, HashSet};
-use std::sync::{Arc, Mutex, MutexGuard, RwLock, RwLockReadGuard};
+use std::ops::Range;
+use std::sync::{Mutex, MutexGuard, RwLock, RwLockReadGuard};
+
+use bytes::Bytes;
 
 use crate::api::model::{RoomInfo, SeatUsage};
-use crate::exposition::{render_room, write_families, RenderedRoom, RoomSnapshot, FAMILIES};
+use crate::exposition::{family_header, render_room, RenderedRoom, RoomSnapshot, FAMILIES};
 
 /// Rooms per shard: small enough that rebuilding a shard on each poll is
 /// cheap (microseconds), large enough that a scrape copies few buffers.
@@ -37,8 +40,11 @@ struct Layout {
 
 struct Shard {
     rooms: Vec<Option<RoomSnapshot>>,
-    /// The shard's rooms' lines, concatenated per family, in slot order.
-    text: Arc<RenderedRoom>,
+    /// The shard's rooms' lines, concatenated per family, in slot order;
+    /// `Bytes`, so a scrape sends slices of it without copying.
+    text: Bytes,
+    /// Family `i`'s lines are `text[families[i]]`.
+    families: Vec<Range<usize>>,
     /// `line_lengths[slot][family]`: bytes of that room's lines in the
     /// family's section of `text` (0 for empty slots), to find where to splice.
     line_lengths: Vec<Vec<usize>>,
@@ -48,31 +54,30 @@ impl Shard {
     fn new() -> Shard {
         Shard {
             rooms: (0..SHARD_ROOMS).map(|_| None).collect(),
-            text: Arc::new(RenderedRoom::default()),
+            text: Bytes::new(),
+            families: vec![0..0; FAMILIES.len()],
             line_lengths: vec![vec![0; FAMILIES.len()]; SHARD_ROOMS],
         }
     }
 
     /// Replaces the lines of the room in `slot` with `lines` (none: removed).
     fn splice(&mut self, slot: usize, lines: Option<&RenderedRoom>) {
-        let old = &self.text;
         let new_len = lines.map_or(0, RenderedRoom::len);
         let old_len: usize = self.line_lengths[slot].iter().sum();
-        let mut text = String::with_capacity((old.len() + new_len).saturating_sub(old_len));
-        let mut ranges = Vec::with_capacity(FAMILIES.len());
+        let mut text = Vec::with_capacity((self.text.len() + new_len).saturating_sub(old_len));
         for family in 0..FAMILIES.len() {
-            let section = old.family(family);
+            let section = &self.text[self.families[family].clone()];
             let before: usize = self.line_lengths[..slot].iter().map(|l| l[family]).sum();
             let after = before + self.line_lengths[slot][family];
             let start = text.len();
-            text.push_str(&section[..before]);
+            text.extend_from_slice(&section[..before]);
             let room_lines = lines.map_or("", |l| l.family(family));
-            text.push_str(room_lines);
-            text.push_str(&section[after..]);
-            ranges.push(start..text.len());
+            text.extend_from_slice(room_lines.as_bytes());
+            text.extend_from_slice(&section[after..]);
+            self.families[family] = start..text.len();
             self.line_lengths[slot][family] = room_lines.len();
         }
-        self.text = Arc::new(RenderedRoom::from_parts(text, ranges));
+        self.text = Bytes::from(text);
     }
 }
 
@@ -200,16 +205,39 @@ impl Store {
         self.layout().positions.len()
     }
 
-    /// Writes every room family: HELP/TYPE once, then each shard's lines.
-    pub fn render_into(&self, out: &mut Vec<u8>) {
-        // Take each shard's text (an Arc clone) and copy outside the locks.
-        let texts: Vec<Arc<RenderedRoom>> = self
+    /// Every room family, HELP/TYPE once then each shard's lines, as pieces
+    /// to send in order: slices of the shards' texts, nothing copied. Each
+    /// shard is read under its lock once, so a room is never half updated.
+    pub fn scrape(&self) -> Vec<Bytes> {
+        let shards: Vec<(Bytes, Vec<Range<usize>>)> = self
             .layout()
             .shards
             .iter()
-            .map(|s| lock(s).text.clone())
+            .map(|s| {
+                let shard = lock(s);
+                (shard.text.clone(), shard.families.clone())
+            })
             .collect();
-        write_families(texts.iter().map(|t| &**t), out);
+        let mut pieces = Vec::with_capacity(FAMILIES.len() * (shards.len() + 1));
+        for family in 0..FAMILIES.len() {
+            if shards.iter().all(|(_, families)| families[family].is_empty()) {
+                continue;
+            }
+            pieces.push(Bytes::from_static(family_header(family)));
+            for (text, families) in &shards {
+                if !families[family].is_empty() {
+                    pieces.push(text.slice(families[family].clone()));
+                }
+            }
+        }
+        pieces
+    }
+
+    /// The text of [`Store::scrape`] in one buffer.
+    pub fn render_into(&self, out: &mut Vec<u8>) {
+        for piece in self.scrape() {
+            out.extend_from_slice(&piece);
+        }
     }
 
     /// Re-renders one room and splices its lines into its shard's text under the shard's lock.

@@ -674,6 +674,55 @@ async fn sim_metrics_count_every_call_and_answer() {
     assert_eq!(sim.handle.calls("get_room_info"), 5);
 }
 
+#[tokio::test]
+async fn sim_stats_measure_a_period_with_poll_intervals_and_restart_on_reset() {
+    let sim = start(options()).await;
+    // room-0001 three times 200 ms apart (two intervals), a 100004, a bad signature.
+    for _ in 0..3 {
+        assert_eq!(sim.code(&Call::room_info("room-0001")).await, 0);
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    sim.code(&Call::room_info("room-0404")).await;
+    sim.code(&Call::room_info("room-0001").signed_as(SDKAPPID, ADMIN, &SecretKey::new("x".into()), 1))
+        .await;
+    let stats: Value = serde_json::from_str(&sim.get_text("/sim/stats").await).expect("JSON");
+    assert_eq!(stats["calls"], 5, "{stats}");
+    assert_eq!(
+        stats["answers"],
+        json!({"0": 3, "100004": 1, "70001": 1}),
+        "{stats}"
+    );
+    assert!(
+        (1..=5).contains(&stats["max_calls_in_one_second"].as_u64().unwrap_or(0)),
+        "{stats}"
+    );
+    // Only accepted get_room_info calls count as polls; loose bounds for a loaded machine.
+    let intervals = &stats["poll_intervals"];
+    assert_eq!(intervals["count"], 2, "{stats}");
+    let p50 = intervals["p50"].as_f64().unwrap_or(0.0);
+    assert!((0.2..1.5).contains(&p50), "{stats}");
+
+    let reset = sim
+        .http
+        .post(sim.url("/sim/stats/reset"))
+        .send()
+        .await
+        .expect("reset");
+    assert_eq!(reset.status(), StatusCode::NO_CONTENT);
+    let stats: Value = serde_json::from_str(&sim.get_text("/sim/stats").await).expect("JSON");
+    assert_eq!(
+        (
+            &stats["calls"],
+            &stats["answers"],
+            &stats["poll_intervals"]["count"]
+        ),
+        (&json!(0), &json!({}), &json!(0)),
+        "{stats}"
+    );
+    // The lifetime counters are untouched.
+    assert_eq!(sim.handle.calls("get_room_info"), 5);
+}
+
 // ---- faults, latency, churn, ticking ----
 
 #[tokio::test]

@@ -1,6 +1,7 @@
-//! The simulator's own API under `/sim/`, for tests and demos: list rooms, set
-//! a room's fields (which freezes its walk), destroy a room, and read the
-//! simulator's counters in Prometheus text.
+//! The simulator's own API under `/sim/`, for tests, demos and benchmarks: list
+//! rooms, set a room's fields (which freezes its walk), destroy a room, read
+//! the simulator's counters in Prometheus text, and read or restart the
+//! measurement period (`/sim/stats`, JSON).
 
 use std::sync::Arc;
 
@@ -8,7 +9,7 @@ use axum::body::Bytes;
 use axum::extract::{Path, State};
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde_json::Value;
 
@@ -23,6 +24,8 @@ pub(crate) fn routes() -> Router<Arc<Shared>> {
             get(show_room).put(set_room).delete(destroy_room),
         )
         .route("/sim/metrics", get(metrics))
+        .route("/sim/stats", get(period))
+        .route("/sim/stats/reset", post(reset_period))
 }
 
 fn plain(status: StatusCode, message: String) -> Response {
@@ -90,4 +93,17 @@ async fn metrics(State(shared): State<Arc<Shared>>) -> Response {
         shared.stats.render(rooms),
     )
         .into_response()
+}
+
+/// `GET /sim/stats`: the measurement period since the last reset (or the
+/// start): calls, calls/s, the busiest one-second window, answers by code,
+/// and the spread of intervals between successive polls of the same room.
+async fn period(State(shared): State<Arc<Shared>>) -> Json<super::stats::PeriodStats> {
+    Json(shared.stats.period())
+}
+
+/// `POST /sim/stats/reset`: starts a new measurement period; answers 204.
+async fn reset_period(State(shared): State<Arc<Shared>>) -> StatusCode {
+    shared.stats.reset_period();
+    StatusCode::NO_CONTENT
 }

@@ -191,22 +191,29 @@ async fn call(
 ) -> Response {
     let api = Api::from_path(&service, &command);
     let label = Api::label(api);
-    let calls_in_window = shared.stats.record_call(label);
+    let arrival = shared.stats.record_call(label);
     let answer = match check(
         &shared,
         api,
         &method,
         query.as_deref().unwrap_or(""),
         &body,
-        calls_in_window,
+        arrival.in_window,
     ) {
         Err(rejection) => rejection,
-        Ok((api, request)) => match shared.faults.roll() {
-            Some(Fault::HttpError) => Answer::BadGateway,
-            Some(Fault::Internal) => fail(100001, "internal server error, please retry"),
-            Some(Fault::Malformed) => Answer::Truncated(Box::new(execute(&shared, api, &request))),
-            None => execute(&shared, api, &request),
-        },
+        Ok((api, request)) => {
+            if api == Api::GetRoomInfo {
+                if let Some(id) = request.get("RoomId").and_then(Value::as_str) {
+                    shared.stats.record_poll(id, arrival.at);
+                }
+            }
+            match shared.faults.roll() {
+                Some(Fault::HttpError) => Answer::BadGateway,
+                Some(Fault::Internal) => fail(100001, "internal server error, please retry"),
+                Some(Fault::Malformed) => Answer::Truncated(Box::new(execute(&shared, api, &request))),
+                None => execute(&shared, api, &request),
+            }
+        }
     };
     shared.stats.record_answer(label, &answer.code_label());
     let delay = jittered(shared.latency);

@@ -23,6 +23,7 @@ use crate::config::SecretKey;
 use crate::BoxError;
 
 use clock::Clock;
+pub use stats::{PeriodStats, Spread};
 pub use world::{room_id, RoomInfo, TICK_SECONDS};
 
 /// Flags of `roomengine-exporter simulate`.
@@ -277,6 +278,17 @@ impl SimHandle {
     /// Calls received for `api` (e.g. `get_room_info`), rejected ones included.
     pub fn calls(&self, api: &str) -> u64 {
         self.shared.stats.calls(api)
+    }
+
+    /// Starts a new measurement period (see [`SimHandle::period`]).
+    pub fn reset_period(&self) {
+        self.shared.stats.reset_period();
+    }
+
+    /// Calls, the busiest second, answers and poll intervals since the last
+    /// [`SimHandle::reset_period`], as `GET /sim/stats` shows them.
+    pub fn period(&self) -> PeriodStats {
+        self.shared.stats.period()
     }
 
     /// Stops serving and ticking and waits for both to end.

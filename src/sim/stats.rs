@@ -1,13 +1,19 @@
-//! What the simulator has seen, for `/sim/metrics`: calls received per API,
-//! answers per API and code, and the one-second sliding window that both
-//! enforces the rate limit (60011) and records the busiest second so far.
+//! What the simulator has seen, for `/sim/metrics` and `/sim/stats`: calls
+//! received per API, answers per API and code, the one-second sliding window
+//! that both enforces the rate limit (60011) and records the busiest second,
+//! and a resettable measurement period with the spread of intervals between
+//! successive polls of the same room, all timed at arrival on the server.
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::fmt::Write;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
+use serde::Serialize;
+
 const WINDOW: Duration = Duration::from_secs(1);
+/// Rooms whose last poll is remembered: bounds memory whatever IDs clients send.
+const MAX_TRACKED_ROOMS: usize = 200_000;
 
 /// Counters behind one lock: every update is a few map operations, never held
 /// across an `.await`, so a std mutex is cheaper than an async one.
@@ -24,13 +30,99 @@ struct Counters {
     window: VecDeque<Instant>,
     /// The most calls ever inside one second.
     max_in_window: usize,
+    /// Arrival of each room's last get_room_info call (kept across resets, so
+    /// the first poll after a reset still yields an interval).
+    last_poll: HashMap<String, Instant>,
+    period: Period,
+}
+
+/// What happened since the last [`Stats::reset_period`] (or the start).
+#[derive(Debug)]
+struct Period {
+    started: Instant,
+    calls: u64,
+    max_in_window: usize,
+    answers: BTreeMap<String, u64>,
+    /// Intervals between successive polls of one room, in whole
+    /// milliseconds → how many: exact to 1 ms, and bounded in size by the
+    /// spread of the intervals rather than by their number.
+    intervals_ms: BTreeMap<u64, u64>,
+}
+
+impl Default for Period {
+    fn default() -> Self {
+        Period {
+            started: Instant::now(),
+            calls: 0,
+            max_in_window: 0,
+            answers: BTreeMap::new(),
+            intervals_ms: BTreeMap::new(),
+        }
+    }
+}
+
+/// One call as the server saw it arrive.
+#[derive(Debug, Clone, Copy)]
+pub struct Arrival {
+    pub at: Instant,
+    /// Calls that arrived in the second ending with this one, itself included.
+    pub in_window: usize,
+}
+
+/// The measurement period as `GET /sim/stats` shows it (JSON).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct PeriodStats {
+    /// Seconds since the period started.
+    pub seconds: f64,
+    /// Calls received (every API, rejected ones included).
+    pub calls: u64,
+    pub calls_per_second: f64,
+    /// The most calls that arrived inside any one-second sliding window.
+    pub max_calls_in_one_second: u64,
+    /// Answers given, by ErrorCode (or http_502, malformed), every API.
+    pub answers: BTreeMap<String, u64>,
+    /// Intervals between successive get_room_info calls for the same room.
+    pub poll_intervals: Spread,
+}
+
+/// Nearest-rank percentiles of a set of intervals, in seconds (0 when empty).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Spread {
+    pub count: u64,
+    pub p50: f64,
+    pub p99: f64,
+    pub min: f64,
+    pub max: f64,
+}
+
+impl Spread {
+    fn of(histogram: &BTreeMap<u64, u64>) -> Spread {
+        let count: u64 = histogram.values().sum();
+        let rank = |q: f64| {
+            let target = ((q * count as f64).ceil() as u64).max(1);
+            let mut seen = 0;
+            for (&ms, &n) in histogram {
+                seen += n;
+                if seen >= target {
+                    return ms as f64 / 1e3;
+                }
+            }
+            0.0
+        };
+        Spread {
+            count,
+            p50: rank(0.50),
+            p99: rank(0.99),
+            min: histogram.keys().next().map_or(0.0, |&ms| ms as f64 / 1e3),
+            max: histogram.keys().next_back().map_or(0.0, |&ms| ms as f64 / 1e3),
+        }
+    }
 }
 
 impl Stats {
-    /// Counts a call to `api` as received now, rejected or not, and returns how
-    /// many calls arrived in the second that ends with this one (itself included).
-    pub fn record_call(&self, api: &'static str) -> usize {
-        let mut c = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+    /// Counts a call to `api` as received now, rejected or not.
+    pub fn record_call(&self, api: &'static str) -> Arrival {
+        let mut c = self.lock();
         // Taken under the lock, so the window stays in arrival order.
         let now = Instant::now();
         *c.calls.entry(api).or_default() += 1;
@@ -40,28 +132,79 @@ impl Stats {
         c.window.push_back(now);
         let in_window = c.window.len();
         c.max_in_window = c.max_in_window.max(in_window);
-        in_window
+        c.period.calls += 1;
+        c.period.max_in_window = c.period.max_in_window.max(in_window);
+        Arrival { at: now, in_window }
     }
 
     /// Counts the answer given to a call of `api`: an ErrorCode, `http_502` or `malformed`.
     pub fn record_answer(&self, api: &'static str, code: &str) {
-        let mut c = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        let mut c = self.lock();
         *c.answers.entry((api, code.to_owned())).or_default() += 1;
+        *c.period.answers.entry(code.to_owned()).or_default() += 1;
+    }
+
+    /// A get_room_info call for `room_id` (accepted by the checks) arrived `at`:
+    /// records the interval since that room's previous one.
+    pub fn record_poll(&self, room_id: &str, at: Instant) {
+        let mut c = self.lock();
+        let previous = match c.last_poll.get_mut(room_id) {
+            Some(last) => Some(std::mem::replace(last, at)),
+            None => {
+                if c.last_poll.len() < MAX_TRACKED_ROOMS {
+                    c.last_poll.insert(room_id.to_owned(), at);
+                }
+                None
+            }
+        };
+        if let Some(previous) = previous {
+            let ms = at.saturating_duration_since(previous).as_millis() as u64;
+            *c.period.intervals_ms.entry(ms).or_default() += 1;
+        }
+    }
+
+    /// Starts a new measurement period (the rate limiter's window is untouched).
+    pub fn reset_period(&self) {
+        let mut c = self.lock();
+        c.period = Period::default();
+    }
+
+    /// The measurement period so far.
+    pub fn period(&self) -> PeriodStats {
+        let c = self.lock();
+        let p = &c.period;
+        let seconds = p.started.elapsed().as_secs_f64();
+        PeriodStats {
+            seconds,
+            calls: p.calls,
+            calls_per_second: if seconds > 0.0 {
+                p.calls as f64 / seconds
+            } else {
+                0.0
+            },
+            max_calls_in_one_second: p.max_in_window as u64,
+            answers: p.answers.clone(),
+            poll_intervals: Spread::of(&p.intervals_ms),
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Counters> {
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     pub fn calls(&self, api: &str) -> u64 {
-        let c = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        let c = self.lock();
         c.calls.get(api).copied().unwrap_or(0)
     }
 
     pub fn max_calls_per_second(&self) -> u64 {
-        let c = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        let c = self.lock();
         c.max_in_window as u64
     }
 
     /// The Prometheus text exposition of every counter, plus the room count.
     pub fn render(&self, rooms: usize) -> String {
-        let c = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        let c = self.lock();
         let mut out = String::new();
         // Writing to a String cannot fail.
         let _ = writeln!(
@@ -107,10 +250,10 @@ mod tests {
     #[test]
     fn window_counts_calls_of_the_last_second_only() {
         let stats = Stats::default();
-        assert_eq!(stats.record_call("get_room_info"), 1);
-        assert_eq!(stats.record_call("get_seat_list"), 2);
+        assert_eq!(stats.record_call("get_room_info").in_window, 1);
+        assert_eq!(stats.record_call("get_seat_list").in_window, 2);
         std::thread::sleep(Duration::from_millis(1050));
-        assert_eq!(stats.record_call("get_room_info"), 1);
+        assert_eq!(stats.record_call("get_room_info").in_window, 1);
         assert_eq!(stats.max_calls_per_second(), 2);
         assert_eq!(stats.calls("get_room_info"), 2);
         stats.record_answer("get_room_info", "0");
@@ -119,5 +262,40 @@ mod tests {
         assert!(text.contains("roomengine_sim_answers_total{api=\"get_room_info\",code=\"0\"} 1\n"));
         assert!(text.contains("roomengine_sim_max_calls_per_second 2\n"));
         assert!(text.contains("roomengine_sim_rooms 3\n"));
+    }
+
+    #[test]
+    fn poll_intervals_are_per_room_and_a_reset_starts_a_new_period() {
+        let stats = Stats::default();
+        let t0 = Instant::now();
+        let at = |ms: u64| t0 + Duration::from_millis(ms);
+        // room-a every 1000 ms (3 intervals), room-b once at 2500 ms after 500 ms.
+        for (room, ms) in [
+            ("a", 0),
+            ("b", 500),
+            ("a", 1000),
+            ("a", 2000),
+            ("b", 3000),
+            ("a", 3000),
+        ] {
+            stats.record_poll(room, at(ms));
+        }
+        let spread = stats.period().poll_intervals;
+        assert_eq!(
+            (spread.count, spread.p50, spread.p99, spread.min, spread.max),
+            (4, 1.0, 2.5, 1.0, 2.5)
+        );
+        stats.record_call("get_room_info");
+        stats.record_answer("get_room_info", "60011");
+        assert_eq!(stats.period().answers.get("60011"), Some(&1));
+        stats.reset_period();
+        // The room's last poll survives the reset: the next one is an interval.
+        stats.record_poll("a", at(3400));
+        let period = stats.period();
+        assert_eq!((period.calls, period.max_calls_in_one_second), (0, 0));
+        assert!(period.answers.is_empty());
+        assert_eq!((period.poll_intervals.count, period.poll_intervals.p50), (1, 0.4));
+        // The lifetime counters are not reset.
+        assert_eq!(stats.calls("get_room_info"), 1);
     }
 }
