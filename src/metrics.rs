@@ -61,7 +61,7 @@ impl SelfMetrics {
         .expect("valid metric");
         let rate_limit_effective = Gauge::new(
             "roomengine_rate_limit_effective_requests_per_second",
-            "Call rate in use after back-off: halved on each rate-limited answer, restored gradually.",
+            "Call rate in use after back-off: halved on rate-limited answers (at most once a second, not below a quarter of the limit), restored gradually.",
         )
         .expect("valid metric");
         let rooms_configured = IntGauge::new(
