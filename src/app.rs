@@ -51,6 +51,7 @@ pub async fn run(
     let local = listener.local_addr()?;
 
     let metrics = Arc::new(SelfMetrics::new());
+    metrics.watch_runtime("http", tokio::runtime::Handle::current());
     let budget = Arc::new(Budget::new(config.rate_limit));
     metrics.rate_limit.set(f64::from(config.rate_limit));
     metrics.rate_limit_effective.set(budget.effective());
@@ -72,8 +73,10 @@ pub async fn run(
         seat_usage: AtomicBool::new(config.seat_usage),
         ready: ready.clone(),
     };
-    let polling =
-        spawn_polling(poller.run(config.rooms.clone(), config.interval, reloads, shutdown.clone()))?;
+    let polling = spawn_polling(
+        poller.run(config.rooms.clone(), config.interval, reloads, shutdown.clone()),
+        &metrics,
+    )?;
 
     tracing::info!(
         address = %local,
@@ -134,11 +137,13 @@ pub async fn run(
 /// beyond the budget (measured: 218 in one second at `rate_limit: 200`).
 fn spawn_polling(
     polling: impl std::future::Future<Output = ()> + Send + 'static,
+    metrics: &SelfMetrics,
 ) -> Result<tokio::sync::oneshot::Receiver<()>, BoxError> {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .map_err(|e| format!("cannot start the polling runtime: {e}"))?;
+    metrics.watch_runtime("polling", runtime.handle().clone());
     let (done, finished) = tokio::sync::oneshot::channel();
     std::thread::Builder::new()
         .name("poller".into())

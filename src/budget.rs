@@ -1,7 +1,8 @@
 //! The one rate limiter every outgoing API call passes, retries and probes
 //! included. It paces calls evenly at the effective rate and, as a hard
 //! guard, never grants more than `rate_limit` permits in any one-second window,
-//! counted both at the planned slots and at the instants the calls really go.
+//! counted both at the planned slots and at the instants the calls really go,
+//! and never hands out two permits closer than 3/4 of the pace.
 //!
 //! Why not `governor`: its GCRA cannot change rate on the fly (we halve it on
 //! rate-limited answers) and cannot refuse a permit that would come after a
@@ -30,6 +31,13 @@ const RECOVERY_PER_SECOND: f64 = 0.10;
 /// already waiting would stay booked up to a minute ahead after the API has
 /// long recovered.
 const MIN_SHARE: f64 = 0.25;
+/// Permits handed out are at least this share of the pace apart. Holders
+/// that woke late together would otherwise go as one burst, and the window
+/// guard would release the same burst again a window later, and so on: in a
+/// 10-minute soak at a saturated budget the calls in flight at once crept
+/// from 7 to 13, and the connections kept for them from 8 to 13. Below 1 so that late
+/// holders still catch up with the plan.
+const MIN_GAP_SHARE: f64 = 0.75;
 
 /// Proof that a call was granted by the budget; API calls require one, so no
 /// code path can send a request without passing the budget.
@@ -38,6 +46,10 @@ pub struct Permit(());
 
 pub struct Budget {
     state: Mutex<State>,
+    /// Holders confirm one at a time, in the order they woke: only the first
+    /// waits on a timer, so holders gated together do not all wake for each
+    /// permit (the ones behind it cannot go earlier anyway).
+    confirm_turn: tokio::sync::Mutex<()>,
 }
 
 struct State {
@@ -75,6 +87,7 @@ impl Budget {
                 last_recovery: now,
                 last_halved: None,
             }),
+            confirm_turn: tokio::sync::Mutex::new(()),
         }
     }
 
@@ -166,15 +179,20 @@ impl Budget {
     /// The holder of a permit woke at (or after) its slot. On a loaded
     /// machine it can wake late, which moves its call next to the calls
     /// planned after it; so the permit is handed out only if the calls really
-    /// sent in the last window leave room, else the holder waits for it.
+    /// sent in the last window leave room and the last one went at least
+    /// [`MIN_GAP_SHARE`] of the pace ago, else the holder waits for that.
     async fn confirm(&self) {
+        let _turn = self.confirm_turn.lock().await;
         loop {
             let retry_at = {
                 let mut st = self.lock();
                 let now = Instant::now();
                 let configured = st.configured as usize;
                 let window_start = st.sent.len().checked_sub(configured).map(|i| st.sent[i]);
-                match window_start.map(|t| t + WINDOW + WINDOW_MARGIN) {
+                let window_allows = window_start.map(|t| t + WINDOW + WINDOW_MARGIN);
+                let min_gap = Duration::from_secs_f64(MIN_GAP_SHARE / st.effective);
+                let spacing_allows = st.sent.back().map(|&last| last + min_gap);
+                match window_allows.max(spacing_allows) {
                     Some(earliest) if earliest > now => earliest,
                     _ => {
                         st.sent.push_back(now);
@@ -323,6 +341,28 @@ mod tests {
         // waits until a window after the first call really went.
         budget.acquire().await;
         assert_eq!(Instant::now() - start, Duration::from_millis(1315));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn holders_that_wake_late_together_go_spaced_not_as_a_burst() {
+        let budget = Budget::new(10);
+        let start = Instant::now();
+        for _ in 0..4 {
+            budget.reserve(None).expect("no deadline");
+        }
+        // Slots at 0, 100, 200 and 300 ms; the thread stalls until 450 ms, so
+        // all four holders wake at once.
+        tokio::time::advance(Duration::from_millis(450)).await;
+        let sent_at = || async {
+            budget.confirm().await;
+            Instant::now() - start
+        };
+        let sent = tokio::join!(sent_at(), sent_at(), sent_at(), sent_at());
+        let ms = Duration::from_millis;
+        assert_eq!(sent, (ms(450), ms(525), ms(600), ms(675)));
+        // Caught up: the next permit is planned at 400 ms and goes a gap after the last.
+        budget.acquire().await;
+        assert_eq!(Instant::now() - start, ms(750));
     }
 
     #[tokio::test(start_paused = true)]

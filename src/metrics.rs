@@ -1,9 +1,12 @@
 //! The exporter's own health metrics (requests, errors, latency, budget,
-//! sweeps, UserSig expiry), kept in a prometheus crate registry and rendered
-//! after the room families on every scrape.
+//! sweeps, UserSig expiry, tasks, the process), kept in a prometheus crate
+//! registry and rendered after the room families on every scrape.
+
+use std::sync::Mutex;
 
 use prometheus::{
-    Encoder, Gauge, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, Opts, Registry, TextEncoder,
+    Encoder, Gauge, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
+    TextEncoder,
 };
 
 pub const API_GET_ROOM_INFO: &str = "get_room_info";
@@ -22,6 +25,9 @@ pub struct SelfMetrics {
     pub usersig_expiry: Gauge,
     pub config_reload_ok: IntGauge,
     pub config_reload_success_time: Gauge,
+    runtime_tasks: IntGaugeVec,
+    /// The tokio runtimes whose alive tasks `runtime_tasks` shows, by name.
+    runtimes: Mutex<Vec<(&'static str, tokio::runtime::Handle)>>,
 }
 
 impl SelfMetrics {
@@ -98,6 +104,14 @@ impl SelfMetrics {
             "When the configuration in use was loaded (Unix seconds): start or last successful reload.",
         )
         .expect("valid metric");
+        let runtime_tasks = IntGaugeVec::new(
+            Opts::new(
+                "roomengine_exporter_runtime_tasks",
+                "Tasks alive on the exporter's runtimes (polling: polls in flight and timers; http: connections and the reload watcher). Steady under a steady room list; growth is a leak.",
+            ),
+            &["runtime"],
+        )
+        .expect("valid metric");
         for c in [
             Box::new(requests.clone()) as Box<dyn prometheus::core::Collector>,
             Box::new(errors.clone()),
@@ -110,6 +124,8 @@ impl SelfMetrics {
             Box::new(build_info),
             Box::new(config_reload_ok.clone()),
             Box::new(config_reload_success_time.clone()),
+            Box::new(runtime_tasks.clone()),
+            Box::new(prometheus::process_collector::ProcessCollector::for_self()),
         ] {
             registry.register(c).expect("unique metric names");
         }
@@ -125,11 +141,29 @@ impl SelfMetrics {
             usersig_expiry,
             config_reload_ok,
             config_reload_success_time,
+            runtime_tasks,
+            runtimes: Mutex::new(Vec::new()),
         }
+    }
+
+    /// Shows the alive tasks of `runtime` as `roomengine_exporter_runtime_tasks{runtime="<name>"}`.
+    pub fn watch_runtime(&self, name: &'static str, runtime: tokio::runtime::Handle) {
+        self.runtime_tasks.with_label_values(&[name]).set(0);
+        self.lock_runtimes().push((name, runtime));
+    }
+
+    fn lock_runtimes(&self) -> std::sync::MutexGuard<'_, Vec<(&'static str, tokio::runtime::Handle)>> {
+        self.runtimes.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// Appends the text exposition of every self-metric to `out`.
     pub fn render_into(&self, out: &mut Vec<u8>) {
+        for (name, runtime) in self.lock_runtimes().iter() {
+            let alive = runtime.metrics().num_alive_tasks();
+            self.runtime_tasks
+                .with_label_values(&[name])
+                .set(i64::try_from(alive).unwrap_or(i64::MAX));
+        }
         // Encoding into a Vec only fails on invalid metric families, which we never build.
         if let Err(e) = TextEncoder::new().encode(&self.registry.gather(), out) {
             tracing::error!(error = %e, "cannot encode self-metrics");

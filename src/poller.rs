@@ -75,8 +75,6 @@ impl Poller {
         let in_flight = Arc::new(Semaphore::new(MAX_IN_FLIGHT));
         let mut schedule = Schedule { rooms, interval };
         let mut running = Running::default();
-        // Polls of rooms added by reloads, outside the pass they arrived in.
-        let mut catch_ups = JoinSet::new();
         let mut first = true;
         let mut warned_stretch = false;
         'passes: while !shutdown.is_cancelled() {
@@ -104,7 +102,10 @@ impl Poller {
             let mut spacing = pass_len / schedule.rooms.len().max(1) as u32;
             let mut due = pass_start;
 
-            let pass = running.begin_pass(pass_start, first);
+            let pass = running.begin_pass(
+                pass_start,
+                if first { PassKind::First } else { PassKind::Regular },
+            );
             let turns = schedule.rooms.clone();
             for room in turns {
                 if !this.store.contains(&room) {
@@ -117,7 +118,7 @@ impl Poller {
                     tokio::select! {
                         _ = shutdown.cancelled() => break None,
                         update = next_reload(&mut reloads) => {
-                            this.apply(update, &mut schedule, &mut catch_ups, &in_flight, &shutdown);
+                            this.apply(update, &mut schedule, &mut running);
                             // The rest of this pass follows the new interval and room count.
                             if !first {
                                 let remaining = schedule.interval.max(this.shortest_pass(schedule.rooms.len()));
@@ -126,6 +127,11 @@ impl Poller {
                         }
                         Some(done) = running.tasks.join_next_with_id(), if !running.tasks.is_empty() => {
                             running.collect(&this, done);
+                        }
+                        slot = in_flight.clone().acquire_owned(), if running.has_catch_ups() => {
+                            if let Ok(slot) = slot {
+                                running.catch_up(&this, slot, &shutdown);
+                            }
                         }
                         slot = async {
                             tokio::time::sleep_until(due).await;
@@ -142,7 +148,6 @@ impl Poller {
                 running.spawn(&this, pass, room, slot, &shutdown);
             }
             running.end_of_turns(&this, pass);
-            while catch_ups.try_join_next().is_some() {}
             first = false;
             let scheduled_in = pass_start.elapsed();
             loop {
@@ -158,10 +163,15 @@ impl Poller {
                         }
                     }
                     update = next_reload(&mut reloads) => {
-                        this.apply(update, &mut schedule, &mut catch_ups, &in_flight, &shutdown);
+                        this.apply(update, &mut schedule, &mut running);
                     }
                     Some(done) = running.tasks.join_next_with_id(), if !running.tasks.is_empty() => {
                         running.collect(&this, done);
+                    }
+                    slot = in_flight.clone().acquire_owned(), if running.has_catch_ups() => {
+                        if let Ok(slot) = slot {
+                            running.catch_up(&this, slot, &shutdown);
+                        }
                     }
                 }
             }
@@ -169,44 +179,18 @@ impl Poller {
         while let Some(done) = running.tasks.join_next_with_id().await {
             running.collect(&this, done);
         }
-        while catch_ups.join_next().await.is_some() {}
     }
 
     /// Takes a reload into the schedule: removed rooms leave the turns, new
-    /// rooms join the end of the turns and get a poll now (through the same
-    /// budget and in-flight limit as every other poll).
-    fn apply(
-        self: &Arc<Self>,
-        update: Reschedule,
-        schedule: &mut Schedule,
-        catch_ups: &mut JoinSet<()>,
-        in_flight: &Arc<Semaphore>,
-        shutdown: &CancellationToken,
-    ) {
+    /// rooms join the end of the turns and get a catch-up pass now (through
+    /// the same budget, in-flight limit and busy check as every other poll).
+    fn apply(&self, update: Reschedule, schedule: &mut Schedule, running: &mut Running) {
         self.seat_usage.store(update.seat_usage, Ordering::Relaxed);
         schedule.interval = update.interval;
         let removed: HashSet<&String> = update.removed.iter().collect();
         schedule.rooms.retain(|room| !removed.contains(room));
         schedule.rooms.extend(update.added.iter().cloned());
-        if update.added.is_empty() {
-            return;
-        }
-        let this = self.clone();
-        let in_flight = in_flight.clone();
-        let shutdown = shutdown.clone();
-        catch_ups.spawn(async move {
-            let mut polls = Polls::default();
-            let started = Instant::now();
-            for room in update.added {
-                let slot = tokio::select! {
-                    _ = shutdown.cancelled() => break,
-                    slot = in_flight.clone().acquire_owned() => slot,
-                };
-                let Ok(slot) = slot else { break };
-                polls.spawn(&this, room, slot, &shutdown);
-            }
-            polls.finish().await.log_catch_up(started.elapsed());
-        });
+        running.queue_catch_up(update.added);
     }
 
     /// How long a pass of `rooms` takes at the rate the budget really sustains.
@@ -320,36 +304,6 @@ where
     }
 }
 
-/// Polls of one reload's new rooms, each holding its in-flight slot until it
-/// ends, and the tally of those that ended.
-#[derive(Default)]
-struct Polls {
-    tasks: JoinSet<PollResult>,
-    summary: PassSummary,
-}
-
-impl Polls {
-    fn spawn(
-        &mut self,
-        poller: &Arc<Poller>,
-        room: String,
-        slot: OwnedSemaphorePermit,
-        shutdown: &CancellationToken,
-    ) {
-        self.tasks.spawn(poll_task(poller, room, slot, shutdown));
-        while let Some(done) = self.tasks.try_join_next() {
-            self.summary.absorb(done.map_err(|e| e.to_string()));
-        }
-    }
-
-    async fn finish(mut self) -> PassSummary {
-        while let Some(done) = self.tasks.join_next().await {
-            self.summary.absorb(done.map_err(|e| e.to_string()));
-        }
-        self.summary
-    }
-}
-
 fn poll_task(
     poller: &Arc<Poller>,
     room: String,
@@ -368,6 +322,7 @@ fn poll_task(
 /// Every poll the schedule started and has not collected yet, across passes:
 /// a slow room's poll may outlive its pass, and the next pass goes on
 /// without it (skipping that room until its poll ends) instead of waiting.
+/// Rooms added by a reload wait here for their catch-up pass's turn.
 #[derive(Default)]
 struct Running {
     tasks: JoinSet<PollResult>,
@@ -377,12 +332,26 @@ struct Running {
     /// Passes whose polls have not all ended, oldest first.
     passes: VecDeque<Pass>,
     next_pass: u64,
+    /// Added rooms not polled yet, each with its catch-up pass, in reload order.
+    catch_ups: VecDeque<(u64, String)>,
+    /// The rooms in `catch_ups` that no pass has polled since they were
+    /// added: a regular turn that comes first makes the catch-up poll moot.
+    awaiting_catch_up: HashSet<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum PassKind {
+    /// At the full budget, to get every room's data soon after start.
+    First,
+    Regular,
+    /// The rooms one reload added, polled at once.
+    CatchUp,
 }
 
 struct Pass {
     id: u64,
     start: Instant,
-    first: bool,
+    kind: PassKind,
     /// All its rooms have had their turn (started or skipped).
     turns_done: bool,
     pending: usize,
@@ -390,18 +359,45 @@ struct Pass {
 }
 
 impl Running {
-    fn begin_pass(&mut self, start: Instant, first: bool) -> u64 {
+    fn begin_pass(&mut self, start: Instant, kind: PassKind) -> u64 {
         let id = self.next_pass;
         self.next_pass += 1;
         self.passes.push_back(Pass {
             id,
             start,
-            first,
+            kind,
             turns_done: false,
             pending: 0,
             summary: PassSummary::default(),
         });
         id
+    }
+
+    fn queue_catch_up(&mut self, rooms: Vec<String>) {
+        if rooms.is_empty() {
+            return;
+        }
+        let pass = self.begin_pass(Instant::now(), PassKind::CatchUp);
+        self.awaiting_catch_up.extend(rooms.iter().cloned());
+        self.catch_ups.extend(rooms.into_iter().map(|room| (pass, room)));
+    }
+
+    fn has_catch_ups(&self) -> bool {
+        !self.catch_ups.is_empty()
+    }
+
+    /// Gives the next added room its catch-up poll with `slot`, unless a
+    /// regular turn polled it first or a later reload removed it again.
+    fn catch_up(&mut self, poller: &Arc<Poller>, slot: OwnedSemaphorePermit, shutdown: &CancellationToken) {
+        let Some((pass, room)) = self.catch_ups.pop_front() else {
+            return;
+        };
+        if self.awaiting_catch_up.remove(&room) && poller.store.contains(&room) {
+            self.spawn(poller, pass, room, slot, shutdown);
+        }
+        if self.catch_ups.front().is_none_or(|(next, _)| *next != pass) {
+            self.end_of_turns(poller, pass);
+        }
     }
 
     /// True (and counted) when `room`'s previous poll is still out.
@@ -431,6 +427,7 @@ impl Running {
             return;
         };
         state.pending += 1;
+        self.awaiting_catch_up.remove(&room);
         self.busy.insert(room.clone());
         let handle = self.tasks.spawn(poll_task(poller, room.clone(), slot, shutdown));
         self.owners.insert(handle.id(), (pass, room));
@@ -470,9 +467,11 @@ impl Running {
                 break;
             };
             let elapsed = pass.start.elapsed();
-            poller.metrics.sweep_duration.set(elapsed.as_secs_f64());
-            pass.summary.log(pass.first, elapsed);
-            if pass.first {
+            if pass.kind != PassKind::CatchUp {
+                poller.metrics.sweep_duration.set(elapsed.as_secs_f64());
+            }
+            pass.summary.log(pass.kind, elapsed);
+            if pass.kind == PassKind::First {
                 poller.ready.store(true, Ordering::Release);
             }
         }
@@ -506,18 +505,14 @@ impl PassSummary {
         }
     }
 
-    fn log_catch_up(&self, elapsed: Duration) {
+    fn log(&self, kind: PassKind, elapsed: Duration) {
         let codes: Vec<String> = self.codes.iter().map(|(c, n)| format!("{c}:{n}")).collect();
         let took = humantime::format_duration(round_ms(elapsed)).to_string();
-        tracing::info!(ok = self.ok, gone = self.gone, failed = self.failed, codes = %codes.join(","), took, "rooms added by the reload polled");
-    }
-
-    fn log(&self, first: bool, elapsed: Duration) {
-        let codes: Vec<String> = self.codes.iter().map(|(c, n)| format!("{c}:{n}")).collect();
-        let took = humantime::format_duration(round_ms(elapsed)).to_string();
-        if self.failed > 0 || self.skipped > 0 {
+        if kind == PassKind::CatchUp {
+            tracing::info!(ok = self.ok, gone = self.gone, failed = self.failed, skipped = self.skipped, codes = %codes.join(","), took, "rooms added by the reload polled");
+        } else if self.failed > 0 || self.skipped > 0 {
             tracing::warn!(ok = self.ok, gone = self.gone, failed = self.failed, skipped = self.skipped, codes = %codes.join(","), took, "pass finished with failures (skipped: rooms whose previous poll was still running)");
-        } else if first {
+        } else if kind == PassKind::First {
             tracing::info!(ok = self.ok, gone = self.gone, took, "first pass finished; ready");
         } else {
             tracing::debug!(ok = self.ok, gone = self.gone, took, "pass finished");

@@ -230,3 +230,60 @@ async fn passes_stretch_when_rooms_do_not_fit_the_interval() {
     // 30 calls at 10 per 1.015 s (the budget's window margin).
     assert!(log.contains("pass=\"3s 45ms\""), "{log}");
 }
+
+/// The leak detectors an operator graphs: alive tasks per runtime and the
+/// process metrics, read from /metrics over ten passes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn task_and_process_metrics_stay_within_their_bounds_across_passes() {
+    const ROOMS: usize = 10;
+    let fake = Fake::start(ROOMS).await;
+    let mut exporter = Exporter::start(&fake.endpoint(), FAST, &rooms(ROOMS), &[]);
+    exporter.wait_ready(Duration::from_secs(10)).await;
+    let tasks = |t: &str, runtime: &str| {
+        value(
+            t,
+            &format!("roomengine_exporter_runtime_tasks{{runtime=\"{runtime}\"}}"),
+        )
+        .unwrap_or_else(|| panic!("no task gauge for the {runtime} runtime"))
+    };
+    let mut polling = Vec::new();
+    let mut http = Vec::new();
+    for _ in 0..20 {
+        let text = exporter.metrics().await;
+        polling.push(tasks(&text, "polling"));
+        http.push(tasks(&text, "http"));
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    println!("tasks over ten passes: polling {polling:?}, http {http:?}");
+    // At most one poll per room in flight, one task per connection to the API
+    // (no more connections than polls) and the pool's idle reaper; a task
+    // leaked per poll would pass this by the second pass.
+    assert!(
+        polling
+            .iter()
+            .all(|&n| (1.0..=(2 * ROOMS + 1) as f64).contains(&n)),
+        "polling tasks {polling:?}"
+    );
+    // The SIGHUP watcher plus this test's one kept-alive connection, and
+    // whatever else the server keeps: flat, not one per scrape.
+    let (first, last) = (http[0], http[http.len() - 1]);
+    assert!(first >= 1.0 && last <= first + 1.0, "http tasks {http:?}");
+
+    let text = exporter.metrics().await;
+    let rss = value(&text, "process_resident_memory_bytes").expect("process_resident_memory_bytes");
+    let proc_rss = exporter.memory_kib("VmRSS") as f64 * 1024.0;
+    assert!(
+        (rss - proc_rss).abs() < proc_rss * 0.25,
+        "process_resident_memory_bytes {rss} against VmRSS {proc_rss}"
+    );
+    let fds = value(&text, "process_open_fds").expect("process_open_fds");
+    let proc_fds = std::fs::read_dir(format!("/proc/{}/fd", exporter.pid()))
+        .expect("/proc fd")
+        .count() as f64;
+    assert!(
+        (fds - proc_fds).abs() <= 4.0,
+        "process_open_fds {fds} against {proc_fds} in /proc"
+    );
+    assert!(value(&text, "process_start_time_seconds").unwrap_or(0.0) > 1.7e9);
+    assert!(exporter.terminate().success());
+}

@@ -32,6 +32,7 @@ pub struct ApiClient {
 }
 
 /// The `app.*` settings and `polling.timeout` a call is made with.
+#[derive(Clone)]
 struct Target {
     endpoint: String,
     sdkappid: u64,
@@ -121,10 +122,7 @@ impl ApiClient {
             Target {
                 endpoint: config.endpoint.clone(),
                 timeout: config.timeout,
-                signer: current.signer.clone(),
-                identifier_query: current.identifier_query.clone(),
-                identifier: current.identifier.clone(),
-                sdkappid: current.sdkappid,
+                ..Target::clone(&current)
             }
         };
         *self.target.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(target);

@@ -191,6 +191,7 @@ async fn call(
 ) -> Response {
     let api = Api::from_path(&service, &command);
     let label = Api::label(api);
+    let _busy = shared.stats.begin_call();
     let arrival = shared.stats.record_call(label);
     let answer = match check(
         &shared,

@@ -280,6 +280,17 @@ impl SimHandle {
         self.shared.stats.calls(api)
     }
 
+    /// The most calls in flight at once since the previous call: a client
+    /// needs no more connections than that.
+    pub fn take_peak_in_flight(&self) -> usize {
+        self.shared.stats.take_peak_in_flight()
+    }
+
+    /// Calls received and not answered yet.
+    pub fn in_flight(&self) -> usize {
+        self.shared.stats.in_flight()
+    }
+
     /// Starts a new measurement period (see [`SimHandle::period`]).
     pub fn reset_period(&self) {
         self.shared.stats.reset_period();

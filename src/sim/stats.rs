@@ -33,6 +33,10 @@ struct Counters {
     /// Arrival of each room's last get_room_info call (kept across resets, so
     /// the first poll after a reset still yields an interval).
     last_poll: HashMap<String, Instant>,
+    /// Calls received and not yet answered, and the most at once since
+    /// [`Stats::take_peak_in_flight`] last asked.
+    in_flight: usize,
+    peak_in_flight: usize,
     period: Period,
 }
 
@@ -135,6 +139,28 @@ impl Stats {
         c.period.calls += 1;
         c.period.max_in_window = c.period.max_in_window.max(in_window);
         Arrival { at: now, in_window }
+    }
+
+    /// A call is being handled until the guard is dropped: a client's open
+    /// connections can then be set against the calls it really had in flight.
+    pub fn begin_call(&self) -> InFlight<'_> {
+        let mut c = self.lock();
+        c.in_flight += 1;
+        c.peak_in_flight = c.peak_in_flight.max(c.in_flight);
+        InFlight { stats: self }
+    }
+
+    /// Calls received and not answered yet.
+    pub fn in_flight(&self) -> usize {
+        self.lock().in_flight
+    }
+
+    /// The most calls in flight at once since the previous call (or the
+    /// start); the next peak starts from those in flight now.
+    pub fn take_peak_in_flight(&self) -> usize {
+        let mut c = self.lock();
+        let now = c.in_flight;
+        std::mem::replace(&mut c.peak_in_flight, now)
     }
 
     /// Counts the answer given to a call of `api`: an ErrorCode, `http_502` or `malformed`.
@@ -243,6 +269,18 @@ impl Stats {
     }
 }
 
+/// One call being handled; see [`Stats::begin_call`].
+pub struct InFlight<'a> {
+    stats: &'a Stats,
+}
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        let mut c = self.stats.lock();
+        c.in_flight = c.in_flight.saturating_sub(1);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -297,5 +335,19 @@ mod tests {
         assert_eq!((period.poll_intervals.count, period.poll_intervals.p50), (1, 0.4));
         // The lifetime counters are not reset.
         assert_eq!(stats.calls("get_room_info"), 1);
+    }
+
+    #[test]
+    fn the_peak_in_flight_is_taken_and_restarts_from_the_calls_still_open() {
+        let stats = Stats::default();
+        let first = stats.begin_call();
+        let second = stats.begin_call();
+        drop(stats.begin_call());
+        drop(first);
+        assert_eq!(stats.take_peak_in_flight(), 3);
+        assert_eq!(stats.take_peak_in_flight(), 1);
+        drop(second);
+        assert_eq!(stats.take_peak_in_flight(), 1);
+        assert_eq!(stats.take_peak_in_flight(), 0);
     }
 }
