@@ -37,9 +37,12 @@ const MIN_SHARE: f64 = 0.25;
 /// woke late together go as one burst; unspaced, the window guard would
 /// release the same burst again a window later, and so on: in a 10-minute
 /// soak at a saturated budget the calls in flight at once crept from 7 to 13,
-/// and the connections kept for them from 8 to 13. Holders that are merely
-/// late are not spaced: spacing them too cost 7% of the throughput with 20
-/// scrapers keeping both cores busy.
+/// and the connections kept for them from 8 to 13. The gap is counted from
+/// the instant the previous permit was free to go, not from when its holder
+/// really woke: counted from real sends, every late wake-up pushed back all
+/// the holders queued behind it, and with 20 scrapers keeping both cores busy
+/// the budget reached 91.7% instead of 98.3%. Holders that are merely late
+/// (nobody waited) are not spaced either, for the same reason.
 const MIN_GAP_SHARE: f64 = 0.75;
 
 /// Proof that a call was granted by the budget; API calls require one, so no
@@ -70,6 +73,11 @@ struct State {
     /// When the rate was last halved: the calls already in flight then were
     /// sent at the old rate, so their rate-limited answers do not halve it again.
     last_halved: Option<Instant>,
+    /// The instant the last permit was free to go: its send time, or for a
+    /// holder that waited, the end of its wait (it may wake later still).
+    /// Waiting holders are spaced from this, so one holder's late wake-up
+    /// does not push back every holder queued behind it.
+    last_release: Option<Instant>,
 }
 
 /// The budget could not grant a permit before the caller's deadline.
@@ -89,6 +97,7 @@ impl Budget {
                 sent: VecDeque::with_capacity(configured as usize + 1),
                 last_recovery: now,
                 last_halved: None,
+                last_release: None,
             }),
             confirm_turn: tokio::sync::Mutex::new(()),
         }
@@ -183,7 +192,8 @@ impl Budget {
     /// machine it can wake late, which moves its call next to the calls
     /// planned after it; so the permit is handed out only if the calls really
     /// sent in the last window leave room, else the holder waits for that,
-    /// and then also until [`MIN_GAP_SHARE`] of the pace after the last call.
+    /// and then also until [`MIN_GAP_SHARE`] of the pace after the previous
+    /// permit was free to go (`last_release`).
     async fn confirm(&self) {
         let (_turn, mut waited) = match self.confirm_turn.try_lock() {
             Ok(turn) => (turn, false),
@@ -197,10 +207,11 @@ impl Budget {
                 let window_start = st.sent.len().checked_sub(configured).map(|i| st.sent[i]);
                 let window_allows = window_start.map(|t| t + WINDOW + WINDOW_MARGIN);
                 let min_gap = Duration::from_secs_f64(MIN_GAP_SHARE / st.effective);
-                let spacing_allows = st.sent.back().filter(|_| waited).map(|&last| last + min_gap);
+                let spacing_allows = st.last_release.filter(|_| waited).map(|last| last + min_gap);
                 match window_allows.max(spacing_allows) {
                     Some(earliest) if earliest > now => earliest,
-                    _ => {
+                    allowed => {
+                        st.last_release = Some(if waited { allowed.unwrap_or(now) } else { now });
                         st.sent.push_back(now);
                         while st.sent.len() > crate::config::API_RATE_LIMIT as usize {
                             st.sent.pop_front();
