@@ -230,21 +230,42 @@ pub fn escape(value: &str) -> std::borrow::Cow<'_, str> {
 /// Writes every family that has lines: HELP and TYPE once, then each room's lines.
 pub fn write_families<'a, R>(rooms: R, out: &mut Vec<u8>)
 where
-    R: Iterator<Item = &'a RenderedRoom> + Clone,
+    R: Iterator<Item = &'a RenderedRoom>,
 {
-    for index in 0..FAMILIES.len() {
-        if rooms.clone().all(|r| r.family(index).is_empty()) {
-            continue;
-        }
-        out.extend_from_slice(family_header(index));
-        for room in rooms.clone() {
-            out.extend_from_slice(room.family(index).as_bytes());
-        }
+    let rooms: Vec<&RenderedRoom> = rooms.collect();
+    let pieces = in_family_order(&rooms, |room, family| room.family(family).as_bytes(), |h| h);
+    for piece in pieces {
+        out.extend_from_slice(piece);
     }
 }
 
+/// The order of an exposition made of `sources` (rooms, or shards of
+/// rooms): for every family with lines in any source, its header (made into
+/// a piece by `header`), then each source's non-empty `section` of it.
+pub fn in_family_order<S, P: AsRef<[u8]>>(
+    sources: &[S],
+    section: impl Fn(&S, usize) -> P,
+    header: impl Fn(&'static [u8]) -> P,
+) -> Vec<P> {
+    let mut pieces = Vec::with_capacity(FAMILIES.len() * (sources.len() + 1));
+    for family in 0..FAMILIES.len() {
+        let start = pieces.len();
+        pieces.push(header(family_header(family)));
+        pieces.extend(
+            sources
+                .iter()
+                .map(|s| section(s, family))
+                .filter(|p| !p.as_ref().is_empty()),
+        );
+        if pieces.len() == start + 1 {
+            pieces.truncate(start);
+        }
+    }
+    pieces
+}
+
 /// The `# HELP` and `# TYPE` lines of family `index`, built once.
-pub fn family_header(index: usize) -> &'static [u8] {
+fn family_header(index: usize) -> &'static [u8] {
     static HEADERS: OnceLock<Vec<String>> = OnceLock::new();
     let headers = HEADERS.get_or_init(|| {
         FAMILIES

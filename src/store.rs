@@ -19,7 +19,7 @@ use std::sync::{Mutex, MutexGuard, RwLock, RwLockReadGuard};
 use bytes::Bytes;
 
 use crate::api::model::{RoomInfo, SeatUsage};
-use crate::exposition::{family_header, render_room, RenderedRoom, RoomSnapshot, FAMILIES};
+use crate::exposition::{in_family_order, render_room, RenderedRoom, RoomSnapshot, FAMILIES};
 
 /// Rooms per shard: small enough that rebuilding a shard on each poll is
 /// cheap (microseconds), large enough that a scrape copies few buffers.
@@ -218,19 +218,11 @@ impl Store {
                 (shard.text.clone(), shard.families.clone())
             })
             .collect();
-        let mut pieces = Vec::with_capacity(FAMILIES.len() * (shards.len() + 1));
-        for family in 0..FAMILIES.len() {
-            if shards.iter().all(|(_, families)| families[family].is_empty()) {
-                continue;
-            }
-            pieces.push(Bytes::from_static(family_header(family)));
-            for (text, families) in &shards {
-                if !families[family].is_empty() {
-                    pieces.push(text.slice(families[family].clone()));
-                }
-            }
-        }
-        pieces
+        in_family_order(
+            &shards,
+            |(text, families), family| text.slice(families[family].clone()),
+            Bytes::from_static,
+        )
     }
 
     /// The text of [`Store::scrape`] in one buffer.
