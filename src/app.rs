@@ -72,6 +72,7 @@ pub async fn run(
         metrics: metrics.clone(),
         seat_usage: AtomicBool::new(config.seat_usage),
         ready: ready.clone(),
+        watch: config.watch,
     };
     let polling = spawn_polling(
         poller.run(config.rooms.clone(), config.interval, reloads, shutdown.clone()),

@@ -10,6 +10,8 @@ use std::time::Duration;
 use serde::Deserialize;
 use url::Url;
 
+use crate::watch::WatchSettings;
+
 /// The API's documented cap on calls per second for one SDKAppID.
 pub const API_RATE_LIMIT: u32 = 200;
 /// The Room Engine backend's own timeout; ours must be longer.
@@ -63,6 +65,8 @@ pub struct Config {
     pub rate_limit: u32,
     pub timeout: Duration,
     pub seat_usage: bool,
+    /// `polling.watch`: the tier that re-polls rooms close to capacity.
+    pub watch: WatchSettings,
     pub probe_enabled: bool,
     pub rooms: Vec<String>,
 }
@@ -112,6 +116,17 @@ struct RawPolling {
     rate_limit: Option<i64>,
     timeout: Option<String>,
     seat_usage: Option<bool>,
+    #[serde(default)]
+    watch: RawWatch,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawWatch {
+    enabled: Option<bool>,
+    threshold: Option<f64>,
+    interval: Option<String>,
+    max_share: Option<f64>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -278,6 +293,7 @@ pub fn parse_in(text: &str, base_dir: &Path, secrets: &dyn SecretSource) -> Resu
         ));
     }
 
+    let watch = watch_settings(polling.watch, &mut errors);
     let rooms = room_list(raw.rooms, raw.rooms_file, base_dir, secrets, &mut errors);
 
     if !errors.is_empty() {
@@ -293,9 +309,46 @@ pub fn parse_in(text: &str, base_dir: &Path, secrets: &dyn SecretSource) -> Resu
         rate_limit,
         timeout: timeout.unwrap_or_default(),
         seat_usage: polling.seat_usage.unwrap_or(true),
+        watch,
         probe_enabled: raw.probe.enabled.unwrap_or(true),
         rooms,
     })
+}
+
+/// `polling.watch`, defaults filled in; a bad value is reported and replaced by its default.
+fn watch_settings(raw: RawWatch, errors: &mut Vec<String>) -> WatchSettings {
+    let default = WatchSettings::default();
+    let threshold = match raw.threshold {
+        Some(t) if !(t > 0.0 && t <= 1.0) => {
+            errors.push(format!(
+                "polling.watch.threshold: {t} must be a share of MaxMemberCount in (0, 1]"
+            ));
+            default.threshold
+        }
+        t => t.unwrap_or(default.threshold),
+    };
+    let max_share = match raw.max_share {
+        Some(s) if !(s > 0.0 && s < 1.0) => {
+            errors.push(format!(
+                "polling.watch.max_share: {s} must be a share of the budget in (0, 1)"
+            ));
+            default.max_share
+        }
+        s => s.unwrap_or(default.max_share),
+    };
+    let interval = duration("polling.watch.interval", raw.interval, "5s", errors).unwrap_or(default.interval);
+    if interval < Duration::from_secs(1) {
+        errors.push(format!(
+            "polling.watch.interval: {} is shorter than the minimum of 1s",
+            humantime::format_duration(interval)
+        ));
+    }
+    WatchSettings {
+        enabled: raw.enabled.unwrap_or(default.enabled),
+        threshold,
+        interval,
+        max_share,
+    }
 }
 
 /// A room ID as Room Engine accepts it: non-empty, at most 48 bytes.
@@ -745,6 +798,63 @@ mod tests {
             vec![
                 "polling.interval: 0s is shorter than the minimum of 1s",
                 "polling.rate_limit: 500 exceeds the API limit of 200 calls/s"
+            ]
+        );
+    }
+
+    #[test]
+    fn watch_defaults_and_overrides() {
+        let c = parse(GOOD, &secrets()).expect("valid");
+        assert_eq!(c.watch, WatchSettings::default());
+        let c = parse(
+            &with(
+                "timeout",
+                "  timeout: 5s\n  watch:\n    enabled: false\n    threshold: 1\n    interval: 2s\n    max_share: 0.25",
+            ),
+            &secrets(),
+        )
+        .expect("valid");
+        assert_eq!(
+            c.watch,
+            WatchSettings {
+                enabled: false,
+                threshold: 1.0,
+                interval: Duration::from_secs(2),
+                max_share: 0.25,
+            }
+        );
+    }
+
+    #[test]
+    fn watch_keys_out_of_range_are_named() {
+        let text = with(
+            "timeout",
+            "  timeout: 5s\n  watch:\n    threshold: 0\n    interval: 500ms\n    max_share: 1",
+        );
+        assert_eq!(
+            errors_of(&text),
+            vec![
+                "polling.watch.threshold: 0 must be a share of MaxMemberCount in (0, 1]",
+                "polling.watch.max_share: 1 must be a share of the budget in (0, 1)",
+                "polling.watch.interval: 500ms is shorter than the minimum of 1s",
+            ]
+        );
+        let text = with(
+            "timeout",
+            "  timeout: 5s\n  watch:\n    threshold: 1.5\n    interval: often\n    max_share: 0\n    every: 1s",
+        );
+        let e = errors_of(&text);
+        assert!(e[0].starts_with("polling.watch: unknown field `every`"), "{e:?}");
+        let text = with(
+            "timeout",
+            "  timeout: 5s\n  watch:\n    threshold: 1.5\n    interval: often\n    max_share: 0",
+        );
+        assert_eq!(
+            errors_of(&text),
+            vec![
+                "polling.watch.threshold: 1.5 must be a share of MaxMemberCount in (0, 1]",
+                "polling.watch.max_share: 0 must be a share of the budget in (0, 1)",
+                "polling.watch.interval: \"often\" is not a duration like 30s or 5m: expected number at 0",
             ]
         );
     }

@@ -40,6 +40,7 @@ fn demo_config(sim: &SimHandle, options: &SimOptions) -> Config {
         rate_limit: 50,
         timeout: Duration::from_secs(5),
         seat_usage: true,
+        watch: crate::watch::WatchSettings::default(),
         probe_enabled: true,
         rooms: sim.room_ids(),
     }

@@ -20,6 +20,7 @@ pub mod shutdown;
 pub mod sim;
 pub mod store;
 pub mod usersig;
+pub mod watch;
 pub mod web_config;
 
 /// Error type for the top-level entry points (`run`, `simulate`, `demo`).

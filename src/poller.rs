@@ -1,24 +1,27 @@
 //! The background schedule: which room is polled when. Each pass spreads its
 //! polls evenly across `polling.interval` (stretched to calls ÷ rate when the
 //! budget cannot fit them), retries retryable failures with jittered
-//! exponential back-off, and records every outcome in the store. A reload
-//! changes the schedule in place: new rooms are polled at once, removed rooms
-//! are skipped, kept rooms keep their turn.
+//! exponential back-off, and records every outcome in the store. Between the
+//! turns of a pass it starts the watch tier's polls (rules in `watch`); the
+//! pass is spread over what the tier leaves of the budget. A reload changes
+//! the schedule in place: new rooms are polled at once, removed rooms are
+//! skipped, kept rooms keep their turn.
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
+use tokio::sync::{mpsc, AcquireError, OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinSet;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use crate::api::model::{RoomInfo, SeatUsage};
 use crate::api::{ApiClient, CallError, ErrorClass};
-use crate::metrics::SelfMetrics;
+use crate::metrics::{SelfMetrics, TIER_PASS, TIER_WATCH};
 use crate::store::Store;
+use crate::watch::{pass_bound, Eligibility, Watch, WatchSettings};
 
 /// Retries after the first attempt, for retryable failures only.
 pub const MAX_RETRIES: u32 = 2;
@@ -35,6 +38,8 @@ pub struct Poller {
     pub seat_usage: AtomicBool,
     /// Set once the first pass is complete (`/-/ready`).
     pub ready: Arc<AtomicBool>,
+    /// `polling.watch` at start; reloads bring changes.
+    pub watch: WatchSettings,
 }
 
 /// What a configuration reload changes for the schedule. The store already
@@ -43,6 +48,7 @@ pub struct Poller {
 pub struct Reschedule {
     pub interval: Duration,
     pub seat_usage: bool,
+    pub watch: WatchSettings,
     /// New rooms in configuration order: polled at once, then every pass.
     pub added: Vec<String>,
     pub removed: Vec<String>,
@@ -50,7 +56,11 @@ pub struct Reschedule {
 
 /// How one room's poll ended, for the pass summary.
 enum PollResult {
-    Ok,
+    /// With the MemberCount and MaxMemberCount it returned.
+    Ok {
+        members: u64,
+        max: u64,
+    },
     Gone,
     Failed(String),
 }
@@ -74,14 +84,20 @@ impl Poller {
         let this = Arc::new(self);
         let in_flight = Arc::new(Semaphore::new(MAX_IN_FLIGHT));
         let mut schedule = Schedule { rooms, interval };
-        let mut running = Running::default();
+        let mut running = Running {
+            watch: Watch::new(this.watch),
+            ..Running::default()
+        };
         let mut first = true;
         let mut warned_stretch = false;
         'passes: while !shutdown.is_cancelled() {
             let pass_start = Instant::now();
             let rate = this.client.budget().effective();
-            let calls = this.calls_per_pass(schedule.rooms.len());
+            let mut calls = this.calls_per_pass(schedule.rooms.len());
             let shortest = this.shortest_pass(schedule.rooms.len());
+            running
+                .watch
+                .set_horizon(this.longest_pass(&schedule, calls, running.watch.settings()));
             if shortest > schedule.interval && !warned_stretch && !first {
                 warned_stretch = true;
                 tracing::warn!(
@@ -93,13 +109,6 @@ impl Poller {
                     "the rooms do not fit in one interval at this rate limit: each pass stretches (logged once)"
                 );
             }
-            // The first pass runs at the full budget, so every room has data as soon as possible.
-            let pass_len = if first {
-                Duration::ZERO
-            } else {
-                schedule.interval.max(shortest)
-            };
-            let mut spacing = pass_len / schedule.rooms.len().max(1) as u32;
             let mut due = pass_start;
 
             let pass = running.begin_pass(
@@ -115,15 +124,13 @@ impl Poller {
                     continue;
                 }
                 let slot = loop {
+                    let watch_at = running.watch.next_poll_at();
                     tokio::select! {
                         _ = shutdown.cancelled() => break None,
                         update = next_reload(&mut reloads) => {
                             this.apply(update, &mut schedule, &mut running);
-                            // The rest of this pass follows the new interval and room count.
-                            if !first {
-                                let remaining = schedule.interval.max(this.shortest_pass(schedule.rooms.len()));
-                                spacing = remaining / schedule.rooms.len().max(1) as u32;
-                            }
+                            // The rest of this pass follows the new settings and room count.
+                            calls = this.calls_per_pass(schedule.rooms.len());
                         }
                         Some(done) = running.tasks.join_next_with_id(), if !running.tasks.is_empty() => {
                             running.collect(&this, done);
@@ -131,6 +138,11 @@ impl Poller {
                         slot = in_flight.clone().acquire_owned(), if running.has_catch_ups() => {
                             if let Ok(slot) = slot {
                                 running.catch_up(&this, slot, &shutdown);
+                            }
+                        }
+                        slot = watch_slot(watch_at, &in_flight), if watch_at.is_some() => {
+                            if let Ok(slot) = slot {
+                                running.watch_poll(&this, slot, &shutdown);
                             }
                         }
                         slot = async {
@@ -144,17 +156,28 @@ impl Poller {
                 if !this.store.contains(&room) {
                     continue;
                 }
-                due += spacing;
+                // The first pass runs at the full budget, so every room has data as soon as
+                // possible; later turns are spaced by what the watch tier leaves of it now.
+                if !first {
+                    let sustained = this.client.budget().sustained();
+                    due += running.watch.pass_length(schedule.interval, calls, sustained)
+                        / schedule.rooms.len().max(1) as u32;
+                }
                 running.spawn(&this, pass, room, slot, &shutdown);
             }
             running.end_of_turns(&this, pass);
+            if first {
+                running.watch.start();
+            }
             first = false;
             let scheduled_in = pass_start.elapsed();
+            let planned = due.duration_since(pass_start);
             loop {
                 // The next pass starts on time even while slow answers of this one are
                 // still out, but not before this pass's calls have left the budget's queue.
-                let next = (pass_start + schedule.interval.max(pass_len).max(scheduled_in))
+                let next = (pass_start + schedule.interval.max(planned).max(scheduled_in))
                     .max(this.client.budget().reserved_until());
+                let watch_at = running.watch.next_poll_at();
                 tokio::select! {
                     _ = shutdown.cancelled() => break 'passes,
                     _ = tokio::time::sleep_until(next) => {
@@ -173,6 +196,11 @@ impl Poller {
                             running.catch_up(&this, slot, &shutdown);
                         }
                     }
+                    slot = watch_slot(watch_at, &in_flight), if watch_at.is_some() => {
+                        if let Ok(slot) = slot {
+                            running.watch_poll(&this, slot, &shutdown);
+                        }
+                    }
                 }
             }
         }
@@ -187,6 +215,11 @@ impl Poller {
     fn apply(&self, update: Reschedule, schedule: &mut Schedule, running: &mut Running) {
         self.seat_usage.store(update.seat_usage, Ordering::Relaxed);
         schedule.interval = update.interval;
+        running.watch.reconfigure(update.watch);
+        for room in &update.removed {
+            running.watch.forget(room);
+        }
+        running.show_watched(self);
         let removed: HashSet<&String> = update.removed.iter().collect();
         schedule.rooms.retain(|room| !removed.contains(room));
         schedule.rooms.extend(update.added.iter().cloned());
@@ -196,6 +229,12 @@ impl Poller {
     /// How long a pass of `rooms` takes at the rate the budget really sustains.
     fn shortest_pass(&self, rooms: usize) -> Duration {
         Duration::from_secs_f64(self.calls_per_pass(rooms) as f64 / self.client.budget().sustained())
+    }
+
+    /// The longest a pass may take with the watch tier at its share (the
+    /// horizon within which a rising room is worth watching).
+    fn longest_pass(&self, schedule: &Schedule, calls: usize, watch: WatchSettings) -> Duration {
+        pass_bound(&watch, schedule.interval, calls, self.client.budget().sustained())
     }
 
     /// get_room_info calls plus a seat call for each room known to have seats.
@@ -208,7 +247,8 @@ impl Poller {
         rooms + seat_rooms
     }
 
-    async fn poll_room(&self, room: &str, shutdown: &CancellationToken) -> PollResult {
+    /// Polls `room`; `refresh_seats` false (watch polls) keeps its last seat usage.
+    async fn poll_room(&self, room: &str, refresh_seats: bool, shutdown: &CancellationToken) -> PollResult {
         let info = match with_retries(shutdown, || async {
             let permit = self.client.budget().acquire().await;
             self.client.get_room_info(permit, room).await
@@ -218,12 +258,17 @@ impl Poller {
             Ok(info) => info,
             Err(e) => return self.record_error(room, e),
         };
-        let seats = match self.seat_usage_of(room, &info, shutdown).await {
-            Ok(seats) => seats,
-            Err(e) => return self.record_error(room, e),
+        let seats = if refresh_seats {
+            match self.seat_usage_of(room, &info, shutdown).await {
+                Ok(seats) => seats,
+                Err(e) => return self.record_error(room, e),
+            }
+        } else {
+            self.store.snapshot(room).and_then(|s| s.seats)
         };
+        let (members, max) = (info.member_count, info.max_member_count);
         self.store.record_success(room, info, seats, unix_now_f64());
-        PollResult::Ok
+        PollResult::Ok { members, max }
     }
 
     /// Seat usage for seat-enabled rooms; on a transient failure the last known
@@ -279,6 +324,17 @@ async fn next_reload(reloads: &mut mpsc::UnboundedReceiver<Reschedule>) -> Resch
     }
 }
 
+/// Waits until the watch tier's next poll may start (`at`), then for room in flight.
+async fn watch_slot(
+    at: Option<Instant>,
+    in_flight: &Arc<Semaphore>,
+) -> Result<OwnedSemaphorePermit, AcquireError> {
+    if let Some(at) = at {
+        tokio::time::sleep_until(at).await;
+    }
+    in_flight.clone().acquire_owned().await
+}
+
 /// Runs `call` once, and again after a jittered exponential back-off while it
 /// fails with a retryable error, at most [`MAX_RETRIES`] more times.
 pub async fn with_retries<T, F, Fut>(shutdown: &CancellationToken, mut call: F) -> Result<T, CallError>
@@ -307,13 +363,14 @@ where
 fn poll_task(
     poller: &Arc<Poller>,
     room: String,
+    tier: Tier,
     slot: OwnedSemaphorePermit,
     shutdown: &CancellationToken,
 ) -> impl std::future::Future<Output = PollResult> + Send + 'static {
     let poller = poller.clone();
     let shutdown = shutdown.clone();
     async move {
-        let result = poller.poll_room(&room, &shutdown).await;
+        let result = poller.poll_room(&room, tier != Tier::Watch, &shutdown).await;
         drop(slot);
         result
     }
@@ -322,12 +379,13 @@ fn poll_task(
 /// Every poll the schedule started and has not collected yet, across passes:
 /// a slow room's poll may outlive its pass, and the next pass goes on
 /// without it (skipping that room until its poll ends) instead of waiting.
-/// Rooms added by a reload wait here for their catch-up pass's turn.
+/// Rooms added by a reload wait here for their catch-up pass's turn, and the
+/// watch tier sees every poll's answer.
 #[derive(Default)]
 struct Running {
     tasks: JoinSet<PollResult>,
-    /// Task → (pass, room), to credit each ending to its pass and free its room.
-    owners: HashMap<tokio::task::Id, (u64, String)>,
+    /// Task → (tier, room), to credit each ending to its pass and free its room.
+    owners: HashMap<tokio::task::Id, (Tier, String)>,
     busy: HashSet<String>,
     /// Passes whose polls have not all ended, oldest first.
     passes: VecDeque<Pass>,
@@ -337,6 +395,14 @@ struct Running {
     /// The rooms in `catch_ups` that no pass has polled since they were
     /// added: a regular turn that comes first makes the catch-up poll moot.
     awaiting_catch_up: HashSet<String>,
+    watch: Watch,
+}
+
+/// Who started a poll: a pass (by id) or the watch tier.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Tier {
+    Pass(u64),
+    Watch,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -428,9 +494,47 @@ impl Running {
         };
         state.pending += 1;
         self.awaiting_catch_up.remove(&room);
+        self.start(poller, Tier::Pass(pass), room, slot, shutdown);
+    }
+
+    fn start(
+        &mut self,
+        poller: &Arc<Poller>,
+        tier: Tier,
+        room: String,
+        slot: OwnedSemaphorePermit,
+        shutdown: &CancellationToken,
+    ) {
+        self.watch.attempted(&room, Instant::now());
         self.busy.insert(room.clone());
-        let handle = self.tasks.spawn(poll_task(poller, room.clone(), slot, shutdown));
-        self.owners.insert(handle.id(), (pass, room));
+        let handle = self
+            .tasks
+            .spawn(poll_task(poller, room.clone(), tier, slot, shutdown));
+        self.owners.insert(handle.id(), (tier, room));
+    }
+
+    /// Starts the watch tier's next poll with `slot`, if a room is due.
+    fn watch_poll(&mut self, poller: &Arc<Poller>, slot: OwnedSemaphorePermit, shutdown: &CancellationToken) {
+        let busy = &self.busy;
+        let picked = self
+            .watch
+            .pick(Instant::now(), poller.client.budget().sustained(), |room| {
+                if busy.contains(room) {
+                    Eligibility::Busy
+                } else if poller.store.members_by_callback(room) {
+                    Eligibility::ByCallback
+                } else {
+                    Eligibility::Pollable
+                }
+            });
+        if let Some(room) = picked.filter(|room| poller.store.contains(room)) {
+            self.start(poller, Tier::Watch, room, slot, shutdown);
+        }
+        self.show_watched(poller);
+    }
+
+    fn show_watched(&self, poller: &Poller) {
+        poller.metrics.rooms_watched.set(self.watch.watched() as i64);
     }
 
     fn end_of_turns(&mut self, poller: &Poller, pass: u64) {
@@ -449,10 +553,21 @@ impl Running {
             Ok((id, result)) => (id, Ok(result)),
             Err(e) => (e.id(), Err(e.to_string())),
         };
-        let Some((pass, room)) = self.owners.remove(&id) else {
+        let Some((tier, room)) = self.owners.remove(&id) else {
             return;
         };
         self.busy.remove(&room);
+        match result {
+            Ok(PollResult::Ok { members, max }) => self.watch.observe(&room, members, max, Instant::now()),
+            Ok(PollResult::Gone) => self.watch.forget(&room),
+            _ => {}
+        }
+        self.show_watched(poller);
+        let Tier::Pass(pass) = tier else {
+            poller.metrics.polls.with_label_values(&[TIER_WATCH]).inc();
+            return;
+        };
+        poller.metrics.polls.with_label_values(&[TIER_PASS]).inc();
         if let Some(state) = self.passes.iter_mut().find(|p| p.id == pass) {
             state.pending -= 1;
             state.summary.absorb(result);
@@ -492,7 +607,7 @@ struct PassSummary {
 impl PassSummary {
     fn absorb(&mut self, done: Result<PollResult, String>) {
         match done {
-            Ok(PollResult::Ok) => self.ok += 1,
+            Ok(PollResult::Ok { .. }) => self.ok += 1,
             Ok(PollResult::Gone) => self.gone += 1,
             Ok(PollResult::Failed(code)) => {
                 self.failed += 1;

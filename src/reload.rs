@@ -110,6 +110,7 @@ impl Reloader {
             ("polling.rate_limit", old.rate_limit != new.rate_limit),
             ("polling.timeout", old.timeout != new.timeout),
             ("polling.seat_usage", old.seat_usage != new.seat_usage),
+            ("polling.watch", old.watch != new.watch),
             ("probe.enabled", old.probe_enabled != new.probe_enabled),
             ("app.endpoint", old.endpoint != new.endpoint),
             (
@@ -131,6 +132,7 @@ impl Reloader {
         let _ = parts.poller.send(Reschedule {
             interval: new.interval,
             seat_usage: new.seat_usage,
+            watch: new.watch,
             added: rooms.added,
             removed: rooms.removed,
         });

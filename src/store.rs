@@ -150,6 +150,13 @@ impl Store {
         self.layout().positions.contains_key(room_id)
     }
 
+    /// Whether the room's newest MemberCount came from a callback newer than
+    /// its last poll (such rooms need no watch polls). Always false here:
+    /// main's callbacks replace it.
+    pub fn members_by_callback(&self, _room_id: &str) -> bool {
+        false
+    }
+
     /// The API returned the room's info (and seat usage when asked for).
     pub fn record_success(&self, room_id: &str, info: RoomInfo, seats: Option<SeatUsage>, now_unix: f64) {
         self.update(room_id, |s| {

@@ -10,6 +10,7 @@ use std::time::Duration;
 use roomengine_exporter::app::{self, WebOptions};
 use roomengine_exporter::config::{Config, SecretKey};
 use roomengine_exporter::sim::{SimOptions, Simulator};
+use roomengine_exporter::watch::WatchSettings;
 use serde_json::Value;
 use tokio_util::sync::CancellationToken;
 
@@ -44,6 +45,11 @@ async fn seat_usage_matches_the_simulator_and_costs_one_call_per_seat_room() {
         rate_limit: 100,
         timeout: Duration::from_secs(5),
         seat_usage: true,
+        // Watch polls (get_room_info of the full rooms) would add to the pass's calls.
+        watch: WatchSettings {
+            enabled: false,
+            ..WatchSettings::default()
+        },
         probe_enabled: true,
         rooms: rooms.clone(),
     };

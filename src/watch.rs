@@ -1,0 +1,644 @@
+//! The watch tier: rooms whose last poll put them close to capacity, or whose
+//! member count is rising fast enough to fill before the pass comes back,
+//! are polled again every `polling.watch.interval`, inside the one budget.
+//! This file holds the tier's rules; the poller drives them.
+//!
+//! - **Which rooms**: `MemberCount / MaxMemberCount >= threshold`, or a rise
+//!   between the room's last two polls that, kept up, fills the room within
+//!   the longest pass ([`pass_bound`]). Rooms whose member count arrives by
+//!   callbacks are left out (the poller asks the store at pick time).
+//! - **Order** when more rooms are due than the share serves ([`Urgency`]):
+//!   the room expected to fill soonest (headroom ÷ rise rate) first, then
+//!   rooms near capacity but not rising (least headroom first), then rooms
+//!   already full, with what is left: a full room is known news.
+//! - **Share**: watch polls are paced by their own pacer at
+//!   `min(max_share × sustained, watched rooms ÷ interval)` ([`Watch::rate`]),
+//!   and the regular pass is spread at the sustained rate minus that
+//!   ([`Watch::pass_length`]), so the two never ask for more than the budget
+//!   gives, and a pass never takes longer than [`pass_bound`]: at most
+//!   `1 / (1 - max_share)` times the pass without the tier.
+//!
+//! Watch polls are get_room_info only (one call each); seat usage is
+//! refreshed by the regular pass.
+
+use std::cmp::Ordering;
+use std::collections::HashMap;
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+/// `polling.watch` as validated by the configuration.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct WatchSettings {
+    pub enabled: bool,
+    /// Share of MaxMemberCount from which a room is watched, in (0, 1].
+    pub threshold: f64,
+    /// How often a watched room is polled again (at least 1 s).
+    pub interval: Duration,
+    /// Most of the budget's sustained rate watch polls may take, in (0, 1).
+    pub max_share: f64,
+}
+
+impl Default for WatchSettings {
+    fn default() -> Self {
+        WatchSettings {
+            enabled: true,
+            threshold: 0.8,
+            interval: Duration::from_secs(5),
+            max_share: 0.5,
+        }
+    }
+}
+
+/// A room's member figures from one successful poll.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Sample {
+    pub members: u64,
+    pub max: u64,
+    pub at: Instant,
+}
+
+/// Why a room is watched; [`Urgency::order`] is the polling order when the
+/// share is short.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Urgency {
+    /// Rising: expected to reach MaxMemberCount in this many seconds.
+    Filling { seconds: f64 },
+    /// At or above the threshold, not rising: the share of MaxMemberCount still free.
+    Near { headroom: f64 },
+    /// At MaxMemberCount already.
+    Full,
+}
+
+impl Urgency {
+    /// Sooner first: filling (soonest expected fill first), near (least
+    /// headroom first), full.
+    pub fn order(&self, other: &Urgency) -> Ordering {
+        let rank = |u: &Urgency| match *u {
+            Urgency::Filling { seconds } => (0, seconds),
+            Urgency::Near { headroom } => (1, headroom),
+            Urgency::Full => (2, 0.0),
+        };
+        let (a, b) = (rank(self), rank(other));
+        a.0.cmp(&b.0).then(a.1.total_cmp(&b.1))
+    }
+}
+
+/// Whether a room with these last two polls is watched, and how urgently.
+/// `horizon`: a room rising fast enough to fill within it qualifies below
+/// the threshold too (it would fill before the regular pass sees it again).
+pub fn urgency(last: Sample, prev: Option<Sample>, threshold: f64, horizon: Duration) -> Option<Urgency> {
+    if last.max == 0 {
+        return None;
+    }
+    if last.members >= last.max {
+        return Some(Urgency::Full);
+    }
+    let share = last.members as f64 / last.max as f64;
+    let headroom = (last.max - last.members) as f64;
+    let fill_in = prev
+        .filter(|p| last.members > p.members && last.at > p.at)
+        .map(|p| {
+            let rate = (last.members - p.members) as f64 / last.at.duration_since(p.at).as_secs_f64();
+            headroom / rate
+        });
+    match fill_in {
+        Some(seconds) if share >= threshold || seconds <= horizon.as_secs_f64() => {
+            Some(Urgency::Filling { seconds })
+        }
+        _ if share >= threshold => Some(Urgency::Near {
+            headroom: headroom / last.max as f64,
+        }),
+        _ => None,
+    }
+}
+
+/// The longest a regular pass takes: `calls` at the share of the sustained
+/// rate the tier always leaves (`1 - max_share`), or `interval` if longer.
+/// With the tier off it is the pass of today: `calls` at the sustained rate.
+pub fn pass_bound(settings: &WatchSettings, interval: Duration, calls: usize, sustained: f64) -> Duration {
+    let share = if settings.enabled {
+        1.0 - settings.max_share
+    } else {
+        1.0
+    };
+    interval.max(secs(calls as f64 / (share * sustained)))
+}
+
+fn secs(s: f64) -> Duration {
+    Duration::try_from_secs_f64(s).unwrap_or(Duration::MAX)
+}
+
+/// What the poller says about a due room at pick time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Eligibility {
+    Pollable,
+    /// Its previous poll is still out: not now.
+    Busy,
+    /// Its member count arrives by callbacks: it leaves the tier until its next poll.
+    ByCallback,
+}
+
+/// The tier's state: the last two polls of every room, the rooms watched
+/// now, and the pacer of watch polls.
+#[derive(Debug, Default)]
+pub struct Watch {
+    settings: WatchSettings,
+    horizon: Duration,
+    /// Watch polls begin once every room has been polled (the first pass).
+    started: bool,
+    tracks: HashMap<String, Track>,
+    watched: HashMap<String, Watched>,
+    /// The earliest instant the next watch poll may start.
+    next_slot: Option<Instant>,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Track {
+    last: Sample,
+    prev: Option<Sample>,
+    /// The last poll started (either tier), answered or not.
+    last_attempt: Option<Instant>,
+}
+
+impl Track {
+    /// When the room is next due a watch poll.
+    fn due(&self, interval: Duration) -> Instant {
+        self.last_attempt.map_or(self.last.at, |a| a.max(self.last.at)) + interval
+    }
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Watched {
+    urgency: Urgency,
+    due: Instant,
+}
+
+impl Watch {
+    pub fn new(settings: WatchSettings) -> Watch {
+        Watch {
+            settings,
+            ..Watch::default()
+        }
+    }
+
+    pub fn settings(&self) -> WatchSettings {
+        self.settings
+    }
+
+    /// A reload: the new keys apply to every room at once.
+    pub fn reconfigure(&mut self, settings: WatchSettings) {
+        self.settings = settings;
+        let rooms: Vec<String> = self.tracks.keys().cloned().collect();
+        for room in rooms {
+            self.evaluate(&room);
+        }
+    }
+
+    /// Sets the rise horizon (see [`urgency`]): the longest pass now.
+    pub fn set_horizon(&mut self, horizon: Duration) {
+        self.horizon = horizon;
+    }
+
+    /// Lets watch polls begin (after the first pass).
+    pub fn start(&mut self) {
+        self.started = true;
+    }
+
+    /// A poll of `room` (either tier) returned these figures at `at`.
+    pub fn observe(&mut self, room: &str, members: u64, max: u64, at: Instant) {
+        let sample = Sample { members, max, at };
+        match self.tracks.get_mut(room) {
+            Some(track) => {
+                track.prev = Some(track.last);
+                track.last = sample;
+            }
+            None => {
+                self.tracks.insert(
+                    room.to_owned(),
+                    Track {
+                        last: sample,
+                        prev: None,
+                        last_attempt: None,
+                    },
+                );
+            }
+        }
+        self.evaluate(room);
+    }
+
+    /// A poll of `room` started at `at` (either tier): its next watch poll
+    /// is due an interval later, whatever the answer.
+    pub fn attempted(&mut self, room: &str, at: Instant) {
+        let interval = self.settings.interval;
+        if let Some(track) = self.tracks.get_mut(room) {
+            track.last_attempt = Some(at);
+            if let Some(w) = self.watched.get_mut(room) {
+                w.due = track.due(interval);
+            }
+        }
+    }
+
+    /// The room left the configuration, or the API says it does not exist.
+    pub fn forget(&mut self, room: &str) {
+        self.tracks.remove(room);
+        self.watched.remove(room);
+    }
+
+    /// Rooms in the tier now.
+    pub fn watched(&self) -> usize {
+        self.watched.len()
+    }
+
+    /// Why `room` is watched, if it is.
+    pub fn urgency_of(&self, room: &str) -> Option<Urgency> {
+        self.watched.get(room).map(|w| w.urgency)
+    }
+
+    /// Calls per second the tier takes now: one poll per watched room per
+    /// interval, capped at `max_share` of `sustained`; 0 while it polls nothing.
+    pub fn rate(&self, sustained: f64) -> f64 {
+        if !self.active() {
+            return 0.0;
+        }
+        let wanted = self.watched.len() as f64 / self.settings.interval.as_secs_f64();
+        wanted.min(self.settings.max_share * sustained)
+    }
+
+    /// How long a regular pass of `calls` takes now: spread over `interval`,
+    /// or stretched to what the budget leaves after the tier's [`Watch::rate`].
+    /// Never longer than [`pass_bound`].
+    pub fn pass_length(&self, interval: Duration, calls: usize, sustained: f64) -> Duration {
+        interval.max(secs(calls as f64 / (sustained - self.rate(sustained))))
+    }
+
+    /// When the next watch poll may start: the pacer's next slot or the
+    /// earliest due room, whichever is later; `None` while nothing is watched.
+    pub fn next_poll_at(&self) -> Option<Instant> {
+        if !self.active() {
+            return None;
+        }
+        let earliest = self.watched.values().map(|w| w.due).min()?;
+        Some(self.next_slot.map_or(earliest, |slot| slot.max(earliest)))
+    }
+
+    /// The room to poll now, if the pacer allows one: the most urgent due
+    /// room that is pollable (ties: the longest due). Advances the pacer when
+    /// any room was due, picked or not, so a due room that is busy does not
+    /// make the caller spin.
+    pub fn pick(
+        &mut self,
+        now: Instant,
+        sustained: f64,
+        eligibility: impl Fn(&str) -> Eligibility,
+    ) -> Option<String> {
+        let rate = self.rate(sustained);
+        if rate <= 0.0 || self.next_slot.is_some_and(|slot| slot > now) {
+            return None;
+        }
+        let mut best: Option<(&String, Watched)> = None;
+        let mut by_callback = Vec::new();
+        let mut any_due = false;
+        for (room, w) in &self.watched {
+            if w.due > now {
+                continue;
+            }
+            any_due = true;
+            match eligibility(room) {
+                Eligibility::Busy => continue,
+                Eligibility::ByCallback => by_callback.push(room.clone()),
+                Eligibility::Pollable => {
+                    let better = best.is_none_or(|(_, b)| {
+                        w.urgency.order(&b.urgency).then(w.due.cmp(&b.due)) == Ordering::Less
+                    });
+                    if better {
+                        best = Some((room, *w));
+                    }
+                }
+            }
+        }
+        let picked = best.map(|(room, _)| room.clone());
+        for room in by_callback {
+            self.watched.remove(&room);
+        }
+        if any_due {
+            self.next_slot = Some(self.next_slot.map_or(now, |slot| slot.max(now)) + secs(1.0 / rate));
+        }
+        if let Some(room) = &picked {
+            self.attempted(room, now);
+        }
+        picked
+    }
+
+    fn active(&self) -> bool {
+        self.settings.enabled && self.started && !self.watched.is_empty()
+    }
+
+    fn evaluate(&mut self, room: &str) {
+        let Some(track) = self.tracks.get(room) else {
+            return;
+        };
+        let urgency = if self.settings.enabled {
+            urgency(track.last, track.prev, self.settings.threshold, self.horizon)
+        } else {
+            None
+        };
+        match urgency {
+            Some(urgency) => {
+                let due = track.due(self.settings.interval);
+                self.watched.insert(room.to_owned(), Watched { urgency, due });
+            }
+            None => {
+                self.watched.remove(room);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const S: Duration = Duration::from_secs(1);
+
+    fn settings() -> WatchSettings {
+        WatchSettings::default()
+    }
+
+    /// A started tier with a long horizon, as the poller has it after the first pass.
+    fn started(settings: WatchSettings) -> Watch {
+        let mut watch = Watch::new(settings);
+        watch.set_horizon(100 * S);
+        watch.start();
+        watch
+    }
+
+    fn sample(members: u64, max: u64, at: Instant) -> Sample {
+        Sample { members, max, at }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn which_rooms_qualify() {
+        let t0 = Instant::now();
+        let t1 = t0 + 10 * S;
+        let horizon = 60 * S;
+        let at = |members, prev: Option<u64>| {
+            urgency(
+                sample(members, 100, t1),
+                prev.map(|p| sample(p, 100, t0)),
+                0.8,
+                horizon,
+            )
+        };
+        // Below the threshold and flat or falling: not watched.
+        assert_eq!(at(50, None), None);
+        assert_eq!(at(50, Some(50)), None);
+        assert_eq!(at(50, Some(60)), None);
+        // At the threshold: near; falling counts as not rising.
+        assert_eq!(at(80, None), Some(Urgency::Near { headroom: 0.2 }));
+        assert_eq!(at(90, Some(95)), Some(Urgency::Near { headroom: 0.1 }));
+        // Rising 1 member/s with 20 to go: fills in 20 s.
+        assert_eq!(at(80, Some(70)), Some(Urgency::Filling { seconds: 20.0 }));
+        // Below the threshold, rising fast enough to fill within the horizon: watched.
+        assert_eq!(at(50, Some(30)), Some(Urgency::Filling { seconds: 25.0 }));
+        // Rising, but it would take 10 minutes: not yet.
+        assert_eq!(at(40, Some(39)), None);
+        assert_eq!(at(100, Some(90)), Some(Urgency::Full));
+        // No capacity known: never.
+        assert_eq!(urgency(sample(5, 0, t1), None, 0.8, horizon), None);
+        // A threshold of 1 watches full rooms only (and rooms about to fill).
+        assert_eq!(urgency(sample(99, 100, t1), None, 1.0, horizon), None);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn rooms_enter_and_leave_with_their_polls() {
+        let mut watch = started(settings());
+        let t0 = Instant::now();
+        watch.observe("a", 10, 100, t0);
+        watch.observe("b", 90, 100, t0);
+        assert_eq!(
+            (watch.watched(), watch.urgency_of("b")),
+            (1, Some(Urgency::Near { headroom: 0.1 }))
+        );
+        watch.observe("b", 50, 100, t0 + S);
+        watch.observe("a", 85, 100, t0 + S);
+        assert_eq!(watch.urgency_of("b"), None);
+        assert_eq!(
+            watch.urgency_of("a"),
+            Some(Urgency::Filling { seconds: 15.0 / 75.0 })
+        );
+        watch.forget("a");
+        assert_eq!(watch.watched(), 0);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_watched_room_is_polled_every_interval() {
+        let mut watch = started(settings());
+        let t0 = Instant::now();
+        watch.observe("near", 90, 100, t0);
+        watch.observe("low", 10, 100, t0);
+        let mut polls = Vec::new();
+        for _ in 0..200 {
+            tokio::time::advance(Duration::from_millis(100)).await;
+            let now = Instant::now();
+            if let Some(room) = watch.pick(now, 200.0, |_| Eligibility::Pollable) {
+                watch.observe(&room, 90, 100, now);
+                polls.push((room, now.duration_since(t0)));
+            }
+        }
+        // Due at 5, 10, 15 and 20 s; the room at 10% never.
+        let times: Vec<Duration> = polls.iter().map(|(_, at)| *at).collect();
+        assert_eq!(times, vec![5 * S, 10 * S, 15 * S, 20 * S]);
+        assert!(polls.iter().all(|(room, _)| room == "near"));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn nothing_before_the_first_pass_or_when_disabled() {
+        let mut watch = Watch::new(settings());
+        let t0 = Instant::now();
+        watch.observe("near", 95, 100, t0);
+        tokio::time::advance(10 * S).await;
+        assert_eq!(watch.pick(Instant::now(), 200.0, |_| Eligibility::Pollable), None);
+        assert_eq!(watch.rate(200.0), 0.0);
+        watch.start();
+        assert_eq!(watch.rate(200.0), 0.2);
+        watch.reconfigure(WatchSettings {
+            enabled: false,
+            ..settings()
+        });
+        assert_eq!((watch.watched(), watch.next_poll_at()), (0, None));
+        assert_eq!(watch.pick(Instant::now(), 200.0, |_| Eligibility::Pollable), None);
+    }
+
+    /// Drives the tier alone for `run` at a budget of `sustained`: every
+    /// pick is answered at once with the room's unchanged figures.
+    async fn drive(watch: &mut Watch, sustained: f64, run: Duration) -> HashMap<String, usize> {
+        let end = Instant::now() + run;
+        let mut polls: HashMap<String, usize> = HashMap::new();
+        while Instant::now() < end {
+            let Some(at) = watch.next_poll_at() else {
+                break;
+            };
+            if at >= end {
+                break;
+            }
+            tokio::time::sleep_until(at).await;
+            let now = Instant::now();
+            if let Some(room) = watch.pick(now, sustained, |_| Eligibility::Pollable) {
+                let track = watch.tracks[&room];
+                watch.observe(&room, track.last.members, track.last.max, now);
+                *polls.entry(room).or_default() += 1;
+            }
+        }
+        polls
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_share_caps_watch_polls() {
+        // 100 rooms near capacity want 20 polls/s; half of a 10/s budget is 5/s.
+        let mut watch = started(settings());
+        let t0 = Instant::now();
+        for i in 0..100 {
+            watch.observe(&format!("r{i}"), 90, 100, t0);
+        }
+        assert_eq!(watch.rate(10.0), 5.0);
+        tokio::time::advance(5 * S).await;
+        let polls = drive(&mut watch, 10.0, 60 * S).await;
+        let total: usize = polls.values().sum();
+        assert_eq!(total, 300, "5/s for 60 s");
+        // With the share short, all alike: each room gets its turn (3 polls each).
+        assert!(polls.values().all(|&n| n == 3), "{polls:?}");
+        // A budget that fits them all: every room about every 5 s (12 in 60 s).
+        let polls = drive(&mut watch, 1000.0, 60 * S).await;
+        assert!(polls.values().all(|&n| (11..=13).contains(&n)), "{polls:?}");
+        assert!((1190..=1200).contains(&polls.values().sum::<usize>()));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn when_the_share_is_short_the_soonest_to_fill_goes_first() {
+        let mut watch = started(settings());
+        let t0 = Instant::now();
+        // Full, flat at 95%, slow riser, fast riser, over two polls 10 s apart.
+        for (room, before, now) in [
+            ("full", 100, 100),
+            ("flat", 95, 95),
+            ("slow", 80, 82),
+            ("fast", 60, 85),
+        ] {
+            watch.observe(room, before, 100, t0);
+            watch.observe(room, now, 100, t0 + 10 * S);
+        }
+        assert_eq!(watch.urgency_of("fast"), Some(Urgency::Filling { seconds: 6.0 }));
+        assert!(
+            matches!(watch.urgency_of("slow"), Some(Urgency::Filling { seconds }) if (seconds - 90.0).abs() < 1e-9)
+        );
+        tokio::time::advance(20 * S).await;
+        // All four are due; a budget of 1/s leaves the tier 0.5/s (0.8/s
+        // wanted): one poll every 2 s. The risers are due again (5 s) before
+        // the full room's turn comes: it gets what is left, here nothing.
+        let mut order = Vec::new();
+        let start = Instant::now();
+        for _ in 0..6 {
+            let at = watch.next_poll_at().expect("rooms watched");
+            tokio::time::sleep_until(at).await;
+            let room = watch
+                .pick(Instant::now(), 1.0, |_| Eligibility::Pollable)
+                .expect("a due room");
+            order.push(room);
+        }
+        assert_eq!(order, vec!["fast", "slow", "flat", "fast", "slow", "flat"]);
+        assert_eq!(Instant::now() - start, 10 * S);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn busy_rooms_wait_and_callback_rooms_leave() {
+        let mut watch = started(settings());
+        let t0 = Instant::now();
+        watch.observe("busy", 99, 100, t0);
+        watch.observe("cb", 99, 100, t0);
+        watch.observe("ok", 90, 100, t0);
+        tokio::time::advance(5 * S).await;
+        let picked = watch.pick(Instant::now(), 200.0, |room| match room {
+            "busy" => Eligibility::Busy,
+            "cb" => Eligibility::ByCallback,
+            _ => Eligibility::Pollable,
+        });
+        assert_eq!(picked.as_deref(), Some("ok"));
+        assert_eq!((watch.watched(), watch.urgency_of("cb")), (2, None));
+        // The pacer moved on: no second pick in the same instant.
+        assert_eq!(watch.pick(Instant::now(), 200.0, |_| Eligibility::Pollable), None);
+        // Its next poll puts the callback room back in the tier.
+        watch.observe("cb", 99, 100, Instant::now());
+        assert_eq!(watch.watched(), 3);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn no_pass_is_longer_than_the_bound() {
+        let mut watch = started(settings());
+        let t0 = Instant::now();
+        let interval = 30 * S;
+        // 10,000 rooms at 200 calls/s: 50 s without the tier.
+        let sustained = 200.0;
+        let off = pass_bound(
+            &WatchSettings {
+                enabled: false,
+                ..settings()
+            },
+            interval,
+            10_000,
+            sustained,
+        );
+        assert_eq!(off, 50 * S);
+        assert_eq!(watch.pass_length(interval, 10_000, sustained), off);
+        // 300 rooms watched at 5 s: 60 calls/s, the pass gets the other 140.
+        for i in 0..300 {
+            watch.observe(&format!("r{i}"), 90, 100, t0);
+        }
+        assert_eq!(watch.rate(sustained), 60.0);
+        assert_eq!(watch.pass_length(interval, 10_000, sustained).as_millis(), 71_428);
+        // 2,000 rooms would want 400/s: capped at half, the pass is at its bound, twice off.
+        for i in 300..2_000 {
+            watch.observe(&format!("r{i}"), 90, 100, t0);
+        }
+        let bound = pass_bound(&settings(), interval, 10_000, sustained);
+        assert_eq!(watch.pass_length(interval, 10_000, sustained), bound);
+        assert_eq!(bound, 100 * S);
+        // A pass that fits in its interval is not stretched by the tier.
+        assert_eq!(watch.pass_length(interval, 1_000, sustained), interval);
+        // max_share 0.75 allows four times the pass, never more.
+        watch.reconfigure(WatchSettings {
+            max_share: 0.75,
+            ..settings()
+        });
+        assert_eq!(
+            watch.pass_length(interval, 10_000, sustained).as_millis(),
+            4 * off.as_millis()
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_reload_applies_the_new_keys_to_every_room() {
+        let mut watch = started(settings());
+        let t0 = Instant::now();
+        watch.observe("a", 70, 100, t0);
+        watch.observe("b", 85, 100, t0);
+        assert_eq!(watch.watched(), 1);
+        watch.reconfigure(WatchSettings {
+            threshold: 0.6,
+            interval: 2 * S,
+            ..settings()
+        });
+        assert_eq!(watch.watched(), 2);
+        // The new interval: both due 2 s after their poll.
+        assert_eq!(watch.next_poll_at(), Some(t0 + 2 * S));
+        assert_eq!(watch.rate(200.0), 1.0);
+        // A smaller share caps the same two rooms: a quarter of 2/s.
+        watch.reconfigure(WatchSettings {
+            threshold: 0.6,
+            interval: 2 * S,
+            max_share: 0.25,
+            ..settings()
+        });
+        assert_eq!(watch.rate(2.0), 0.5);
+    }
+}
