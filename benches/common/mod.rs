@@ -16,6 +16,11 @@ use roomengine_exporter::sim::{SimHandle, SimOptions, Simulator};
 mod harness;
 pub use harness::{Exporter, KEY};
 
+/// The value of the sample line `series` in a scrape (the tests' helper).
+pub fn value(text: &str, series: &str) -> Option<f64> {
+    harness::value(text, series)
+}
+
 /// A simulator serving on 127.0.0.1 from a thread of its own.
 pub struct Sim {
     pub handle: SimHandle,
@@ -104,13 +109,27 @@ pub fn sim_and_exporter(
     polling: &Polling,
     edit: impl FnOnce(&mut SimOptions),
 ) -> (Sim, Exporter) {
+    sim_and_exporter_with(rooms, latency, polling, "", edit, |_| {})
+}
+
+/// As [`sim_and_exporter`], with `more_polling` (indented YAML lines) added to
+/// the polling section and `before` run on the simulator before the exporter starts.
+pub fn sim_and_exporter_with(
+    rooms: usize,
+    latency: Duration,
+    polling: &Polling,
+    more_polling: &str,
+    edit: impl FnOnce(&mut SimOptions),
+    before: impl FnOnce(&Sim),
+) -> (Sim, Exporter) {
     let sim = Sim::start(rooms, |o| {
         o.rate_limit = polling.rate_limit;
         o.latency = latency;
         edit(o);
     });
+    before(&sim);
     let yaml = format!(
-        "  interval: {}\n  rate_limit: {}\n  timeout: 5s\n  seat_usage: {}\nprobe:\n  enabled: false",
+        "  interval: {}\n  rate_limit: {}\n  timeout: 5s\n  seat_usage: {}\n{more_polling}probe:\n  enabled: false",
         polling.interval, polling.rate_limit, polling.seat_usage
     );
     let exporter = Exporter::start(&sim.handle.base_url(), &yaml, &sim.handle.room_ids(), &[]);

@@ -1,7 +1,7 @@
 //! The simulator's own API under `/sim/`, for tests, demos and benchmarks: list
 //! rooms, set a room's fields (which freezes its walk), destroy a room, read
 //! the simulator's counters in Prometheus text, and read or restart the
-//! measurement period (`/sim/stats`, JSON).
+//! measurement period (`/sim/stats`, JSON), and the rooms' fills (`/sim/fills`).
 
 use std::sync::Arc;
 
@@ -26,6 +26,7 @@ pub(crate) fn routes() -> Router<Arc<Shared>> {
         .route("/sim/metrics", get(metrics))
         .route("/sim/stats", get(period))
         .route("/sim/stats/reset", post(reset_period))
+        .route("/sim/fills", get(fills))
 }
 
 fn plain(status: StatusCode, message: String) -> Response {
@@ -100,6 +101,12 @@ async fn metrics(State(shared): State<Arc<Shared>>) -> Response {
 /// and the spread of intervals between successive polls of the same room.
 async fn period(State(shared): State<Arc<Shared>>) -> Json<super::stats::PeriodStats> {
     Json(shared.stats.period())
+}
+
+/// `GET /sim/fills`: every room that reached its MaxMemberCount in a tick,
+/// oldest first: `[{"room_id": "room-0011", "at_unix": 1764576000.0}, ...]`.
+async fn fills(State(shared): State<Arc<Shared>>) -> Json<Vec<super::stats::Fill>> {
+    Json(shared.stats.fills())
 }
 
 /// `POST /sim/stats/reset`: starts a new measurement period; answers 204.

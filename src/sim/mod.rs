@@ -23,7 +23,7 @@ use crate::config::SecretKey;
 use crate::BoxError;
 
 use clock::Clock;
-pub use stats::{PeriodStats, Spread};
+pub use stats::{Fill, PeriodStats, Spread};
 pub use world::{room_id, RoomInfo, TICK_SECONDS};
 
 /// Flags of `roomengine-exporter simulate`.
@@ -158,6 +158,27 @@ impl Shared {
     pub fn world(&self) -> std::sync::MutexGuard<'_, world::World> {
         self.world.lock().unwrap_or_else(|p| p.into_inner())
     }
+
+    /// Advances the world one tick and records the rooms it filled.
+    fn step_world(&self) {
+        let filled = {
+            let mut world = self.world();
+            let full = |r: &&world::Room| r.info.member_count >= r.info.max_member_count;
+            let before: std::collections::HashSet<String> = world
+                .rooms()
+                .filter(full)
+                .map(|r| r.info.room_id.clone())
+                .collect();
+            world.step();
+            world
+                .rooms()
+                .filter(full)
+                .filter(|r| !before.contains(&r.info.room_id))
+                .map(|r| r.info.room_id.clone())
+                .collect()
+        };
+        self.stats.record_fills(filled);
+    }
 }
 
 /// Starts simulators.
@@ -223,7 +244,7 @@ async fn tick_world(shared: Arc<Shared>, period: Duration, cancel: CancellationT
     loop {
         tokio::select! {
             _ = cancel.cancelled() => return,
-            _ = ticker.tick() => shared.world().step(),
+            _ = ticker.tick() => shared.step_world(),
         }
     }
 }
@@ -250,10 +271,15 @@ impl SimHandle {
     /// Advances the world `ticks` ticks now (deterministic; works with or
     /// without background ticking).
     pub fn step(&self, ticks: u64) {
-        let mut world = self.shared.world();
         for _ in 0..ticks {
-            world.step();
+            self.shared.step_world();
         }
+    }
+
+    /// Every room that reached its MaxMemberCount in a tick, and when, oldest
+    /// first (as `GET /sim/fills` shows them).
+    pub fn fills(&self) -> Vec<Fill> {
+        self.shared.stats.fills()
     }
 
     /// Sets the clock UserSigs are checked against to `unix` (and on from there).

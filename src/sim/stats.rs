@@ -2,7 +2,9 @@
 //! received per API, answers per API and code, the one-second sliding window
 //! that both enforces the rate limit (60011) and records the busiest second,
 //! and a resettable measurement period with the spread of intervals between
-//! successive polls of the same room, all timed at arrival on the server.
+//! successive polls of the same room, all timed at arrival on the server;
+//! and the instant each room reached its MaxMemberCount (`/sim/fills`), for
+//! measuring how soon a client sees it.
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::fmt::Write;
@@ -14,6 +16,8 @@ use serde::Serialize;
 const WINDOW: Duration = Duration::from_secs(1);
 /// Rooms whose last poll is remembered: bounds memory whatever IDs clients send.
 const MAX_TRACKED_ROOMS: usize = 200_000;
+/// Fills remembered; later ones are dropped (a run of hours at 10,000 rooms fills far fewer).
+const MAX_FILLS: usize = 1_000_000;
 
 /// Counters behind one lock: every update is a few map operations, never held
 /// across an `.await`, so a std mutex is cheaper than an async one.
@@ -38,6 +42,17 @@ struct Counters {
     in_flight: usize,
     peak_in_flight: usize,
     period: Period,
+    fills: Vec<Fill>,
+}
+
+/// A room's MemberCount reached its MaxMemberCount (from below) at this tick.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Fill {
+    pub room_id: String,
+    #[serde(skip)]
+    pub at: Instant,
+    /// The same instant as Unix seconds, for clients in other processes.
+    pub at_unix: f64,
 }
 
 /// What happened since the last [`Stats::reset_period`] (or the start).
@@ -189,6 +204,30 @@ impl Stats {
         }
     }
 
+    /// `rooms` reached their MaxMemberCount now.
+    pub fn record_fills(&self, rooms: Vec<String>) {
+        if rooms.is_empty() {
+            return;
+        }
+        let at = Instant::now();
+        let at_unix = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0.0, |d| d.as_secs_f64());
+        let mut c = self.lock();
+        let room_left = MAX_FILLS.saturating_sub(c.fills.len());
+        c.fills.extend(
+            rooms
+                .into_iter()
+                .take(room_left)
+                .map(|room_id| Fill { room_id, at, at_unix }),
+        );
+    }
+
+    /// Every fill so far, oldest first.
+    pub fn fills(&self) -> Vec<Fill> {
+        self.lock().fills.clone()
+    }
+
     /// Starts a new measurement period (the rate limiter's window is untouched).
     pub fn reset_period(&self) {
         let mut c = self.lock();
@@ -335,6 +374,19 @@ mod tests {
         assert_eq!((period.poll_intervals.count, period.poll_intervals.p50), (1, 0.4));
         // The lifetime counters are not reset.
         assert_eq!(stats.calls("get_room_info"), 1);
+    }
+
+    #[test]
+    fn fills_are_kept_in_order_with_their_instant() {
+        let stats = Stats::default();
+        stats.record_fills(vec![]);
+        stats.record_fills(vec!["a".into(), "b".into()]);
+        stats.record_fills(vec!["c".into()]);
+        let fills = stats.fills();
+        let rooms: Vec<&str> = fills.iter().map(|f| f.room_id.as_str()).collect();
+        assert_eq!(rooms, vec!["a", "b", "c"]);
+        assert_eq!(fills[0].at, fills[1].at);
+        assert!(fills[2].at >= fills[1].at && fills[0].at_unix > 1.7e9);
     }
 
     #[test]
