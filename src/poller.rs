@@ -466,12 +466,22 @@ impl Running {
         }
     }
 
-    /// True (and counted) when `room`'s previous poll is still out.
+    /// True when `room`'s previous poll is still out; counted as skipped unless it is a watch poll.
     fn skip_if_busy(&mut self, pass: u64, room: &str) -> bool {
         if !self.busy.contains(room) {
             return false;
         }
-        if let Some(state) = self.passes.iter_mut().find(|p| p.id == pass) {
+        // A watch poll in flight brings the room's data as a pass poll would: not a failure.
+        let by_watch = self
+            .owners
+            .values()
+            .any(|(tier, r)| *tier == Tier::Watch && r == room);
+        if let Some(state) = self
+            .passes
+            .iter_mut()
+            .find(|p| p.id == pass)
+            .filter(|_| !by_watch)
+        {
             state.summary.skipped += 1;
         }
         true
