@@ -42,6 +42,7 @@ fn demo_config(sim: &SimHandle, options: &SimOptions) -> Config {
         seat_usage: true,
         probe_enabled: true,
         rooms: sim.room_ids(),
+        callbacks: None,
     }
 }
 
@@ -63,6 +64,7 @@ pub async fn run(args: DemoArgs) -> Result<(), BoxError> {
         listen_address: args.web_listen_address.clone(),
         telemetry_path: "/metrics".into(),
         web_config: None,
+        max_connections: app::DEFAULT_WEB_CONNECTIONS,
     };
     let mut exporter = tokio::spawn(app::run(config, None, web, stop.clone()));
     let url = browsable(&args.web_listen_address);

@@ -30,6 +30,9 @@ struct Cli {
     /// Path under which to expose metrics.
     #[arg(long = "web.telemetry-path", value_name = "PATH", default_value = "/metrics")]
     telemetry_path: String,
+    /// Open connections on the web listener at most; a new one evicts the longest idle.
+    #[arg(long = "web.max-connections", value_name = "N", default_value_t = app::DEFAULT_WEB_CONNECTIONS as u32, value_parser = clap::value_parser!(u32).range(1..))]
+    max_connections: u32,
     /// Web config file (exporter-toolkit format) enabling TLS and/or basic auth on every endpoint.
     #[arg(long = "web.config.file", value_name = "PATH")]
     web_config_file: Option<PathBuf>,
@@ -123,6 +126,7 @@ async fn run_exporter(cli: Cli) -> Result<(), roomengine_exporter::BoxError> {
             listen_address: cli.listen_address,
             telemetry_path: cli.telemetry_path,
             web_config,
+            max_connections: cli.max_connections as usize,
         },
         shutdown,
     )

@@ -3,7 +3,7 @@
 //! numbers, and an unknown enum value never fails the whole room.
 
 use serde::de::{self, Deserializer};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 /// The envelope every REST call answers with.
 #[derive(Debug, Deserialize)]
@@ -43,7 +43,7 @@ pub struct Seat {
 }
 
 /// Seat usage counted from a seat list; no per-seat detail is kept (cardinality).
-#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SeatUsage {
     pub occupied: u64,
     pub locked: u64,
@@ -64,7 +64,7 @@ impl SeatUsage {
 }
 
 /// `Response.RoomInfo` of `get_room_info`. Missing fields take their zero value.
-#[derive(Debug, Default, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Default, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default)]
 pub struct RoomInfo {
     #[serde(rename = "RoomId", deserialize_with = "flex_string")]
@@ -134,7 +134,7 @@ fn flex_string<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
     })
 }
 
-fn flex_u64<'de, D: Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
+pub(crate) fn flex_u64<'de, D: Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
     match Loose::deserialize(d)? {
         Loose::Uint(n) => Ok(n),
         // A negative count or time is nonsense; clamp rather than fail the room.
