@@ -35,8 +35,8 @@ pub struct WebOptions {
     pub max_connections: usize,
 }
 
-/// Default of `--web.max-connections`: Prometheus servers are few.
-pub const DEFAULT_WEB_CONNECTIONS: usize = 256;
+/// Default of `--web.max-connections`: room for hundreds of concurrent `/probe` scrapes.
+pub const DEFAULT_WEB_CONNECTIONS: usize = 1024;
 
 /// Runs the exporter until `shutdown` is cancelled, then stops polling, lets
 /// the responses in flight finish, and returns. `config_file` is where

@@ -1,6 +1,7 @@
 //! Keeps a listener's connections within bounds, so that clients that never
 //! finish (or idle forever) cost neither descriptors nor service: at most
-//! `max` open at once (a new one evicts the oldest idle one), none waiting
+//! `max` open at once (a new one evicts the oldest idle one, or waits while
+//! all are busy), none waiting
 //! for its first request headers past 10 s, none idle between requests past a minute.
 
 use std::collections::HashMap;
@@ -18,6 +19,9 @@ use tokio_util::sync::CancellationToken;
 pub const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
 /// A keep-alive connection with no request in progress is closed after this.
 pub const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+/// Only a connection idle this long may be evicted for a new one, so a
+/// burst of real clients does not evict itself before sending its requests.
+pub const EVICT_AFTER: Duration = Duration::from_secs(1);
 /// How often the timeouts are enforced.
 const SWEEP_EVERY: Duration = Duration::from_millis(500);
 
@@ -30,6 +34,8 @@ pub struct Connections {
 struct Inner {
     max: usize,
     state: Mutex<Table>,
+    /// Woken whenever a connection closes or goes idle.
+    freed: tokio::sync::Notify,
 }
 
 #[derive(Default)]
@@ -59,6 +65,7 @@ pub struct Admitted {
 impl Drop for Admitted {
     fn drop(&mut self) {
         self.connections.table().open.remove(&self.id);
+        self.connections.inner.freed.notify_waiters();
     }
 }
 
@@ -69,6 +76,7 @@ impl Connections {
             inner: Arc::new(Inner {
                 max: max.max(1),
                 state: Mutex::new(Table::default()),
+                freed: tokio::sync::Notify::new(),
             }),
         };
         let sweeper = connections.clone();
@@ -94,15 +102,16 @@ impl Connections {
         self.table().open.len()
     }
 
-    /// Admits a new connection, evicting the idle one idle longest when the
-    /// listener is full; `None` when every open connection is busy.
+    /// Admits a new connection, evicting the one idle longest (at least
+    /// [`EVICT_AFTER`]) when the listener is full; `None` when there is none.
     pub fn admit(&self) -> Option<Admitted> {
         let mut table = self.table();
         if table.open.len() >= self.inner.max {
+            let now = Instant::now();
             let oldest_idle = table
                 .open
                 .iter()
-                .filter(|(_, e)| e.busy == 0)
+                .filter(|(_, e)| e.busy == 0 && now.duration_since(e.since) >= EVICT_AFTER)
                 .min_by_key(|(_, e)| e.since)
                 .map(|(id, _)| *id);
             let entry = oldest_idle.and_then(|id| table.open.remove(&id))?;
@@ -125,6 +134,21 @@ impl Connections {
             id,
             close,
         })
+    }
+
+    /// Admits a new connection, waiting while none can be evicted (new
+    /// clients wait in the kernel's backlog meanwhile, costing no descriptor).
+    pub async fn admit_when_free(&self) -> Admitted {
+        loop {
+            let freed = self.inner.freed.notified();
+            tokio::pin!(freed);
+            freed.as_mut().enable();
+            if let Some(admitted) = self.admit() {
+                return admitted;
+            }
+            // Idle connections become evictable with time, without a wake-up.
+            let _ = tokio::time::timeout(SWEEP_EVERY, freed).await;
+        }
     }
 
     /// Closes connections past [`HEADER_TIMEOUT`] or [`IDLE_TIMEOUT`].
@@ -176,6 +200,7 @@ impl Drop for RequestGuard {
             entry.busy = entry.busy.saturating_sub(1);
             entry.since = Instant::now();
         }
+        self.connections.inner.freed.notify_waiters();
     }
 }
 
@@ -221,6 +246,11 @@ mod tests {
         let first = connections.admit().expect("admitted");
         tokio::time::advance(Duration::from_millis(10)).await;
         let second = connections.admit().expect("admitted");
+        assert!(
+            connections.admit().is_none(),
+            "no connection idle long enough to evict"
+        );
+        tokio::time::advance(EVICT_AFTER).await;
         let busy = second.track();
         let third = connections.admit().expect("admitted by evicting the idle first");
         assert!(first.close.is_cancelled());

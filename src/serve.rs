@@ -70,9 +70,10 @@ pub async fn serve(serving: Serving, shutdown: CancellationToken) -> Result<(), 
             },
             () = shutdown.cancelled() => break,
         };
-        let Some(admitted) = connections.admit() else {
-            tracing::debug!(%peer, "every connection is busy: refusing a new one");
-            continue;
+        // While every connection is busy, later clients wait in the backlog.
+        let admitted = tokio::select! {
+            admitted = connections.admit_when_free() => admitted,
+            () = shutdown.cancelled() => break,
         };
         let _ = tcp.set_nodelay(true);
         let tls = web_config.as_ref().and_then(|w| w.current().tls.clone());
