@@ -85,7 +85,7 @@ fn edited(id: &str, result: Result<&Room, EditError>, status: StatusCode) -> Res
 async fn set_room(State(shared): State<Arc<Shared>>, Path(id): Path<String>, body: Bytes) -> Response {
     let fields = match fields_of(&body) {
         Ok(fields) => fields,
-        Err(response) => return response,
+        Err(why) => return plain(StatusCode::BAD_REQUEST, why),
     };
     let mut world = shared.world();
     edited(&id, world.edit(&id, &fields, Editor::Control), StatusCode::OK)
@@ -97,7 +97,7 @@ async fn set_room(State(shared): State<Arc<Shared>>, Path(id): Path<String>, bod
 async fn create_room(State(shared): State<Arc<Shared>>, body: Bytes) -> Response {
     let fields = match fields_of(&body) {
         Ok(fields) => fields,
-        Err(response) => return response,
+        Err(why) => return plain(StatusCode::BAD_REQUEST, why),
     };
     let id = match fields.get("RoomId").and_then(Value::as_str) {
         Some(id) if !id.is_empty() && id.len() <= MAX_ROOM_ID_BYTES => id.to_owned(),
