@@ -57,17 +57,13 @@ async fn show_room(State(shared): State<Arc<Shared>>, Path(id): Path<String>) ->
 }
 
 /// A control body: a JSON object of RoomInfo fields.
-fn fields_of(body: &[u8]) -> Result<Map<String, Value>, Response> {
+fn fields_of(body: &[u8]) -> Result<Map<String, Value>, String> {
     match serde_json::from_slice::<Value>(body) {
         Ok(Value::Object(fields)) => Ok(fields),
-        Ok(_) => Err(plain(
-            StatusCode::BAD_REQUEST,
-            r#"the body must be a JSON object of RoomInfo fields, e.g. {"MemberCount": 300}"#.into(),
-        )),
-        Err(e) => Err(plain(
-            StatusCode::BAD_REQUEST,
-            format!("the body is not JSON: {e}"),
-        )),
+        Ok(_) => {
+            Err(r#"the body must be a JSON object of RoomInfo fields, e.g. {"MemberCount": 300}"#.into())
+        }
+        Err(e) => Err(format!("the body is not JSON: {e}")),
     }
 }
 
