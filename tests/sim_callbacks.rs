@@ -290,7 +290,7 @@ async fn invalid_callback_settings_get_100002_and_change_nothing() {
 #[tokio::test]
 async fn a_room_created_and_destroyed_through_the_control_api_is_called_back_exactly() {
     let rig = rig(|_| {}).await;
-    rig.register(&ALL).await;
+    rig.register(ALL).await;
     let from = now_ms();
     let room =
         json!({ "RoomId": "cb-1", "RoomName": "Callbacks", "MaxMemberCount": 10, "Owner_Account": "alice" });
@@ -482,7 +482,7 @@ async fn a_put_sends_the_update_the_members_and_the_seats_and_prefers_the_after_
     }
 
     // With both spellings registered, the event page's one is used; members leave.
-    rig.register(&ALL).await;
+    rig.register(ALL).await;
     let put = json!({ "CustomInfo": "x", "MemberCount": 4 });
     assert_eq!(
         rig.control(reqwest::Method::PUT, "/sim/rooms/cb-2", put).await,
@@ -554,7 +554,7 @@ async fn churn_calls_back_every_room_it_creates_and_destroys() {
 #[tokio::test]
 async fn a_loss_of_one_drops_every_callback_and_counts_it() {
     let rig = rig(|o| o.callback_loss = 1.0).await;
-    rig.register(&ALL).await;
+    rig.register(ALL).await;
     let room = json!({ "RoomId": "cb-3" });
     assert_eq!(
         rig.control(reqwest::Method::POST, "/sim/rooms", room).await,
@@ -580,7 +580,7 @@ async fn a_loss_of_one_drops_every_callback_and_counts_it() {
 async fn a_receiver_answering_500_counts_as_failed() {
     let rig = rig(|_| {}).await;
     rig.receiver.status.store(500, Ordering::Relaxed);
-    rig.register(&ALL).await;
+    rig.register(ALL).await;
     let room = json!({ "RoomId": "cb-4" });
     assert_eq!(
         rig.control(reqwest::Method::POST, "/sim/rooms", room).await,
