@@ -18,16 +18,9 @@ use super::world::{Change, Event, Leaving, Seat};
 use super::Shared;
 use crate::usersig::unix_now;
 
-/// The commands the simulator can send; set_callback refuses any other name.
-pub const COMMANDS: &[&str] = &[
-    "Room.CallbackAfterCreateRoom",
-    "Room.CallbackAfterDestroyRoom",
-    "Room.CallbackAfterUpdateRoomInfo",
-    "Room.CallbackUpdateRoomInfo",
-    "Room.CallbackAfterMemberEnter",
-    "Room.CallbackAfterMemberLeave",
-    "Mic.CallbackAfterSeatInfoChanged",
-];
+/// The commands the simulator can send (exactly those the exporter handles);
+/// set_callback refuses any other name.
+pub const COMMANDS: &[&str] = crate::register::HANDLED_COMMANDS;
 
 /// Deliveries in flight at once (their random delay included).
 const MAX_IN_FLIGHT: usize = 256;
