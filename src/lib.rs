@@ -1,6 +1,7 @@
 //! roomengine-exporter: a Prometheus exporter for Tencent Cloud Room Engine rooms.
 //! Data flow: config → poller → budget → api → store → exposition → server,
-//! wired by `app`; `sim` and `demo` are the stand-in API server and the demo.
+//! wired by `app`; `sim` and `demo` are the stand-in API server and the demo,
+//! `register` the `callbacks show|set` command.
 
 pub mod api;
 pub mod app;
@@ -15,6 +16,7 @@ pub mod logging;
 pub mod metrics;
 pub mod poller;
 pub mod probe;
+pub mod register;
 pub mod reload;
 pub mod room;
 pub mod roomset;
