@@ -13,15 +13,7 @@ use crate::metrics::SelfMetrics;
 use crate::BoxError;
 
 /// The callback commands the exporter handles (both spellings of the update).
-pub const HANDLED_COMMANDS: &[&str] = &[
-    "Room.CallbackAfterCreateRoom",
-    "Room.CallbackAfterDestroyRoom",
-    "Room.CallbackAfterUpdateRoomInfo",
-    "Room.CallbackUpdateRoomInfo",
-    "Room.CallbackAfterMemberEnter",
-    "Room.CallbackAfterMemberLeave",
-    "Mic.CallbackAfterSeatInfoChanged",
-];
+pub const HANDLED_COMMANDS: &[&str] = &crate::callbacks::COMMANDS;
 
 /// The update spelling of the command list and the get_callback sample: the
 /// one registered; either spelling satisfies the exporter.
@@ -107,6 +99,30 @@ fn describe(setting: &CallbackSetting) -> String {
     )
 }
 
+/// Registers `url` with the handled commands plus those in `current`
+/// (set_callback, or update_callback when one is set); the setting read back.
+pub async fn register(
+    client: &ApiClient,
+    current: &CallbackSetting,
+    url: &str,
+) -> Result<CallbackSetting, BoxError> {
+    let budget = client.budget();
+    let commands = wanted(&current.commands);
+    let update = !current.url.is_empty();
+    client
+        .set_callback(budget.acquire().await, update, url, &commands)
+        .await
+        .map_err(|e| {
+            let call = if update { "update_callback" } else { "set_callback" };
+            format!("{call} failed, nothing was changed: {e}")
+        })?;
+    let now = client
+        .get_callback(budget.acquire().await)
+        .await
+        .map_err(|e| format!("the callback was set, but reading it back failed: {e}"))?;
+    Ok(now)
+}
+
 /// Runs `command` with the credentials of the config file at `path`,
 /// printing to stdout; errors are redacted by the API client.
 pub async fn run(path: &Path, command: CallbacksCommand) -> Result<Outcome, BoxError> {
@@ -134,19 +150,7 @@ pub async fn run(path: &Path, command: CallbacksCommand) -> Result<Outcome, BoxE
         eprintln!("nothing was changed: add --yes to register {url}");
         return Ok(Outcome::NotConfirmed);
     }
-    let commands = wanted(&current.commands);
-    let update = !current.url.is_empty();
-    client
-        .set_callback(budget.acquire().await, update, &url, &commands)
-        .await
-        .map_err(|e| {
-            let call = if update { "update_callback" } else { "set_callback" };
-            format!("{call} failed, nothing was changed: {e}")
-        })?;
-    let now = client
-        .get_callback(budget.acquire().await)
-        .await
-        .map_err(|e| format!("the callback was set, but reading it back failed: {e}"))?;
+    let now = register(&client, &current, &url).await?;
     print!("registered:\n{}", describe(&now));
     Ok(Outcome::Done)
 }
