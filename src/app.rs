@@ -1,6 +1,7 @@
 //! Wires the parts together for one exporter run: the budget, the API client,
-//! the store, the poller task, the reloader and the HTTP server, all stopped
-//! by one cancellation token (SIGINT/SIGTERM in the binary, the caller in the demo).
+//! the store, the room set, the poller task, the reloader, the HTTP server
+//! and the callback receiver, all stopped by one cancellation token
+//! (SIGINT/SIGTERM in the binary, the caller in the demo).
 
 use std::path::PathBuf;
 use std::sync::atomic::AtomicBool;
@@ -11,11 +12,14 @@ use tokio_util::sync::CancellationToken;
 
 use crate::api::ApiClient;
 use crate::budget::Budget;
+use crate::callbacks::{self, Receiver};
 use crate::config::{Config, ProcessSecrets};
 use crate::metrics::SelfMetrics;
 use crate::poller::Poller;
 use crate::probe::Prober;
 use crate::reload::{self, Reloader};
+use crate::roomset::{self, MemoryState, RoomSet, StateBackend};
+use crate::serve::{serve, Serving};
 use crate::server::{router, AppState};
 use crate::store::Store;
 use crate::BoxError;
@@ -27,7 +31,12 @@ pub struct WebOptions {
     pub telemetry_path: String,
     /// `--web.config.file`: TLS and basic auth; None serves plain HTTP.
     pub web_config: Option<Arc<crate::web_config::WebConfigWatch>>,
+    /// `--web.max-connections`: open connections on the metrics listener at most.
+    pub max_connections: usize,
 }
+
+/// Default of `--web.max-connections`: room for hundreds of concurrent `/probe` scrapes.
+pub const DEFAULT_WEB_CONNECTIONS: usize = 1024;
 
 /// Runs the exporter until `shutdown` is cancelled, then stops polling, lets
 /// the responses in flight finish, and returns. `config_file` is where
@@ -49,6 +58,23 @@ pub async fn run(
         .await
         .map_err(|e| format!("cannot listen on {}: {e}", web.listen_address))?;
     let local = listener.local_addr()?;
+    let callback_listener = match &config.callbacks {
+        None => None,
+        Some(c) => Some(
+            tokio::net::TcpListener::bind(&c.listen_address)
+                .await
+                .map_err(|e| {
+                    format!(
+                        "callbacks.listen_address: cannot listen on {}: {e}",
+                        c.listen_address
+                    )
+                })?,
+        ),
+    };
+    check_descriptors(
+        web.max_connections,
+        config.callbacks.as_ref().map_or(0, |c| c.max_connections),
+    );
 
     let metrics = Arc::new(SelfMetrics::new());
     metrics.watch_runtime("http", tokio::runtime::Handle::current());
@@ -57,7 +83,7 @@ pub async fn run(
     metrics.rate_limit_effective.set(budget.effective());
     metrics.rooms_configured.set(config.rooms.len() as i64);
     let client = Arc::new(ApiClient::new(&config, budget.clone(), metrics.clone())?);
-    let store = Arc::new(Store::new(&config.rooms));
+    let store = Arc::new(Store::new::<String>(&[]));
     let ready = Arc::new(AtomicBool::new(false));
     let prober = Arc::new(Prober::new(
         client.clone(),
@@ -66,6 +92,24 @@ pub async fn run(
     ));
 
     let (reschedule, reloads) = tokio::sync::mpsc::unbounded_channel();
+    let backend: Box<dyn StateBackend> = match config.callbacks.as_ref().and_then(|c| c.state_file.as_ref()) {
+        Some(path) => roomset::open_sqlite(path)?,
+        None => Box::new(MemoryState),
+    };
+    let (room_set, polled) = RoomSet::start(
+        roomset::Options {
+            configured: config.rooms.clone(),
+            forget_after: config
+                .callbacks
+                .as_ref()
+                .map_or(Duration::from_secs(600), |c| c.forget_after),
+            backend,
+        },
+        store.clone(),
+        metrics.clone(),
+        reschedule.clone(),
+    )?;
+    let gone_to = room_set.clone();
     let poller = Poller {
         client: client.clone(),
         store: store.clone(),
@@ -73,11 +117,37 @@ pub async fn run(
         seat_usage: AtomicBool::new(config.seat_usage),
         ready: ready.clone(),
         watch: config.watch,
+        on_gone: Box::new(move |room| gone_to.report_gone(room)),
     };
     let polling = spawn_polling(
-        poller.run(config.rooms.clone(), config.interval, reloads, shutdown.clone()),
+        poller.run(polled, config.interval, reloads, shutdown.clone()),
         &metrics,
     )?;
+
+    let receiver = match (&config.callbacks, callback_listener) {
+        (Some(c), Some(listener)) => {
+            tracing::info!(
+                address = %listener.local_addr()?,
+                path = %c.path,
+                signed = c.token.is_some(),
+                "receiving Room Engine callbacks"
+            );
+            let receiver = Arc::new(Receiver {
+                sdkappid: config.sdkappid,
+                token: c.token.clone(),
+                room_set: room_set.clone(),
+                metrics: metrics.clone(),
+            });
+            let serving = Serving {
+                listener,
+                app: callbacks::router(receiver, &c.path),
+                web_config: None,
+                max_connections: c.max_connections,
+            };
+            Some(tokio::spawn(serve(serving, shutdown.clone())))
+        }
+        _ => None,
+    };
 
     tracing::info!(
         address = %local,
@@ -90,6 +160,7 @@ pub async fn run(
     );
     let timeout = config.timeout;
     let watch_sighup = config_file.is_some();
+    let callbacks_on = config.callbacks.is_some();
     let reloader = Arc::new(Reloader::new(
         config_file,
         Box::new(ProcessSecrets),
@@ -97,7 +168,7 @@ pub async fn run(
         reload::Parts {
             budget: budget.clone(),
             client,
-            store: store.clone(),
+            room_set,
             metrics: metrics.clone(),
             prober: prober.clone(),
             poller: reschedule,
@@ -115,10 +186,24 @@ pub async fn run(
         telemetry_path: web.telemetry_path.clone(),
         prober,
         reloader,
+        callbacks: callbacks_on,
     };
-    crate::serve::serve(listener, router(state), web.web_config.clone(), shutdown.clone())
+    let serving = Serving {
+        listener,
+        app: router(state),
+        web_config: web.web_config.clone(),
+        max_connections: web.max_connections,
+    };
+    serve(serving, shutdown.clone())
         .await
         .map_err(|e| format!("HTTP server failed: {e}"))?;
+    if let Some(receiver) = receiver {
+        match receiver.await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => tracing::error!(error = %e, "callback server failed"),
+            Err(e) => tracing::error!(error = %e, "callback server task failed"),
+        }
+    }
 
     // Polls in flight end within the request timeout (plus back-off, which shutdown cuts short).
     let grace = timeout + Duration::from_secs(1);
@@ -154,4 +239,26 @@ fn spawn_polling(
         })
         .map_err(|e| format!("cannot start the polling thread: {e}"))?;
     Ok(finished)
+}
+
+/// Raises the open-files limit to its hard limit, as Go programs do at
+/// start, and warns when the listeners' caps could still exhaust it.
+fn check_descriptors(web: usize, callbacks: usize) {
+    let limit = match rlimit::increase_nofile_limit(u64::MAX) {
+        Ok(limit) => limit,
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot read or raise the open-files limit");
+            return;
+        }
+    };
+    // Connections to the API (polls and probes in flight), the state file, logs.
+    let reserve = 256;
+    if (web + callbacks + reserve) as u64 > limit {
+        tracing::warn!(
+            limit,
+            web_max_connections = web,
+            callbacks_max_connections = callbacks,
+            "the listeners' connection caps plus {reserve} for the API could exceed the open-files limit: lower them or raise LimitNOFILE / ulimit -n"
+        );
+    }
 }

@@ -4,7 +4,7 @@
 
 use std::collections::HashMap;
 use std::fmt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use serde::Deserialize;
@@ -68,8 +68,28 @@ pub struct Config {
     /// `polling.watch`: the tier that re-polls rooms close to capacity.
     pub watch: WatchSettings,
     pub probe_enabled: bool,
+    /// Configured rooms; may be empty when the callback receiver is on.
     pub rooms: Vec<String>,
+    /// The callback receiver (`callbacks.listen_address` set), else `None`.
+    pub callbacks: Option<CallbacksConfig>,
 }
+
+/// The `callbacks:` section, when the receiver is on.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CallbacksConfig {
+    pub listen_address: String,
+    pub path: String,
+    /// Where the room set is kept; `None` keeps it in memory (the demo only).
+    pub state_file: Option<PathBuf>,
+    pub forget_after: Duration,
+    /// `callbacks.token_env` / `token_file`: when set, every callback must carry a valid `Sign`.
+    pub token: Option<SecretKey>,
+    /// Open connections on the callback listener at most.
+    pub max_connections: usize,
+}
+
+/// Default of `callbacks.max_connections`: well below the usual 1,024 descriptors.
+pub const DEFAULT_CALLBACK_CONNECTIONS: usize = 512;
 
 impl Config {
     /// The one-line summary `--config.check` prints.
@@ -81,7 +101,17 @@ impl Config {
             self.rooms.len(),
             humantime::format_duration(self.interval),
             self.rate_limit
-        )
+        ) + &match &self.callbacks {
+            None => String::new(),
+            Some(c) => format!(
+                ", callbacks on {}{} (state: {})",
+                c.listen_address,
+                c.path,
+                c.state_file
+                    .as_ref()
+                    .map_or("in memory".to_owned(), |p| p.display().to_string())
+            ),
+        }
     }
 }
 
@@ -95,6 +125,19 @@ struct RawConfig {
     probe: RawProbe,
     rooms: Option<Vec<String>>,
     rooms_file: Option<String>,
+    callbacks: Option<RawCallbacks>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawCallbacks {
+    listen_address: Option<String>,
+    path: Option<String>,
+    state_file: Option<String>,
+    forget_after: Option<String>,
+    token_env: Option<String>,
+    token_file: Option<String>,
+    max_connections: Option<i64>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -220,7 +263,17 @@ pub fn parse_in(text: &str, base_dir: &Path, secrets: &dyn SecretSource) -> Resu
         errors.push("app.identifier: missing or empty (an app administrator account is required)".to_owned());
     }
 
-    let secret_key = load_secret(app.secret_key_env, app.secret_key_file, secrets, &mut errors);
+    let secret_key = match (app.secret_key_env, app.secret_key_file) {
+        (None, None) => load_secret(
+            Some(DEFAULT_SECRET_ENV.to_owned()),
+            None,
+            "app.secret_key",
+            "the SecretKey",
+            secrets,
+            &mut errors,
+        ),
+        (env, file) => load_secret(env, file, "app.secret_key", "the SecretKey", secrets, &mut errors),
+    };
 
     let endpoint = match (app.endpoint, app.region) {
         (Some(endpoint), _) => match Url::parse(&endpoint) {
@@ -294,7 +347,17 @@ pub fn parse_in(text: &str, base_dir: &Path, secrets: &dyn SecretSource) -> Resu
     }
 
     let watch = watch_settings(polling.watch, &mut errors);
-    let rooms = room_list(raw.rooms, raw.rooms_file, base_dir, secrets, &mut errors);
+    let callbacks = raw
+        .callbacks
+        .and_then(|c| callbacks_section(c, base_dir, secrets, &mut errors));
+    let rooms = room_list(
+        raw.rooms,
+        raw.rooms_file,
+        base_dir,
+        secrets,
+        callbacks.is_some(),
+        &mut errors,
+    );
 
     if !errors.is_empty() {
         return Err(ConfigErrors(errors));
@@ -312,6 +375,63 @@ pub fn parse_in(text: &str, base_dir: &Path, secrets: &dyn SecretSource) -> Resu
         watch,
         probe_enabled: raw.probe.enabled.unwrap_or(true),
         rooms,
+        callbacks,
+    })
+}
+
+/// The receiver's settings; `None` when `listen_address` is absent (off).
+fn callbacks_section(
+    raw: RawCallbacks,
+    base_dir: &Path,
+    secrets: &dyn SecretSource,
+    errors: &mut Vec<String>,
+) -> Option<CallbacksConfig> {
+    let listen_address = raw.listen_address?;
+    let host_port = listen_address.rsplit_once(':');
+    if !matches!(host_port, Some((host, port)) if !host.is_empty() && port.parse::<u16>().is_ok()) {
+        errors.push(format!(
+            "callbacks.listen_address: {listen_address:?} is not host:port (e.g. 0.0.0.0:39182)"
+        ));
+    }
+    let path = raw.path.unwrap_or_else(|| "/callback".to_owned());
+    if !path.starts_with('/') || path.contains(['?', '#', ' ']) {
+        errors.push(format!(
+            "callbacks.path: {path:?} must start with / and hold no ?, # or space"
+        ));
+    }
+    let forget_after = duration("callbacks.forget_after", raw.forget_after, "10m", errors);
+    if forget_after.is_some_and(|d| d < Duration::from_secs(1)) {
+        errors.push("callbacks.forget_after: must be at least 1s".to_owned());
+    }
+    let token = match (raw.token_env, raw.token_file) {
+        (None, None) => None,
+        (env, file) => load_secret(
+            env,
+            file,
+            "callbacks.token",
+            "the callback token",
+            secrets,
+            errors,
+        ),
+    };
+    let max_connections = match raw.max_connections.unwrap_or(DEFAULT_CALLBACK_CONNECTIONS as i64) {
+        n if n < 1 => {
+            errors.push(format!("callbacks.max_connections: {n} must be at least 1"));
+            1
+        }
+        n => n as usize,
+    };
+    let state_file = base_dir.join(
+        raw.state_file
+            .unwrap_or_else(|| "roomengine-exporter.db".to_owned()),
+    );
+    Some(CallbacksConfig {
+        listen_address,
+        path,
+        state_file: Some(state_file),
+        forget_after: forget_after.unwrap_or_default(),
+        token,
+        max_connections,
     })
 }
 
@@ -359,6 +479,7 @@ fn room_list(
     file: Option<String>,
     base_dir: &Path,
     secrets: &dyn SecretSource,
+    may_be_empty: bool,
     errors: &mut Vec<String>,
 ) -> Vec<String> {
     // (room, where it was listed) in configuration order.
@@ -375,11 +496,11 @@ fn room_list(
             Err(e) => errors.push(format!("rooms_file: cannot read {}: {e}", path.display())),
         }
     }
-    if entries.is_empty() && errors.iter().all(|e| !e.starts_with("rooms_file:")) {
+    if entries.is_empty() && !may_be_empty && errors.iter().all(|e| !e.starts_with("rooms_file:")) {
         errors.push(if file.is_some() {
-            "rooms: neither rooms nor rooms_file lists a room (name at least one room ID)".to_owned()
+            "rooms: neither rooms nor rooms_file lists a room (name at least one room ID, or turn on callbacks.listen_address to discover rooms)".to_owned()
         } else {
-            "rooms: the list is empty (name at least one room ID)".to_owned()
+            "rooms: the list is empty (name at least one room ID, or turn on callbacks.listen_address to discover rooms)".to_owned()
         });
     }
     let mut first_seen: HashMap<&str, &str> = HashMap::new();
@@ -421,52 +542,54 @@ pub fn validate_room_id(room: &str) -> Result<(), String> {
     }
 }
 
+/// A secret from `{key}_env` (a variable's name) or `{key}_file`, exactly
+/// one of them; `what` names it in errors, which never show its value.
 fn load_secret(
     env: Option<String>,
     file: Option<String>,
+    key: &str,
+    what: &str,
     secrets: &dyn SecretSource,
     errors: &mut Vec<String>,
 ) -> Option<SecretKey> {
     let value = match (env, file) {
         (Some(_), Some(_)) => {
-            errors.push(
-                "app.secret_key_env, app.secret_key_file: set only one source for the SecretKey".to_owned(),
-            );
+            errors.push(format!("{key}_env, {key}_file: set only one source for {what}"));
             return None;
         }
         (None, Some(path)) => match secrets.read_file(Path::new(&path)) {
-            Ok(text) => (text.trim().to_owned(), format!("app.secret_key_file: {path}")),
+            Ok(text) => (text.trim().to_owned(), format!("{key}_file: {path}")),
             Err(e) => {
-                errors.push(format!("app.secret_key_file: cannot read {path}: {e}"));
+                errors.push(format!("{key}_file: cannot read {path}: {e}"));
                 return None;
             }
         },
         (env, None) => {
-            let name = env.unwrap_or_else(|| DEFAULT_SECRET_ENV.to_owned());
+            let name = env.unwrap_or_default();
             if name.is_empty() {
-                errors.push("app.secret_key_env: empty variable name".to_owned());
+                errors.push(format!("{key}_env: empty variable name"));
                 return None;
             }
             match secrets.env(&name) {
                 Some(v) => (
                     v.trim().to_owned(),
-                    format!("app.secret_key_env: environment variable {name}"),
+                    format!("{key}_env: environment variable {name}"),
                 ),
                 None => {
                     errors.push(format!(
-                        "app.secret_key_env: environment variable {name} is not set (it must hold the SecretKey)"
+                        "{key}_env: environment variable {name} is not set (it must hold {what})"
                     ));
                     return None;
                 }
             }
         }
     };
-    let (key, source) = value;
-    if key.is_empty() {
-        errors.push(format!("{source} is empty (it must hold the SecretKey)"));
+    let (secret, source) = value;
+    if secret.is_empty() {
+        errors.push(format!("{source} is empty (it must hold {what})"));
         return None;
     }
-    Some(SecretKey::new(key))
+    Some(SecretKey::new(secret))
 }
 
 /// Parses a humantime duration; `None` (with the error recorded) when it does not parse.
@@ -726,10 +849,62 @@ mod tests {
     }
 
     #[test]
+    fn callbacks_on_allow_an_empty_room_list_and_take_defaults_beside_the_config() {
+        let text = with("- room-test", "  []").replace("rooms:\n  []", "rooms: []")
+            + "\ncallbacks:\n  listen_address: 0.0.0.0:39182\n";
+        let c = parse_in(&text, Path::new("/etc/rex"), &secrets()).expect("valid");
+        assert!(c.rooms.is_empty());
+        assert_eq!(
+            c.callbacks,
+            Some(CallbacksConfig {
+                listen_address: "0.0.0.0:39182".into(),
+                path: "/callback".into(),
+                state_file: Some(PathBuf::from("/etc/rex/roomengine-exporter.db")),
+                forget_after: Duration::from_secs(600),
+                token: None,
+                max_connections: DEFAULT_CALLBACK_CONNECTIONS,
+            })
+        );
+        assert!(c
+            .summary()
+            .ends_with(", callbacks on 0.0.0.0:39182/callback (state: /etc/rex/roomengine-exporter.db)"));
+        let signed = text.clone() + "  token_file: /run/key\n";
+        let c = parse(&signed, &secrets()).expect("valid");
+        assert_eq!(
+            c.callbacks.and_then(|c| c.token).map(|t| t.expose().to_owned()),
+            Some("filek3y".into())
+        );
+    }
+
+    #[test]
+    fn callbacks_errors_name_the_key() {
+        let bad = GOOD.to_owned()
+            + "callbacks:\n  listen_address: nowhere\n  path: callback\n  forget_after: soon\n  token_env: UNSET_TOKEN\n  max_connections: 0\n";
+        assert_eq!(
+            errors_of(&bad),
+            vec![
+                "callbacks.listen_address: \"nowhere\" is not host:port (e.g. 0.0.0.0:39182)",
+                "callbacks.path: \"callback\" must start with / and hold no ?, # or space",
+                "callbacks.forget_after: \"soon\" is not a duration like 30s or 5m: expected number at 0",
+                "callbacks.token_env: environment variable UNSET_TOKEN is not set (it must hold the callback token)",
+                "callbacks.max_connections: 0 must be at least 1",
+            ]
+        );
+        let both = GOOD.to_owned() + "callbacks:\n  listen_address: :1\n  token_env: A\n  token_file: /b\n";
+        assert_eq!(
+            errors_of(&both),
+            vec![
+                "callbacks.listen_address: \":1\" is not host:port (e.g. 0.0.0.0:39182)",
+                "callbacks.token_env, callbacks.token_file: set only one source for the callback token",
+            ]
+        );
+    }
+
+    #[test]
     fn rooms_empty_long_duplicate() {
         assert_eq!(
             errors_of(&with("- room-test", "  []").replace("rooms:\n  []", "rooms: []")),
-            vec!["rooms: the list is empty (name at least one room ID)"]
+            vec!["rooms: the list is empty (name at least one room ID, or turn on callbacks.listen_address to discover rooms)"]
         );
         let long = "r".repeat(49);
         assert_eq!(
@@ -786,7 +961,7 @@ mod tests {
         let only_file = with("rooms:", "rooms_file: rooms.txt").replace("\n  - room-test", "");
         assert_eq!(
             parse_in(&only_file, Path::new("/etc/re"), &s).unwrap_err().0,
-            vec!["rooms: neither rooms nor rooms_file lists a room (name at least one room ID)"]
+            vec!["rooms: neither rooms nor rooms_file lists a room (name at least one room ID, or turn on callbacks.listen_address to discover rooms)"]
         );
     }
 

@@ -1,23 +1,36 @@
 //! `roomengine-exporter demo`: the simulator and the exporter in one process,
 //! wired together with a fresh key and a built-in config, so live metrics
-//! need no Tencent account. Ctrl-C (or SIGTERM) stops both.
+//! need no Tencent account. The exporter lists no room: it registers its
+//! callback receiver with the simulator (set_callback, as against Tencent)
+//! and learns the rooms from the callbacks. Ctrl-C (or SIGTERM) stops both.
 
 use std::net::{Ipv4Addr, SocketAddr};
 use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
 
+use crate::api::model::CallbackSetting;
+use crate::api::ApiClient;
 use crate::app::{self, WebOptions};
-use crate::config::Config;
+use crate::budget::Budget;
+use crate::config::{CallbacksConfig, Config, SecretKey, DEFAULT_CALLBACK_CONNECTIONS};
+use crate::metrics::SelfMetrics;
 use crate::sim::{self, SimHandle, SimOptions, Simulator};
 use crate::BoxError;
 
 /// Flags of `roomengine-exporter demo`.
 #[derive(clap::Args, Debug, Clone)]
 pub struct DemoArgs {
-    /// Rooms the simulator starts with; the exporter polls all of them.
+    /// Rooms the simulator starts with; the exporter learns them from callbacks.
     #[arg(long, default_value_t = 50)]
     pub rooms: usize,
+    /// Address the exporter receives the simulator's callbacks on.
+    #[arg(
+        long = "callbacks.listen-address",
+        value_name = "ADDR",
+        default_value = "127.0.0.1:39182"
+    )]
+    pub callbacks_listen_address: String,
     /// Address the exporter serves /metrics on.
     #[arg(
         long = "web.listen-address",
@@ -27,9 +40,9 @@ pub struct DemoArgs {
     pub web_listen_address: String,
 }
 
-/// The demo's exporter settings: every simulator room, a pass every 5 s, 50
-/// calls per second.
-fn demo_config(sim: &SimHandle, options: &SimOptions) -> Config {
+/// The demo's exporter settings: no room listed, callbacks on (signed, the
+/// room set in memory), a pass every 5 s, 50 calls per second.
+fn demo_config(sim: &SimHandle, options: &SimOptions, callbacks_at: &str, token: &str) -> Config {
     Config {
         sdkappid: options.sdkappid,
         identifier: options.identifier.clone(),
@@ -42,7 +55,15 @@ fn demo_config(sim: &SimHandle, options: &SimOptions) -> Config {
         seat_usage: true,
         watch: crate::watch::WatchSettings::default(),
         probe_enabled: true,
-        rooms: sim.room_ids(),
+        rooms: Vec::new(),
+        callbacks: Some(CallbacksConfig {
+            listen_address: callbacks_at.to_owned(),
+            path: "/callback".into(),
+            state_file: None,
+            forget_after: Duration::from_secs(120),
+            token: Some(SecretKey::new(token.to_owned())),
+            max_connections: DEFAULT_CALLBACK_CONNECTIONS,
+        }),
     }
 }
 
@@ -53,30 +74,46 @@ pub async fn run(args: DemoArgs) -> Result<(), BoxError> {
     }
     let stop = CancellationToken::new();
     tokio::spawn(crate::shutdown::on_signal(stop.clone()));
+    let token = sim::generate_secret_key().expose().to_owned();
     let options = SimOptions {
         rooms: args.rooms,
         latency: Duration::from_millis(20),
+        // A room in twenty replaced per minute, so creates and destroys show too.
+        churn: 0.05,
+        callback_token: Some(token.clone()),
         ..SimOptions::new(sim::generate_secret_key())
     };
     let simulator = Simulator::start(options.clone()).await?;
-    let config = demo_config(&simulator, &options);
+    let config = demo_config(&simulator, &options, &args.callbacks_listen_address, &token);
+    let callback_url = format!("http://{}/callback", browsable(&args.callbacks_listen_address));
+    let register_with = config.clone();
     let web = WebOptions {
         listen_address: args.web_listen_address.clone(),
         telemetry_path: "/metrics".into(),
         web_config: None,
+        max_connections: app::DEFAULT_WEB_CONNECTIONS,
     };
     let mut exporter = tokio::spawn(app::run(config, None, web, stop.clone()));
     let url = browsable(&args.web_listen_address);
     let result = tokio::select! {
         finished = &mut exporter => finished,
         () = wait_listening(&url) => {
-            println!("{}", banner(&url, &simulator, args.rooms));
+            register(&register_with, &callback_url).await?;
+            println!("{}", banner(&url, &simulator, args.rooms, &callback_url));
             exporter.await
         }
     };
     stop.cancel();
     simulator.shutdown().await;
     result.map_err(|e| format!("the exporter task failed: {e}"))?
+}
+
+/// Registers the exporter's receiver with the simulator, as a user does with Tencent.
+async fn register(config: &Config, url: &str) -> Result<(), BoxError> {
+    let budget = std::sync::Arc::new(Budget::new(config.rate_limit));
+    let client = ApiClient::new(config, budget, std::sync::Arc::new(SelfMetrics::new()))?;
+    crate::register::register(&client, &CallbackSetting::default(), url).await?;
+    Ok(())
 }
 
 /// `host:port` to put in a URL: a wildcard listen address becomes loopback.
@@ -96,14 +133,15 @@ async fn wait_listening(addr: &str) {
     }
 }
 
-fn banner(url: &str, simulator: &SimHandle, rooms: usize) -> String {
+fn banner(url: &str, simulator: &SimHandle, rooms: usize, callback_url: &str) -> String {
     let sim = simulator.base_url();
     format!(
-        "\nroomengine-exporter demo: {rooms} simulated rooms, polled every 5s at up to 50 calls/s.\n\
+        "\nroomengine-exporter demo: {rooms} simulated rooms, learnt from the simulator's callbacks\n\
+         (registered at {callback_url}), polled every 5s at up to 50 calls/s.\n\
          \n\
          \x20 metrics        http://{url}/metrics\n\
          \x20 landing page   http://{url}/\n\
-         \x20 simulator      {sim}/sim/rooms   (its own counters: {sim}/sim/metrics)\n\
+         \x20 simulator      {sim}/sim/rooms   (its own counters: {sim}/sim/metrics, callbacks sent: {sim}/sim/callbacks)\n\
          \n\
          Change a room and watch the metrics follow:\n\
          \x20 curl -X PUT -d '{{\"MemberCount\": 300}}' {sim}/sim/rooms/room-0002\n\

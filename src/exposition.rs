@@ -7,13 +7,13 @@ use std::fmt::Write as _;
 use std::ops::Range;
 use std::sync::{Mutex, OnceLock};
 
-use crate::api::model::{RoomInfo, SeatUsage, ROOM_STATUSES, TAKE_SEAT_MODES};
+use crate::api::model::{ROOM_STATUSES, TAKE_SEAT_MODES};
+use crate::room::{Field, RoomFacts};
 
 /// The Content-Type of the Prometheus text format we serve.
 pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
 
-const POLLED: &str =
-    "(from background polling of get_room_info; see roomengine_room_last_success_timestamp_seconds)";
+const POLLED: &str = "(from background polling of get_room_info and Room Engine callbacks; see roomengine_room_last_success_timestamp_seconds)";
 
 /// One metric family of the room contract.
 pub struct Family {
@@ -50,22 +50,24 @@ families! {
     Up = "roomengine_room_up", "1 when the last poll of the room returned its info, else 0";
     Exists = "roomengine_room_exists", "1 when the API returned the room's info, 0 once it answered that the room does not exist (100004)";
     LastSuccess = "roomengine_room_last_success_timestamp_seconds", "When the room's data was last fetched successfully (Unix seconds)";
+    LastCallback = "roomengine_room_last_callback_timestamp_seconds", "EventTime of the last Room Engine callback applied to the room (Unix seconds)";
 }
 
 /// Everything the exporter knows about one room, from which its lines are rendered.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct RoomSnapshot {
     pub room_id: String,
-    /// The last info fetched; kept through transient failures.
-    pub info: Option<RoomInfo>,
-    /// Seat usage, for seat-enabled rooms when seat usage is on.
-    pub seats: Option<SeatUsage>,
+    /// Field by field, the newest of what polls and callbacks said; kept
+    /// through transient poll failures.
+    pub facts: RoomFacts,
     /// Whether the last poll returned the room's info.
     pub up: bool,
-    /// `Some(false)` once the API said the room does not exist.
-    pub exists: Option<bool>,
     /// Unix seconds of the last successful poll.
     pub last_success: Option<f64>,
+    /// `EventTime` (Unix seconds) of the last callback applied.
+    pub last_callback: Option<f64>,
+    /// When the last successful poll's request was sent (Unix ms; 0: never).
+    pub polled_ms: u64,
 }
 
 /// A room's lines, one buffer with a range per family.
@@ -95,7 +97,7 @@ impl RenderedRoom {
 }
 
 /// Renders a snapshot; a destroyed room keeps only `exists 0` and `up 0`,
-/// a room never polled successfully only `up`.
+/// a room nothing was learnt of yet only `up`.
 pub fn render_room(s: &RoomSnapshot) -> RenderedRoom {
     let mut lines = Lines {
         text: String::with_capacity(2048),
@@ -134,24 +136,37 @@ impl Lines<'_> {
 }
 
 fn render_family(slot: Slot, s: &RoomSnapshot, out: &mut Lines<'_>) {
-    const FEATURES: [&str; 5] = ["video", "audio", "message", "screen_sharing", "cloud_recording"];
-    let gone = s.exists == Some(false);
-    let info = s.info.as_ref().filter(|_| !gone);
-    let seats = s.seats.as_ref().filter(|_| !gone);
-    match (slot, info, seats) {
-        (Slot::Up, ..) => out.line("", u8::from(s.up && !gone)),
-        (Slot::Exists, ..) => {
-            if let Some(exists) = s.exists {
+    const FEATURES: [(&str, Field); 5] = [
+        ("video", Field::VideoDisabled),
+        ("audio", Field::AudioDisabled),
+        ("message", Field::MessageDisabled),
+        ("screen_sharing", Field::ScreenSharingDisabled),
+        ("cloud_recording", Field::CloudRecordingDisabled),
+    ];
+    let f = &s.facts;
+    let gone = f.exists == Some(false);
+    if gone && !matches!(slot, Slot::Up | Slot::Exists) {
+        return;
+    }
+    // Each field's series appears once a poll or callback has told its value.
+    let known = |field| f.known(field);
+    let i = &f.info;
+    match slot {
+        Slot::Up => out.line("", u8::from(s.up && !gone)),
+        Slot::Exists => {
+            if let Some(exists) = f.exists {
                 out.line("", u8::from(exists));
             }
         }
-        (Slot::Members, Some(i), _) => out.line("", i.member_count),
-        (Slot::MaxMembers, Some(i), _) => out.line("", i.max_member_count),
-        (Slot::MaxSeats, Some(i), _) => out.line("", i.max_seat_count),
-        (Slot::SeatEnabled, Some(i), _) => out.line("", u8::from(i.is_seat_enabled)),
-        (Slot::Status, Some(i), _) => state_set(out, "status", &ROOM_STATUSES, &i.room_status),
-        (Slot::TakeSeatMode, Some(i), _) => state_set(out, "mode", &TAKE_SEAT_MODES, &i.take_seat_mode),
-        (Slot::FeatureDisabled, Some(i), _) => {
+        Slot::Members if known(Field::Members) => out.line("", i.member_count),
+        Slot::MaxMembers if known(Field::MaxMembers) => out.line("", i.max_member_count),
+        Slot::MaxSeats if known(Field::MaxSeats) => out.line("", i.max_seat_count),
+        Slot::SeatEnabled if known(Field::SeatEnabled) => out.line("", u8::from(i.is_seat_enabled)),
+        Slot::Status if known(Field::Status) => state_set(out, "status", &ROOM_STATUSES, &i.room_status),
+        Slot::TakeSeatMode if known(Field::TakeSeatMode) => {
+            state_set(out, "mode", &TAKE_SEAT_MODES, &i.take_seat_mode)
+        }
+        Slot::FeatureDisabled => {
             let flags = [
                 i.is_video_disabled,
                 i.is_audio_disabled,
@@ -159,11 +174,13 @@ fn render_family(slot: Slot, s: &RoomSnapshot, out: &mut Lines<'_>) {
                 i.is_screen_sharing_disabled,
                 i.is_cloud_recording_disabled,
             ];
-            for (feature, disabled) in FEATURES.iter().zip(flags) {
-                out.line(&format!(",feature=\"{feature}\""), u8::from(disabled));
+            for ((feature, field), disabled) in FEATURES.iter().zip(flags) {
+                if known(*field) {
+                    out.line(&format!(",feature=\"{feature}\""), u8::from(disabled));
+                }
             }
         }
-        (Slot::Info, Some(i), _) => out.line(
+        Slot::Info if known(Field::RoomName) || known(Field::RoomType) || known(Field::Owner) => out.line(
             &format!(
                 ",room_name=\"{}\",room_type=\"{}\",owner=\"{}\"",
                 escape(&i.room_name),
@@ -172,18 +189,31 @@ fn render_family(slot: Slot, s: &RoomSnapshot, out: &mut Lines<'_>) {
             ),
             1,
         ),
-        (Slot::Created, Some(i), _) => out.line("", i.create_time),
-        (Slot::ScheduledStart, Some(i), _) => out.line("", i.schedule_start_time),
-        (Slot::ScheduledEnd, Some(i), _) => out.line("", i.schedule_end_time),
-        (Slot::LastSuccess, Some(_), _) => {
+        Slot::Created if known(Field::CreateTime) => out.line("", i.create_time),
+        Slot::ScheduledStart if known(Field::ScheduleStart) => out.line("", i.schedule_start_time),
+        Slot::ScheduledEnd if known(Field::ScheduleEnd) => out.line("", i.schedule_end_time),
+        Slot::LastSuccess => {
             if let Some(t) = s.last_success {
                 out.line("", format_args!("{t:.3}"));
             }
         }
-        (Slot::SeatsOccupied, _, Some(seats)) => out.line("", seats.occupied),
-        (Slot::SeatsLocked, _, Some(seats)) => out.line("", seats.locked),
-        (Slot::SeatsAudioDisabled, _, Some(seats)) => out.line("", seats.audio_disabled),
-        (Slot::SeatsVideoDisabled, _, Some(seats)) => out.line("", seats.video_disabled),
+        Slot::LastCallback => {
+            if let Some(t) = s.last_callback {
+                out.line("", format_args!("{t:.3}"));
+            }
+        }
+        Slot::SeatsOccupied | Slot::SeatsLocked | Slot::SeatsAudioDisabled | Slot::SeatsVideoDisabled => {
+            let Some(seats) = f.seats.as_ref().filter(|_| known(Field::Seats)) else {
+                return;
+            };
+            let value = match slot {
+                Slot::SeatsOccupied => seats.occupied,
+                Slot::SeatsLocked => seats.locked,
+                Slot::SeatsAudioDisabled => seats.audio_disabled,
+                _ => seats.video_disabled,
+            };
+            out.line("", value);
+        }
         _ => {}
     }
 }

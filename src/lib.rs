@@ -1,19 +1,25 @@
 //! roomengine-exporter: a Prometheus exporter for Tencent Cloud Room Engine rooms.
 //! Data flow: config → poller → budget → api → store → exposition → server,
-//! wired by `app`; `sim` and `demo` are the stand-in API server and the demo.
+//! wired by `app`; `sim` and `demo` are the stand-in API server and the demo,
+//! `register` the `callbacks show|set` command.
 
 pub mod api;
 pub mod app;
 pub mod basic_auth;
 pub mod budget;
+pub mod callbacks;
 pub mod config;
+pub mod connections;
 pub mod demo;
 pub mod exposition;
 pub mod logging;
 pub mod metrics;
 pub mod poller;
 pub mod probe;
+pub mod register;
 pub mod reload;
+pub mod room;
+pub mod roomset;
 pub mod serve;
 pub mod server;
 pub mod shutdown;

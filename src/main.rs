@@ -1,5 +1,5 @@
 //! Command line of roomengine-exporter: flags in the Prometheus style for the
-//! exporter itself, plus the `simulate` and `demo` subcommands.
+//! exporter itself, plus the `simulate`, `demo` and `callbacks` subcommands.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -8,7 +8,7 @@ use clap::{Parser, Subcommand};
 use tokio_util::sync::CancellationToken;
 
 use roomengine_exporter::logging::{self, LogFormat, LogLevel};
-use roomengine_exporter::{app, config, demo, shutdown, sim, web_config};
+use roomengine_exporter::{app, config, demo, register, shutdown, sim, web_config};
 
 /// Prometheus exporter for Tencent Cloud Room Engine (Conference) rooms.
 ///
@@ -18,7 +18,12 @@ use roomengine_exporter::{app, config, demo, shutdown, sim, web_config};
 #[command(version, about, long_about)]
 struct Cli {
     /// Path to the configuration file.
-    #[arg(long = "config.file", value_name = "PATH", default_value = "exporter.yaml")]
+    #[arg(
+        long = "config.file",
+        value_name = "PATH",
+        default_value = "exporter.yaml",
+        global = true
+    )]
     config_file: PathBuf,
     /// Address to listen on for the web interface and telemetry.
     #[arg(
@@ -30,6 +35,9 @@ struct Cli {
     /// Path under which to expose metrics.
     #[arg(long = "web.telemetry-path", value_name = "PATH", default_value = "/metrics")]
     telemetry_path: String,
+    /// Open connections on the web listener at most; a new one evicts the longest idle.
+    #[arg(long = "web.max-connections", value_name = "N", default_value_t = app::DEFAULT_WEB_CONNECTIONS as u32, value_parser = clap::value_parser!(u32).range(1..))]
+    max_connections: u32,
     /// Web config file (exporter-toolkit format) enabling TLS and/or basic auth on every endpoint.
     #[arg(long = "web.config.file", value_name = "PATH")]
     web_config_file: Option<PathBuf>,
@@ -52,6 +60,11 @@ enum Command {
     Simulate(sim::SimulateArgs),
     /// Run the simulator and the exporter together: live metrics with no account.
     Demo(demo::DemoArgs),
+    /// Show or set the app's Room Engine callback URL (with --config.file's credentials).
+    Callbacks {
+        #[command(subcommand)]
+        action: register::CallbacksCommand,
+    },
 }
 
 fn main() -> ExitCode {
@@ -86,11 +99,23 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    if let Some(Command::Callbacks { action }) = cli.command {
+        return match runtime.block_on(register::run(&cli.config_file, action)) {
+            Ok(register::Outcome::Done) => ExitCode::SUCCESS,
+            // Not an API or config error: the change awaits confirmation.
+            Ok(register::Outcome::NotConfirmed) => ExitCode::from(2),
+            Err(e) => {
+                eprintln!("roomengine-exporter: {e}");
+                ExitCode::FAILURE
+            }
+        };
+    }
     let result = runtime.block_on(async move {
         match cli.command {
             Some(Command::Simulate(args)) => sim::run(args).await,
             Some(Command::Demo(args)) => demo::run(args).await,
-            None => run_exporter(cli).await,
+            // Callbacks returned above.
+            Some(Command::Callbacks { .. }) | None => run_exporter(cli).await,
         }
     });
     match result {
@@ -123,6 +148,7 @@ async fn run_exporter(cli: Cli) -> Result<(), roomengine_exporter::BoxError> {
             listen_address: cli.listen_address,
             telemetry_path: cli.telemetry_path,
             web_config,
+            max_connections: cli.max_connections as usize,
         },
         shutdown,
     )

@@ -1,7 +1,7 @@
 //! The exporter's own health metrics (requests, errors, latency, budget,
-//! sweeps, the watch tier, UserSig expiry, tasks, the process), kept in a
-//! prometheus crate registry and rendered after the room families on every
-//! scrape.
+//! sweeps, the watch tier, UserSig expiry, callbacks, the room set's state,
+//! tasks, the process), kept in a prometheus crate registry and rendered
+//! after the room families on every scrape.
 
 use std::sync::Mutex;
 
@@ -30,6 +30,13 @@ pub struct SelfMetrics {
     pub usersig_expiry: Gauge,
     pub config_reload_ok: IntGauge,
     pub config_reload_success_time: Gauge,
+    pub rooms_discovered: IntGauge,
+    pub callbacks: IntCounterVec,
+    pub callbacks_rejected: IntCounterVec,
+    pub callback_duration: prometheus::Histogram,
+    pub state_up: IntGauge,
+    pub state_errors: prometheus::IntCounter,
+    pub state_commit_duration: prometheus::Histogram,
     runtime_tasks: IntGaugeVec,
     /// The tokio runtimes whose alive tasks `runtime_tasks` shows, by name.
     runtimes: Mutex<Vec<(&'static str, tokio::runtime::Handle)>>,
@@ -125,6 +132,63 @@ impl SelfMetrics {
             "When the configuration in use was loaded (Unix seconds): start or last successful reload.",
         )
         .expect("valid metric");
+        let rooms_discovered = IntGauge::new(
+            "roomengine_rooms_discovered",
+            "Rooms known from Room Engine callbacks and not in the configuration (destroyed ones until callbacks.forget_after).",
+        )
+        .expect("valid metric");
+        let callbacks = IntCounterVec::new(
+            Opts::new(
+                "roomengine_callbacks_total",
+                "Callbacks accepted (answered OK), by CallbackCommand; commands the exporter does not handle count as other.",
+            ),
+            &["command"],
+        )
+        .expect("valid metric");
+        for command in crate::callbacks::COMMANDS.iter().chain(&["other"]) {
+            callbacks.with_label_values(&[command]);
+        }
+        let callbacks_rejected = IntCounterVec::new(
+            Opts::new(
+                "roomengine_callbacks_rejected_total",
+                "Callback requests refused with a 4xx and not applied, by reason.",
+            ),
+            &["reason"],
+        )
+        .expect("valid metric");
+        for reason in crate::callbacks::REJECT_REASONS {
+            callbacks_rejected.with_label_values(&[reason]);
+        }
+        let callback_duration = prometheus::Histogram::with_opts(
+            HistogramOpts::new(
+                "roomengine_callback_duration_seconds",
+                "Time from a callback request's headers to its answer (durable storage included).",
+            )
+            .buckets(vec![
+                0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
+            ]),
+        )
+        .expect("valid metric");
+        let state_up = IntGauge::new(
+            "roomengine_state_up",
+            "1 when the last write of the room set to its state backend succeeded; 0 while callbacks are answered 503.",
+        )
+        .expect("valid metric");
+        let state_errors = prometheus::IntCounter::new(
+            "roomengine_state_errors_total",
+            "Batches of callbacks the state backend failed to store (each callback in them was answered 503).",
+        )
+        .expect("valid metric");
+        let state_commit_duration = prometheus::Histogram::with_opts(
+            HistogramOpts::new(
+                "roomengine_state_commit_duration_seconds",
+                "Time to commit one batch of callbacks to the state backend.",
+            )
+            .buckets(vec![
+                0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0,
+            ]),
+        )
+        .expect("valid metric");
         let runtime_tasks = IntGaugeVec::new(
             Opts::new(
                 "roomengine_exporter_runtime_tasks",
@@ -148,6 +212,13 @@ impl SelfMetrics {
             Box::new(config_reload_ok.clone()),
             Box::new(config_reload_success_time.clone()),
             Box::new(runtime_tasks.clone()),
+            Box::new(rooms_discovered.clone()),
+            Box::new(callbacks.clone()),
+            Box::new(callbacks_rejected.clone()),
+            Box::new(callback_duration.clone()),
+            Box::new(state_up.clone()),
+            Box::new(state_errors.clone()),
+            Box::new(state_commit_duration.clone()),
             Box::new(prometheus::process_collector::ProcessCollector::for_self()),
         ] {
             registry.register(c).expect("unique metric names");
@@ -166,6 +237,13 @@ impl SelfMetrics {
             usersig_expiry,
             config_reload_ok,
             config_reload_success_time,
+            rooms_discovered,
+            callbacks,
+            callbacks_rejected,
+            callback_duration,
+            state_up,
+            state_errors,
+            state_commit_duration,
             runtime_tasks,
             runtimes: Mutex::new(Vec::new()),
         }

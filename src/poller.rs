@@ -3,12 +3,12 @@
 //! budget cannot fit them), retries retryable failures with jittered
 //! exponential back-off, and records every outcome in the store. Between the
 //! turns of a pass it starts the watch tier's polls (rules in `watch`); the
-//! pass is spread over what the tier leaves of the budget. A reload changes
-//! the schedule in place: new rooms are polled at once, removed rooms are
-//! skipped, kept rooms keep their turn.
+//! pass is spread over what the tier leaves of the budget. The room set
+//! changes the turns in place (reloads, callbacks): new rooms are polled at
+//! once, removed rooms are skipped, kept rooms keep their turn.
 
 use std::collections::{HashMap, HashSet, VecDeque};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -20,6 +20,7 @@ use tokio_util::sync::CancellationToken;
 use crate::api::model::{RoomInfo, SeatUsage};
 use crate::api::{ApiClient, CallError, ErrorClass};
 use crate::metrics::{SelfMetrics, TIER_PASS, TIER_WATCH};
+use crate::room::unix_now_ms;
 use crate::store::Store;
 use crate::watch::{pass_bound, Eligibility, Watch, WatchSettings};
 
@@ -40,18 +41,25 @@ pub struct Poller {
     pub ready: Arc<AtomicBool>,
     /// `polling.watch` at start; reloads bring changes.
     pub watch: WatchSettings,
+    /// Told of every room the API answered 100004 for (the room set stops
+    /// polling discovered rooms and forgets them later).
+    pub on_gone: Box<dyn Fn(&str) + Send + Sync>,
 }
 
-/// What a configuration reload changes for the schedule. The store already
-/// knows the new room list; the poller learns which rooms to add to its turns.
+/// A change to the schedule, from a reload or the room set.
 #[derive(Debug, Clone)]
-pub struct Reschedule {
-    pub interval: Duration,
-    pub seat_usage: bool,
-    pub watch: WatchSettings,
-    /// New rooms in configuration order: polled at once, then every pass.
-    pub added: Vec<String>,
-    pub removed: Vec<String>,
+pub enum Reschedule {
+    /// A reload's polling settings.
+    Settings {
+        interval: Duration,
+        seat_usage: bool,
+        watch: WatchSettings,
+    },
+    /// Rooms joining the turns (polled at once, then every pass) or leaving them.
+    Rooms {
+        added: Vec<String>,
+        removed: Vec<String>,
+    },
 }
 
 /// How one room's poll ended, for the pass summary.
@@ -68,6 +76,8 @@ enum PollResult {
 /// The rooms in turn order and the pass length: what a reload rewrites.
 struct Schedule {
     rooms: Vec<String>,
+    /// The rooms of `rooms`, to skip a turn whose room left meanwhile.
+    members: HashSet<String>,
     interval: Duration,
 }
 
@@ -83,7 +93,12 @@ impl Poller {
     ) {
         let this = Arc::new(self);
         let in_flight = Arc::new(Semaphore::new(MAX_IN_FLIGHT));
-        let mut schedule = Schedule { rooms, interval };
+        let members = rooms.iter().cloned().collect();
+        let mut schedule = Schedule {
+            rooms,
+            members,
+            interval,
+        };
         let mut running = Running {
             watch: Watch::new(this.watch),
             ..Running::default()
@@ -117,7 +132,7 @@ impl Poller {
             );
             let turns = schedule.rooms.clone();
             for room in turns {
-                if !this.store.contains(&room) {
+                if !schedule.members.contains(&room) {
                     continue;
                 }
                 if running.skip_if_busy(pass, &room) {
@@ -137,7 +152,7 @@ impl Poller {
                         }
                         slot = in_flight.clone().acquire_owned(), if running.has_catch_ups() => {
                             if let Ok(slot) = slot {
-                                running.catch_up(&this, slot, &shutdown);
+                                running.catch_up(&this, &schedule.members, slot, &shutdown);
                             }
                         }
                         slot = watch_slot(watch_at, &in_flight), if watch_at.is_some() => {
@@ -152,8 +167,8 @@ impl Poller {
                     }
                 };
                 let Some(slot) = slot else { break 'passes };
-                // A reload may have removed the room while it waited for its turn.
-                if !this.store.contains(&room) {
+                // A reload or callback may have removed the room while it waited for its turn.
+                if !schedule.members.contains(&room) {
                     continue;
                 }
                 // The first pass runs at the full budget, so every room has data as soon as
@@ -193,7 +208,7 @@ impl Poller {
                     }
                     slot = in_flight.clone().acquire_owned(), if running.has_catch_ups() => {
                         if let Ok(slot) = slot {
-                            running.catch_up(&this, slot, &shutdown);
+                            running.catch_up(&this, &schedule.members, slot, &shutdown);
                         }
                     }
                     slot = watch_slot(watch_at, &in_flight), if watch_at.is_some() => {
@@ -213,17 +228,34 @@ impl Poller {
     /// rooms join the end of the turns and get a catch-up pass now (through
     /// the same budget, in-flight limit and busy check as every other poll).
     fn apply(&self, update: Reschedule, schedule: &mut Schedule, running: &mut Running) {
-        self.seat_usage.store(update.seat_usage, Ordering::Relaxed);
-        schedule.interval = update.interval;
-        running.watch.reconfigure(update.watch);
-        for room in &update.removed {
-            running.watch.forget(room);
+        match update {
+            Reschedule::Settings {
+                interval,
+                seat_usage,
+                watch,
+            } => {
+                self.seat_usage.store(seat_usage, Ordering::Relaxed);
+                schedule.interval = interval;
+                running.watch.reconfigure(watch);
+            }
+            Reschedule::Rooms { added, removed } => {
+                if !removed.is_empty() {
+                    for room in &removed {
+                        schedule.members.remove(room);
+                        running.watch.forget(room);
+                    }
+                    let members = &schedule.members;
+                    schedule.rooms.retain(|room| members.contains(room));
+                }
+                let added: Vec<String> = added
+                    .into_iter()
+                    .filter(|room| schedule.members.insert(room.clone()))
+                    .collect();
+                schedule.rooms.extend(added.iter().cloned());
+                running.queue_catch_up(added);
+            }
         }
         running.show_watched(self);
-        let removed: HashSet<&String> = update.removed.iter().collect();
-        schedule.rooms.retain(|room| !removed.contains(room));
-        schedule.rooms.extend(update.added.iter().cloned());
-        running.queue_catch_up(update.added);
     }
 
     /// How long a pass of `rooms` takes at the rate the budget really sustains.
@@ -249,25 +281,29 @@ impl Poller {
 
     /// Polls `room`; `refresh_seats` false (watch polls) keeps its last seat usage.
     async fn poll_room(&self, room: &str, refresh_seats: bool, shutdown: &CancellationToken) -> PollResult {
+        // When the last attempt's request left: the answer is true as of then.
+        let sent_ms = AtomicU64::new(0);
         let info = match with_retries(shutdown, || async {
             let permit = self.client.budget().acquire().await;
+            sent_ms.store(unix_now_ms(), Ordering::Relaxed);
             self.client.get_room_info(permit, room).await
         })
         .await
         {
             Ok(info) => info,
-            Err(e) => return self.record_error(room, e),
+            Err(e) => return self.record_error(room, e, sent_ms.into_inner()),
         };
+        let sent_ms = sent_ms.into_inner();
         let seats = if refresh_seats {
             match self.seat_usage_of(room, &info, shutdown).await {
                 Ok(seats) => seats,
-                Err(e) => return self.record_error(room, e),
+                Err(e) => return self.record_error(room, e, sent_ms),
             }
         } else {
-            self.store.snapshot(room).and_then(|s| s.seats)
+            self.store.snapshot(room).and_then(|s| s.facts.seats)
         };
         let (members, max) = (info.member_count, info.max_member_count);
-        self.store.record_success(room, info, seats, unix_now_f64());
+        self.store.record_poll(room, info, seats, sent_ms, unix_now_f64());
         PollResult::Ok { members, max }
     }
 
@@ -293,21 +329,23 @@ impl Poller {
             Err(e) if e.class == ErrorClass::RoomGone => Err(e),
             Err(e) => {
                 tracing::debug!(room, code = %e.code, error = %e, "seat list failed; keeping the last seat usage");
-                Ok(self.store.snapshot(room).and_then(|s| s.seats))
+                Ok(self.store.snapshot(room).and_then(|s| s.facts.seats))
             }
         }
     }
 
-    fn record_error(&self, room: &str, e: CallError) -> PollResult {
+    fn record_error(&self, room: &str, e: CallError, sent_ms: u64) -> PollResult {
         if e.class == ErrorClass::RoomGone {
-            let newly_gone = self.store.snapshot(room).is_none_or(|s| s.exists != Some(false));
+            let newly_gone = self
+                .store
+                .snapshot(room)
+                .is_none_or(|s| s.facts.exists != Some(false));
             if newly_gone {
-                tracing::info!(
-                    room,
-                    "the API says the room does not exist (100004); remove it from the rooms list"
-                );
+                // Debug: with callbacks, rooms end all day long; roomengine_room_exists shows it.
+                tracing::debug!(room, "the API says the room does not exist (100004)");
             }
-            self.store.record_gone(room);
+            self.store.record_gone_at(room, sent_ms);
+            (self.on_gone)(room);
             return PollResult::Gone;
         }
         tracing::debug!(room, code = %e.code, error = %e, "poll failed");
@@ -410,7 +448,7 @@ enum PassKind {
     /// At the full budget, to get every room's data soon after start.
     First,
     Regular,
-    /// The rooms one reload added, polled at once.
+    /// The rooms one reload or callback batch added, polled at once.
     CatchUp,
 }
 
@@ -454,11 +492,17 @@ impl Running {
 
     /// Gives the next added room its catch-up poll with `slot`, unless a
     /// regular turn polled it first or a later reload removed it again.
-    fn catch_up(&mut self, poller: &Arc<Poller>, slot: OwnedSemaphorePermit, shutdown: &CancellationToken) {
+    fn catch_up(
+        &mut self,
+        poller: &Arc<Poller>,
+        members: &HashSet<String>,
+        slot: OwnedSemaphorePermit,
+        shutdown: &CancellationToken,
+    ) {
         let Some((pass, room)) = self.catch_ups.pop_front() else {
             return;
         };
-        if self.awaiting_catch_up.remove(&room) && poller.store.contains(&room) {
+        if self.awaiting_catch_up.remove(&room) && members.contains(&room) {
             self.spawn(poller, pass, room, slot, shutdown);
         }
         if self.catch_ups.front().is_none_or(|(next, _)| *next != pass) {
@@ -634,7 +678,8 @@ impl PassSummary {
         let codes: Vec<String> = self.codes.iter().map(|(c, n)| format!("{c}:{n}")).collect();
         let took = humantime::format_duration(round_ms(elapsed)).to_string();
         if kind == PassKind::CatchUp {
-            tracing::info!(ok = self.ok, gone = self.gone, failed = self.failed, skipped = self.skipped, codes = %codes.join(","), took, "rooms added by the reload polled");
+            // Debug: with callbacks, rooms join the set all day long.
+            tracing::debug!(ok = self.ok, gone = self.gone, failed = self.failed, skipped = self.skipped, codes = %codes.join(","), took, "rooms added to the set polled");
         } else if self.failed > 0 || self.skipped > 0 {
             tracing::warn!(ok = self.ok, gone = self.gone, failed = self.failed, skipped = self.skipped, codes = %codes.join(","), took, "pass finished with failures (skipped: rooms whose previous poll was still running)");
         } else if kind == PassKind::First {

@@ -18,7 +18,7 @@ use crate::api::{ApiClient, ErrorClass};
 use crate::config::validate_room_id;
 use crate::exposition::{render_room, write_families, RoomSnapshot, CONTENT_TYPE};
 use crate::poller::unix_now_f64;
-use crate::server::AppState;
+use crate::room::{unix_now_ms, RoomUpdate};
 
 /// Probes served at once; more wait (within their deadline) for a place.
 pub const MAX_CONCURRENT_PROBES: usize = 32;
@@ -54,7 +54,7 @@ impl Prober {
         self.seat_usage.store(seat_usage, Ordering::Relaxed);
     }
 
-    /// Fetches the room now; `None` in the snapshot's info means the probe failed.
+    /// Fetches the room now; `up` false in the snapshot means the probe failed.
     async fn probe(&self, room_id: &str, deadline: Instant) -> RoomSnapshot {
         let mut snapshot = RoomSnapshot {
             room_id: room_id.to_owned(),
@@ -70,24 +70,27 @@ impl Prober {
             );
             return snapshot;
         };
+        let sent_ms = unix_now_ms();
         match tokio::time::timeout_at(deadline, self.client.get_room_info(permit, room_id)).await {
             Ok(Ok(info)) => {
+                let mut seats = None;
                 if self.seat_usage.load(Ordering::Relaxed) && info.is_seat_enabled {
                     if let Ok(permit) = self.client.budget().acquire_before(deadline).await {
                         if let Ok(Ok(usage)) =
                             tokio::time::timeout_at(deadline, self.client.get_seat_list(permit, room_id))
                                 .await
                         {
-                            snapshot.seats = Some(usage);
+                            seats = Some(usage);
                         }
                     }
                 }
-                snapshot.info = Some(info);
+                snapshot.facts.merge(&RoomUpdate::polled(info, seats, sent_ms));
                 snapshot.up = true;
-                snapshot.exists = Some(true);
                 snapshot.last_success = Some(unix_now_f64());
             }
-            Ok(Err(e)) if e.class == ErrorClass::RoomGone => snapshot.exists = Some(false),
+            Ok(Err(e)) if e.class == ErrorClass::RoomGone => {
+                snapshot.facts.merge(&RoomUpdate::gone(sent_ms));
+            }
             Ok(Err(e)) => tracing::debug!(room_id, code = %e.code, error = %e, "probe failed"),
             Err(_) => tracing::debug!(room_id, "probe: no answer before the scrape timeout"),
         }
@@ -96,11 +99,10 @@ impl Prober {
 }
 
 pub async fn handler(
-    State(state): State<AppState>,
+    State(prober): State<Arc<Prober>>,
     Query(params): Query<HashMap<String, String>>,
     headers: HeaderMap,
 ) -> Response {
-    let prober = state.prober.clone();
     if !prober.enabled() {
         return (
             StatusCode::NOT_FOUND,

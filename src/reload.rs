@@ -1,7 +1,7 @@
 //! Configuration reload (SIGHUP and `POST /-/reload`): re-reads the file,
 //! and only when all of it is valid hands each part its new settings: rooms
-//! to the store and the poller, rate limit to the budget, credentials and
-//! timeout to the client. An invalid file changes nothing.
+//! to the room set, intervals to the poller, rate limit to the budget,
+//! credentials and timeout to the client. An invalid file changes nothing.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -15,13 +15,13 @@ use crate::config::{self, Config, SecretSource};
 use crate::metrics::SelfMetrics;
 use crate::poller::{unix_now_f64, Reschedule};
 use crate::probe::Prober;
-use crate::store::Store;
+use crate::roomset::RoomSet;
 
 /// The parts a reload reconfigures.
 pub struct Parts {
     pub budget: Arc<Budget>,
     pub client: Arc<ApiClient>,
-    pub store: Arc<Store>,
+    pub room_set: RoomSet,
     pub metrics: Arc<SelfMetrics>,
     pub prober: Arc<Prober>,
     pub poller: mpsc::UnboundedSender<Reschedule>,
@@ -76,7 +76,7 @@ impl Reloader {
                 return Err(problems.to_string());
             }
         };
-        let summary = self.apply(&current, &new);
+        let summary = self.apply(&current, &new).await;
         *current = new;
         self.parts.metrics.config_reload_ok.set(1);
         self.parts
@@ -87,9 +87,9 @@ impl Reloader {
         Ok(format!("configuration reloaded: {summary}"))
     }
 
-    fn apply(&self, old: &Config, new: &Config) -> String {
+    async fn apply(&self, old: &Config, new: &Config) -> String {
         let parts = &self.parts;
-        let rooms = parts.store.set_rooms(&new.rooms);
+        let rooms = parts.room_set.set_configured(new.rooms.clone()).await;
         parts.budget.set_rate_limit(new.rate_limit);
         parts.metrics.rate_limit.set(f64::from(new.rate_limit));
         parts.metrics.rate_limit_effective.set(parts.budget.effective());
@@ -114,6 +114,10 @@ impl Reloader {
             ("probe.enabled", old.probe_enabled != new.probe_enabled),
             ("app.endpoint", old.endpoint != new.endpoint),
             (
+                "callbacks (takes effect at the next start)",
+                old.callbacks != new.callbacks,
+            ),
+            (
                 "app credentials",
                 old.sdkappid != new.sdkappid
                     || old.identifier != new.identifier
@@ -129,12 +133,10 @@ impl Reloader {
         );
 
         // The poller only stops listening when it stops; then there is nothing to reschedule.
-        let _ = parts.poller.send(Reschedule {
+        let _ = parts.poller.send(Reschedule::Settings {
             interval: new.interval,
             seat_usage: new.seat_usage,
             watch: new.watch,
-            added: rooms.added,
-            removed: rooms.removed,
         });
         if changed.is_empty() {
             "nothing changed".to_owned()

@@ -1,62 +1,60 @@
-//! Serves the router on the listener: plain `axum::serve` without a web
-//! config; with one, basic auth in front of every route and, when the config
-//! has `tls_server_config`, a rustls accept loop (hyper per connection) that
-//! takes the current certificate for each new connection.
+//! Serves a router on a listener, for `/metrics` and the callback receiver
+//! alike: one accept loop (hyper per connection) that admits connections
+//! through [`Connections`] (caps and timeouts), with basic auth and TLS from
+//! the web config when given (the current certificate for each new connection).
 
 use std::sync::Arc;
 use std::time::Duration;
 
+use axum::body::Body;
 use axum::Router;
+use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
-use hyper_util::server::graceful::GracefulShutdown;
-use hyper_util::service::TowerToHyperService;
+use hyper_util::server::graceful::{GracefulShutdown, Watcher};
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpListener;
 use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
+use tower::ServiceExt;
+use tower_http::timeout::RequestBodyTimeoutLayer;
 
 use crate::basic_auth::{self, BasicAuth};
+use crate::connections::{Admitted, Connections, GuardedBody};
 use crate::web_config::WebConfigWatch;
 use crate::BoxError;
 
-/// A client that has not finished its TLS handshake by then is dropped, so
-/// idle half-open connections cannot pile up.
+/// A client that has not finished its TLS handshake by then is dropped.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// A request body still arriving after this is cut off.
+pub const BODY_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// Serves `app` until `shutdown` is cancelled, then lets the responses in flight finish.
-pub async fn serve(
-    listener: TcpListener,
-    app: Router,
-    web_config: Option<Arc<WebConfigWatch>>,
-    shutdown: CancellationToken,
-) -> Result<(), BoxError> {
-    let Some(web) = web_config else {
-        axum::serve(listener, app)
-            .with_graceful_shutdown(shutdown.cancelled_owned())
-            .await?;
-        return Ok(());
-    };
-    // Every route, the landing page and /-/healthy included, as the exporter-toolkit does.
-    let app = app.layer(axum::middleware::from_fn_with_state(
-        BasicAuth::new(web.clone()),
-        basic_auth::require,
-    ));
-    if web.current().tls.is_none() {
-        axum::serve(listener, app)
-            .with_graceful_shutdown(shutdown.cancelled_owned())
-            .await?;
-        return Ok(());
-    }
-    serve_tls(listener, app, web, shutdown).await;
-    Ok(())
+/// How one listener serves.
+pub struct Serving {
+    pub listener: TcpListener,
+    pub app: Router,
+    /// `--web.config.file`: TLS and basic auth; `None` serves plain HTTP.
+    pub web_config: Option<Arc<WebConfigWatch>>,
+    pub max_connections: usize,
 }
 
-async fn serve_tls(
-    listener: TcpListener,
-    app: Router,
-    web: Arc<WebConfigWatch>,
-    shutdown: CancellationToken,
-) {
+/// Serves until `shutdown` is cancelled, then lets the responses in flight finish.
+pub async fn serve(serving: Serving, shutdown: CancellationToken) -> Result<(), BoxError> {
+    let Serving {
+        listener,
+        app,
+        web_config,
+        max_connections,
+    } = serving;
+    let mut app = app.layer(RequestBodyTimeoutLayer::new(BODY_TIMEOUT));
+    if let Some(web) = &web_config {
+        // Every route, the landing page and /-/healthy included, as the exporter-toolkit does.
+        app = app.layer(axum::middleware::from_fn_with_state(
+            BasicAuth::new(web.clone()),
+            basic_auth::require,
+        ));
+    }
+    let connections = Connections::new(max_connections, shutdown.clone());
     let graceful = GracefulShutdown::new();
     let http = auto::Builder::new(TokioExecutor::new());
     loop {
@@ -72,38 +70,77 @@ async fn serve_tls(
             },
             () = shutdown.cancelled() => break,
         };
-        let _ = tcp.set_nodelay(true);
-        // The TLS side always exists here: whether TLS is on never changes on a re-read.
-        let Some(tls) = web.current().tls.clone() else {
-            continue;
+        // While every connection is busy, later clients wait in the backlog.
+        let admitted = tokio::select! {
+            admitted = connections.admit_when_free() => admitted,
+            () = shutdown.cancelled() => break,
         };
-        let acceptor = TlsAcceptor::from(tls);
-        let service = TowerToHyperService::new(app.clone());
-        let http = http.clone();
-        let watcher = graceful.watcher();
+        let _ = tcp.set_nodelay(true);
+        let tls = web_config.as_ref().and_then(|w| w.current().tls.clone());
+        let connection = Connection {
+            admitted: Arc::new(admitted),
+            app: app.clone(),
+            http: http.clone(),
+            watcher: graceful.watcher(),
+            peer,
+        };
         let shutdown = shutdown.clone();
         tokio::spawn(async move {
+            let Some(tls) = tls else {
+                return connection.serve(tcp).await;
+            };
+            let handshake = tokio::time::timeout(HANDSHAKE_TIMEOUT, TlsAcceptor::from(tls).accept(tcp));
             let stream = tokio::select! {
-                s = tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)) => s,
+                s = handshake => s,
                 () = shutdown.cancelled() => return,
+                () = connection.admitted.close.cancelled() => return,
             };
-            let stream = match stream {
-                Ok(Ok(s)) => s,
-                Ok(Err(e)) => {
-                    tracing::debug!(%peer, error = %e, "TLS handshake failed");
-                    return;
-                }
-                Err(_) => {
-                    tracing::debug!(%peer, "TLS handshake timed out");
-                    return;
-                }
-            };
-            let connection = http.serve_connection_with_upgrades(TokioIo::new(stream), service);
-            if let Err(e) = watcher.watch(connection.into_owned()).await {
-                tracing::debug!(%peer, error = %e, "connection ended with an error");
+            match stream {
+                Ok(Ok(stream)) => connection.serve(stream).await,
+                Ok(Err(e)) => tracing::debug!(peer = %connection.peer, error = %e, "TLS handshake failed"),
+                Err(_) => tracing::debug!(peer = %connection.peer, "TLS handshake timed out"),
             }
         });
     }
     drop(listener);
     graceful.shutdown().await;
+    Ok(())
+}
+
+/// One admitted connection and what serving it needs.
+struct Connection {
+    admitted: Arc<Admitted>,
+    app: Router,
+    http: auto::Builder<TokioExecutor>,
+    watcher: Watcher,
+    peer: std::net::SocketAddr,
+}
+
+impl Connection {
+    async fn serve<I: AsyncRead + AsyncWrite + Unpin + Send + 'static>(self, io: I) {
+        let admitted = self.admitted.clone();
+        let app = self.app;
+        let service = hyper::service::service_fn(move |request: hyper::Request<Incoming>| {
+            // Busy from the headers until the last byte of the answer is sent.
+            let guard = admitted.track();
+            let answer = app.clone().oneshot(request.map(Body::new));
+            async move {
+                let response = answer.await?;
+                Ok::<_, std::convert::Infallible>(response.map(|b| Body::new(GuardedBody::new(b, guard))))
+            }
+        });
+        let connection = self
+            .http
+            .serve_connection_with_upgrades(TokioIo::new(io), service);
+        tokio::select! {
+            result = self.watcher.watch(connection.into_owned()) => {
+                if let Err(e) = result {
+                    tracing::debug!(peer = %self.peer, error = %e, "connection ended with an error");
+                }
+            }
+            () = self.admitted.close.cancelled() => {
+                tracing::debug!(peer = %self.peer, "connection closed (idle, too slow, or evicted by a newer one)");
+            }
+        }
+    }
 }

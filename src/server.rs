@@ -30,6 +30,14 @@ pub struct AppState {
     pub telemetry_path: String,
     pub prober: Arc<Prober>,
     pub reloader: Arc<Reloader>,
+    /// Whether the callback receiver is on, for the landing page.
+    pub callbacks: bool,
+}
+
+impl axum::extract::FromRef<AppState> for Arc<Prober> {
+    fn from_ref(state: &AppState) -> Arc<Prober> {
+        state.prober.clone()
+    }
 }
 
 pub fn router(state: AppState) -> Router {
@@ -76,7 +84,7 @@ async fn ready(State(state): State<AppState>) -> Response {
     } else {
         (
             StatusCode::SERVICE_UNAVAILABLE,
-            "Not ready: the first pass over the rooms is still running\n",
+            "Not ready: the first pass over the room set is still running\n",
         )
             .into_response()
     }
@@ -109,8 +117,13 @@ async fn landing(State(state): State<AppState>) -> Html<String> {
          <ul><li><a href=\"{path}\">{path}</a>: metrics</li>\
          <li><a href=\"/-/healthy\">/-/healthy</a></li>\
          <li><a href=\"/-/ready\">/-/ready</a>: 200 once the first pass over all rooms is done</li>{probe}\
-         <li>POST /-/reload (or SIGHUP): re-read the configuration file</li></ul>\
+         <li>POST /-/reload (or SIGHUP): re-read the configuration file</li>{callbacks}</ul>\
          </body></html>",
         version = env!("CARGO_PKG_VERSION"),
+        callbacks = if state.callbacks {
+            "<li>Room Engine callbacks: received on a listener of their own (callbacks.listen_address)</li>"
+        } else {
+            ""
+        },
     ))
 }

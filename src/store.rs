@@ -1,4 +1,4 @@
-//! The latest snapshot of every configured room, with its metric lines already
+//! The latest snapshot of every room of the room set, with its metric lines already
 //! rendered. Rooms sit in shards of [`SHARD_ROOMS`] (in configuration order;
 //! a reload fills freed places first, then appends); each shard keeps its
 //! rooms' lines concatenated per family, and only there.
@@ -20,6 +20,7 @@ use bytes::Bytes;
 
 use crate::api::model::{RoomInfo, SeatUsage};
 use crate::exposition::{in_family_order, render_room, RenderedRoom, RoomSnapshot, FAMILIES};
+use crate::room::{unix_now_ms, Field, RoomUpdate};
 
 /// Rooms per shard: small enough that rebuilding a shard on each poll is
 /// cheap (microseconds), large enough that a scrape copies few buffers.
@@ -103,31 +104,28 @@ impl Store {
         store
     }
 
-    /// Makes `rooms` the configured rooms: removed rooms lose their series at
+    /// Makes `rooms` the rooms held: removed rooms lose their series at
     /// once, kept rooms keep their snapshot and place, new rooms get a place
-    /// (and no series until their first poll).
+    /// (and no series until a poll or callback tells something).
     pub fn set_rooms<S: AsRef<str>>(&self, rooms: &[S]) -> RoomChanges {
-        let mut layout = self.layout.write().unwrap_or_else(|p| p.into_inner());
         let wanted: HashSet<&str> = rooms.iter().map(AsRef::as_ref).collect();
-        let mut changes = RoomChanges::default();
-        let gone: Vec<String> = layout
+        let gone: Vec<String> = self
+            .layout()
             .positions
             .keys()
             .filter(|room| !wanted.contains(room.as_str()))
             .cloned()
             .collect();
-        for room in gone {
-            if let Some(place) = layout.positions.remove(&room) {
-                let mut shard = lock(&layout.shards[place.0]);
-                shard.rooms[place.1] = None;
-                shard.splice(place.1, None);
-                drop(shard);
-                layout.free.push(place);
-            }
-            changes.removed.push(room);
+        RoomChanges {
+            removed: self.remove_rooms(&gone),
+            added: self.add_rooms(rooms),
         }
-        // Lowest places first, so a shrunk-then-grown list stays compact.
-        layout.free.sort_unstable_by(|a, b| b.cmp(a));
+    }
+
+    /// Gives each room of `rooms` not held yet a place; returns those, in order.
+    pub fn add_rooms<S: AsRef<str>>(&self, rooms: &[S]) -> Vec<String> {
+        let mut layout = self.layout.write().unwrap_or_else(|p| p.into_inner());
+        let mut added = Vec::new();
         for room in rooms {
             let room = room.as_ref();
             if layout.positions.contains_key(room) {
@@ -140,31 +138,56 @@ impl Store {
                 (n, 0)
             });
             layout.positions.insert(room.to_owned(), place);
-            changes.added.push(room.to_owned());
+            added.push(room.to_owned());
         }
-        changes
+        added
     }
 
-    /// Whether `room_id` is a configured room (a reload may have removed it).
+    /// Drops `rooms` and all their series; returns those that were held.
+    pub fn remove_rooms<S: AsRef<str>>(&self, rooms: &[S]) -> Vec<String> {
+        let mut layout = self.layout.write().unwrap_or_else(|p| p.into_inner());
+        let mut removed = Vec::new();
+        for room in rooms {
+            if let Some(place) = layout.positions.remove(room.as_ref()) {
+                let mut shard = lock(&layout.shards[place.0]);
+                shard.rooms[place.1] = None;
+                shard.splice(place.1, None);
+                drop(shard);
+                layout.free.push(place);
+                removed.push(room.as_ref().to_owned());
+            }
+        }
+        // Lowest places first, so a shrunk-then-grown set stays compact.
+        layout.free.sort_unstable_by(|a, b| b.cmp(a));
+        removed
+    }
+
+    /// Whether the store holds `room_id` (configured, or discovered and not forgotten).
     pub fn contains(&self, room_id: &str) -> bool {
         self.layout().positions.contains_key(room_id)
     }
 
-    /// Whether the room's newest MemberCount came from a callback newer than
-    /// its last poll (such rooms need no watch polls). Always false here:
-    /// main's callbacks replace it.
-    pub fn members_by_callback(&self, _room_id: &str) -> bool {
-        false
+    /// The API returned the room's info (and seat usage when asked for);
+    /// stamped as of `now_unix`. The poller uses [`Store::record_poll`].
+    pub fn record_success(&self, room_id: &str, info: RoomInfo, seats: Option<SeatUsage>, now_unix: f64) {
+        self.record_poll(room_id, info, seats, (now_unix * 1000.0) as u64, now_unix);
     }
 
-    /// The API returned the room's info (and seat usage when asked for).
-    pub fn record_success(&self, room_id: &str, info: RoomInfo, seats: Option<SeatUsage>, now_unix: f64) {
+    /// A successful poll whose request was sent at `sent_ms`: its fields
+    /// count as of then, so a newer callback keeps its values.
+    pub fn record_poll(
+        &self,
+        room_id: &str,
+        info: RoomInfo,
+        seats: Option<SeatUsage>,
+        sent_ms: u64,
+        now_unix: f64,
+    ) {
         self.update(room_id, |s| {
-            s.info = Some(info);
-            s.seats = seats;
-            s.up = true;
-            s.exists = Some(true);
+            s.facts.merge(&RoomUpdate::polled(info, seats, sent_ms));
+            s.up = s.facts.exists == Some(true);
             s.last_success = Some(now_unix);
+            s.polled_ms = s.polled_ms.max(sent_ms);
         });
     }
 
@@ -174,14 +197,45 @@ impl Store {
         self.update(room_id, |s| s.up = false);
     }
 
-    /// The API said the room does not exist (100004): drop its data.
+    /// The API said the room does not exist (100004).
     pub fn record_gone(&self, room_id: &str) {
+        self.record_gone_at(room_id, unix_now_ms());
+    }
+
+    /// 100004 for a request sent at `sent_ms`: the room is gone as of then.
+    pub fn record_gone_at(&self, room_id: &str, sent_ms: u64) {
         self.update(room_id, |s| {
-            s.info = None;
-            s.seats = None;
+            s.facts.merge(&RoomUpdate::gone(sent_ms));
             s.up = false;
-            s.exists = Some(false);
         });
+    }
+
+    /// A callback's change, true as of its `EventTime` (`update.at_ms`).
+    pub fn record_callback(&self, room_id: &str, update: &RoomUpdate) {
+        self.update(room_id, |s| {
+            s.facts.merge(update);
+            if s.facts.exists == Some(false) {
+                s.up = false;
+            }
+            let at = update.at_ms as f64 / 1000.0;
+            s.last_callback = Some(s.last_callback.map_or(at, |t| t.max(at)));
+        });
+    }
+
+    /// Shows what a previous run's callbacks said of `room_id` (start-up).
+    pub fn restore(&self, room_id: &str, facts: &crate::room::RoomFacts, last_callback_ms: u64) {
+        self.update(room_id, |s| {
+            s.facts = facts.clone();
+            s.last_callback = (last_callback_ms > 0).then(|| last_callback_ms as f64 / 1000.0);
+        });
+    }
+
+    /// Whether the room's newest MemberCount came from a callback newer
+    /// than its last poll: polling it sooner would tell nothing new.
+    pub fn members_by_callback(&self, room_id: &str) -> bool {
+        self.snapshot(room_id).is_some_and(|s| {
+            s.last_callback.is_some() && s.facts.stamps[Field::Members as usize] > s.polled_ms
+        })
     }
 
     pub fn snapshot(&self, room_id: &str) -> Option<RoomSnapshot> {
@@ -201,13 +255,13 @@ impl Store {
                     .rooms
                     .iter()
                     .flatten()
-                    .filter(|s| s.info.as_ref().is_some_and(|i| i.is_seat_enabled))
+                    .filter(|s| s.facts.exists != Some(false) && s.facts.info.is_seat_enabled)
                     .count()
             })
             .sum()
     }
 
-    /// Rooms the store holds (configured rooms).
+    /// Rooms the store holds.
     pub fn capacity(&self) -> usize {
         self.layout().positions.len()
     }
@@ -243,7 +297,7 @@ impl Store {
     fn update(&self, room_id: &str, change: impl FnOnce(&mut RoomSnapshot)) {
         let layout = self.layout();
         let Some(&(shard, slot)) = layout.positions.get(room_id) else {
-            tracing::debug!(room_id, "not a configured room (any more); not stored");
+            tracing::debug!(room_id, "not a room of the set (any more); not stored");
             return;
         };
         let mut shard = lock(&layout.shards[shard]);

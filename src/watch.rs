@@ -296,28 +296,27 @@ impl Watch {
         if rate <= 0.0 || self.next_slot.is_some_and(|slot| slot > now) {
             return None;
         }
-        let mut best: Option<(&String, Watched)> = None;
+        let mut due: Vec<(&String, Watched)> = self
+            .watched
+            .iter()
+            .filter(|(_, w)| w.due <= now)
+            .map(|(room, w)| (room, *w))
+            .collect();
+        let any_due = !due.is_empty();
+        due.sort_by(|(_, a), (_, b)| a.urgency.order(&b.urgency).then(a.due.cmp(&b.due)));
+        // Asked in order, so the store is asked about few rooms per pick.
+        let mut picked = None;
         let mut by_callback = Vec::new();
-        let mut any_due = false;
-        for (room, w) in &self.watched {
-            if w.due > now {
-                continue;
-            }
-            any_due = true;
+        for (room, _) in due {
             match eligibility(room) {
-                Eligibility::Busy => continue,
+                Eligibility::Busy => {}
                 Eligibility::ByCallback => by_callback.push(room.clone()),
                 Eligibility::Pollable => {
-                    let better = best.is_none_or(|(_, b)| {
-                        w.urgency.order(&b.urgency).then(w.due.cmp(&b.due)) == Ordering::Less
-                    });
-                    if better {
-                        best = Some((room, *w));
-                    }
+                    picked = Some(room.clone());
+                    break;
                 }
             }
         }
-        let picked = best.map(|(room, _)| room.clone());
         for room in by_callback {
             self.watched.remove(&room);
         }

@@ -45,7 +45,7 @@ fn config_check_lists_every_problem_and_exits_1() {
             "{p}: app.secret_key_env: environment variable ROOMENGINE_SECRET_KEY is not set (it must hold the SecretKey)\n\
              {p}: app.region: unknown region \"mars\" (known: china, singapore, seoul, frankfurt, mumbai, silicon-valley, jakarta)\n\
              {p}: polling.rate_limit: 250 exceeds the API limit of 200 calls/s\n\
-             {p}: rooms: the list is empty (name at least one room ID)\n"
+             {p}: rooms: the list is empty (name at least one room ID, or turn on callbacks.listen_address to discover rooms)\n"
         )
     );
 }

@@ -52,12 +52,14 @@ async fn seat_usage_matches_the_simulator_and_costs_one_call_per_seat_room() {
         },
         probe_enabled: true,
         rooms: rooms.clone(),
+        callbacks: None,
     };
     let shutdown = CancellationToken::new();
     let web = WebOptions {
         listen_address: format!("127.0.0.1:{port}"),
         telemetry_path: "/metrics".into(),
         web_config: None,
+        max_connections: 256,
     };
     let exporter = tokio::spawn(app::run(config, None, web, shutdown.clone()));
 

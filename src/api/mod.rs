@@ -15,7 +15,7 @@ use crate::budget::{Budget, Permit};
 use crate::config::Config;
 use crate::metrics::{SelfMetrics, API_GET_ROOM_INFO, API_GET_SEAT_LIST};
 use crate::usersig::Signer;
-use model::{Envelope, RoomInfo, RoomInfoResponse, SeatListResponse, SeatUsage};
+use model::{CallbackSetting, Envelope, RoomInfo, RoomInfoResponse, SeatListResponse, SeatUsage};
 pub use outcome::{CallError, ErrorClass};
 
 /// Larger answers are refused, not buffered: a RoomInfo is about 1 KiB.
@@ -139,9 +139,10 @@ impl ApiClient {
                 permit,
                 API_GET_ROOM_INFO,
                 "room_engine_http_srv/get_room_info",
-                room_id,
+                serde_json::json!({ "RoomId": room_id }),
             )
-            .await?;
+            .await?
+            .ok_or_else(no_response)?;
         resp.room_info.ok_or_else(|| {
             CallError::transport("decode", ErrorClass::Retryable, "answer has no Response.RoomInfo")
         })
@@ -154,19 +155,47 @@ impl ApiClient {
                 permit,
                 API_GET_SEAT_LIST,
                 "room_engine_http_mic/get_seat_list",
-                room_id,
+                serde_json::json!({ "RoomId": room_id }),
             )
-            .await?;
+            .await?
+            .ok_or_else(no_response)?;
         Ok(SeatUsage::count(&resp.seat_list))
     }
 
+    /// `room_config/get_callback`: the app's callback URL and commands.
+    pub async fn get_callback(&self, permit: Permit) -> Result<CallbackSetting, CallError> {
+        let body = serde_json::json!({});
+        let setting = self.call(permit, "get_callback", "room_config/get_callback", body);
+        setting.await?.ok_or_else(no_response)
+    }
+
+    /// `room_config/set_callback` (replaces what is set) or, with `update`,
+    /// `room_config/update_callback` (changes the registration that exists).
+    pub async fn set_callback(
+        &self,
+        permit: Permit,
+        update: bool,
+        url: &str,
+        commands: &[String],
+    ) -> Result<(), CallError> {
+        let (api, command) = match update {
+            true => ("update_callback", "room_config/update_callback"),
+            false => ("set_callback", "room_config/set_callback"),
+        };
+        let body = serde_json::json!({ "Url": url, "CallbackCommandList": commands });
+        // The answer carries nothing but the envelope.
+        let _: Option<serde::de::IgnoredAny> = self.call(permit, api, command, body).await?;
+        Ok(())
+    }
+
+    /// One call: `Ok(None)` when the answer is OK without a `Response`.
     async fn call<T: DeserializeOwned>(
         &self,
         _permit: Permit,
         api: &str,
         command: &str,
-        room_id: &str,
-    ) -> Result<T, CallError> {
+        body: serde_json::Value,
+    ) -> Result<Option<T>, CallError> {
         let target = self.target();
         let (usersig, expires_at) = target.signer.current();
         self.metrics.usersig_expiry.set(expires_at as f64);
@@ -177,7 +206,7 @@ impl ApiClient {
             target.identifier_query,
             rand::random::<u32>()
         );
-        let body = serde_json::json!({ "RoomId": room_id }).to_string();
+        let body = body.to_string();
 
         self.metrics.requests.with_label_values(&[api]).inc();
         let started = Instant::now();
@@ -208,7 +237,7 @@ impl ApiClient {
         url: String,
         body: String,
         timeout: Duration,
-    ) -> Result<T, CallError> {
+    ) -> Result<Option<T>, CallError> {
         let mut response = self
             .http
             .post(url)
@@ -257,9 +286,7 @@ impl ApiClient {
                 &envelope.error_info,
             ));
         }
-        envelope
-            .response
-            .ok_or_else(|| CallError::transport("decode", ErrorClass::Retryable, "answer has no Response"))
+        Ok(envelope.response)
     }
 
     fn hint_once(&self, code: &str, target: &Target) {
@@ -276,6 +303,10 @@ impl ApiClient {
             );
         }
     }
+}
+
+fn no_response() -> CallError {
+    CallError::transport("decode", ErrorClass::Retryable, "answer has no Response")
 }
 
 fn too_large() -> CallError {

@@ -3,7 +3,7 @@
 //! numbers, and an unknown enum value never fails the whole room.
 
 use serde::de::{self, Deserializer};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 /// The envelope every REST call answers with.
 #[derive(Debug, Deserialize)]
@@ -28,6 +28,26 @@ pub struct SeatListResponse {
     pub seat_list: Vec<Seat>,
 }
 
+/// `Response` of `room_config/get_callback`: the app's one callback URL and
+/// the commands sent to it (empty when none is set).
+#[derive(Debug, Default, Clone, PartialEq, Deserialize)]
+#[serde(default)]
+pub struct CallbackSetting {
+    #[serde(rename = "Url", deserialize_with = "flex_string")]
+    pub url: String,
+    #[serde(rename = "CallbackCommandList", deserialize_with = "string_list")]
+    pub commands: Vec<String>,
+}
+
+/// A list of names: `null` is empty and entries that are not text are skipped.
+fn string_list<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
+    let items = Option::<Vec<serde_json::Value>>::deserialize(d)?.unwrap_or_default();
+    Ok(items
+        .into_iter()
+        .filter_map(|v| v.as_str().map(str::to_owned))
+        .collect())
+}
+
 /// One seat of `get_seat_list`. An empty seat may omit `Member_Account`.
 #[derive(Debug, Default, Clone, Deserialize)]
 #[serde(default)]
@@ -43,7 +63,7 @@ pub struct Seat {
 }
 
 /// Seat usage counted from a seat list; no per-seat detail is kept (cardinality).
-#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SeatUsage {
     pub occupied: u64,
     pub locked: u64,
@@ -64,7 +84,7 @@ impl SeatUsage {
 }
 
 /// `Response.RoomInfo` of `get_room_info`. Missing fields take their zero value.
-#[derive(Debug, Default, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Default, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default)]
 pub struct RoomInfo {
     #[serde(rename = "RoomId", deserialize_with = "flex_string")]
@@ -134,7 +154,7 @@ fn flex_string<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
     })
 }
 
-fn flex_u64<'de, D: Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
+pub(crate) fn flex_u64<'de, D: Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
     match Loose::deserialize(d)? {
         Loose::Uint(n) => Ok(n),
         // A negative count or time is nonsense; clamp rather than fail the room.
@@ -204,6 +224,17 @@ mod tests {
         assert_eq!(info.member_count, 7);
         assert!(info.is_seat_enabled);
         assert_eq!(info.max_member_count, 0);
+    }
+
+    #[test]
+    fn a_callback_setting_tolerates_null_and_odd_entries() {
+        let setting: CallbackSetting =
+            serde_json::from_str(r#"{"Url":"http://h/cb","CallbackCommandList":["A",3,null,"B"],"X":1}"#)
+                .expect("decodes");
+        assert_eq!(setting.commands, ["A", "B"]);
+        let empty: CallbackSetting =
+            serde_json::from_str(r#"{"CallbackCommandList":null}"#).expect("decodes");
+        assert_eq!(empty, CallbackSetting::default());
     }
 
     #[test]

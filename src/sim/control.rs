@@ -1,7 +1,8 @@
 //! The simulator's own API under `/sim/`, for tests, demos and benchmarks: list
-//! rooms, set a room's fields (which freezes its walk), destroy a room, read
-//! the simulator's counters in Prometheus text, and read or restart the
-//! measurement period (`/sim/stats`, JSON), and the rooms' fills (`/sim/fills`).
+//! rooms, create one, set a room's fields (which freezes its walk), destroy a
+//! room, read the simulator's counters in Prometheus text, read or restart the
+//! measurement period (`/sim/stats`, JSON), read the callback counters and the
+//! rooms' fills (`/sim/fills`).
 
 use std::sync::Arc;
 
@@ -11,14 +12,15 @@ use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use serde_json::Value;
+use serde_json::{Map, Value};
 
-use super::world::{EditError, Editor};
+use super::world::{EditError, Editor, Room};
 use super::Shared;
+use crate::config::MAX_ROOM_ID_BYTES;
 
 pub(crate) fn routes() -> Router<Arc<Shared>> {
     Router::new()
-        .route("/sim/rooms", get(list_rooms))
+        .route("/sim/rooms", get(list_rooms).post(create_room))
         .route(
             "/sim/rooms/{id}",
             get(show_room).put(set_room).delete(destroy_room),
@@ -27,6 +29,7 @@ pub(crate) fn routes() -> Router<Arc<Shared>> {
         .route("/sim/stats", get(period))
         .route("/sim/stats/reset", post(reset_period))
         .route("/sim/fills", get(fills))
+        .route("/sim/callbacks", get(callbacks))
 }
 
 fn plain(status: StatusCode, message: String) -> Response {
@@ -55,26 +58,65 @@ async fn show_room(State(shared): State<Arc<Shared>>, Path(id): Path<String>) ->
     }
 }
 
-/// `PUT /sim/rooms/{id}` with a JSON object of RoomInfo fields (and
-/// optionally `SeatsOccupied`): sets them, freezes the room, answers the room.
-async fn set_room(State(shared): State<Arc<Shared>>, Path(id): Path<String>, body: Bytes) -> Response {
-    let fields = match serde_json::from_slice::<Value>(&body) {
-        Ok(Value::Object(fields)) => fields,
+/// A control body: a JSON object of RoomInfo fields.
+fn fields_of(body: &[u8]) -> Result<Map<String, Value>, String> {
+    match serde_json::from_slice::<Value>(body) {
+        Ok(Value::Object(fields)) => Ok(fields),
         Ok(_) => {
-            return plain(
-                StatusCode::BAD_REQUEST,
-                r#"the body must be a JSON object of RoomInfo fields, e.g. {"MemberCount": 300}"#.into(),
-            )
+            Err(r#"the body must be a JSON object of RoomInfo fields, e.g. {"MemberCount": 300}"#.into())
         }
-        Err(e) => return plain(StatusCode::BAD_REQUEST, format!("the body is not JSON: {e}")),
-    };
-    let mut world = shared.world();
-    match world.edit(&id, &fields, Editor::Control) {
-        Ok(room) => Json(room.to_control_json()).into_response(),
-        Err(EditError::NoSuchRoom) => no_room(&id),
+        Err(e) => Err(format!("the body is not JSON: {e}")),
+    }
+}
+
+fn edited(id: &str, result: Result<&Room, EditError>, status: StatusCode) -> Response {
+    match result {
+        Ok(room) => (status, Json(room.to_control_json())).into_response(),
+        Err(EditError::NoSuchRoom) => no_room(id),
         Err(EditError::Invalid(why)) => plain(StatusCode::BAD_REQUEST, why),
         Err(EditError::AlreadyExists) => plain(StatusCode::CONFLICT, format!("room {id} exists")),
     }
+}
+
+/// `PUT /sim/rooms/{id}` with a JSON object of RoomInfo fields (and
+/// optionally `SeatsOccupied`): sets them, freezes the room, answers the room.
+async fn set_room(State(shared): State<Arc<Shared>>, Path(id): Path<String>, body: Bytes) -> Response {
+    let fields = match fields_of(&body) {
+        Ok(fields) => fields,
+        Err(why) => return plain(StatusCode::BAD_REQUEST, why),
+    };
+    let mut world = shared.world();
+    edited(&id, world.edit(&id, &fields, Editor::Control), StatusCode::OK)
+}
+
+/// `POST /sim/rooms` with RoomInfo fields, `RoomId` required (and optionally
+/// `SeatsOccupied`): creates a frozen room from defaults and these; answers
+/// 201 and the room, 409 when the ID exists.
+async fn create_room(State(shared): State<Arc<Shared>>, body: Bytes) -> Response {
+    let fields = match fields_of(&body) {
+        Ok(fields) => fields,
+        Err(why) => return plain(StatusCode::BAD_REQUEST, why),
+    };
+    let id = match fields.get("RoomId").and_then(Value::as_str) {
+        Some(id) if !id.is_empty() && id.len() <= MAX_ROOM_ID_BYTES => id.to_owned(),
+        _ => {
+            return plain(
+                StatusCode::BAD_REQUEST,
+                format!("RoomId must be a string of 1 to {MAX_ROOM_ID_BYTES} bytes"),
+            )
+        }
+    };
+    let mut world = shared.world();
+    edited(
+        &id,
+        world.create(&id, &fields, Editor::Control),
+        StatusCode::CREATED,
+    )
+}
+
+/// `GET /sim/callbacks`: callbacks sent, failed and dropped, and sent by command.
+async fn callbacks(State(shared): State<Arc<Shared>>) -> Json<super::CallbackStats> {
+    Json(shared.callbacks.stats())
 }
 
 /// `DELETE /sim/rooms/{id}`: the room is destroyed; the API answers 100004 from now on.
@@ -91,7 +133,7 @@ async fn metrics(State(shared): State<Arc<Shared>>) -> Response {
     let rooms = shared.world().len();
     (
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")],
-        shared.stats.render(rooms),
+        shared.stats.render(rooms) + &shared.callbacks.render(),
     )
         .into_response()
 }

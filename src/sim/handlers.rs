@@ -16,6 +16,7 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use serde_json::{json, Map, Value};
 
+use super::callbacks::Setting;
 use super::world::{EditError, Editor, Room};
 use super::{Shared, SimOptions};
 use crate::config::{SecretKey, MAX_ROOM_ID_BYTES};
@@ -83,6 +84,9 @@ enum Api {
     CreateRoom,
     DestroyRoom,
     UpdateRoomInfo,
+    SetCallback,
+    UpdateCallback,
+    GetCallback,
 }
 
 impl Api {
@@ -95,6 +99,9 @@ impl Api {
             ("room_engine_http_srv", "update_room_info") => Api::UpdateRoomInfo,
             // Seats live in another service: `_mic`, not `_srv`.
             ("room_engine_http_mic", "get_seat_list") => Api::GetSeatList,
+            ("room_config", "set_callback") => Api::SetCallback,
+            ("room_config", "update_callback") => Api::UpdateCallback,
+            ("room_config", "get_callback") => Api::GetCallback,
             _ => return None,
         })
     }
@@ -108,6 +115,9 @@ impl Api {
             Some(Api::CreateRoom) => "create_room",
             Some(Api::DestroyRoom) => "destroy_room",
             Some(Api::UpdateRoomInfo) => "update_room_info",
+            Some(Api::SetCallback) => "set_callback",
+            Some(Api::UpdateCallback) => "update_callback",
+            Some(Api::GetCallback) => "get_callback",
             None => "unknown",
         }
     }
@@ -415,6 +425,18 @@ fn execute(shared: &Shared, api: Api, request: &Map<String, Value>) -> Answer {
 }
 
 fn try_execute(shared: &Shared, api: Api, request: &Map<String, Value>) -> Result<Option<Value>, Answer> {
+    let setting = match api {
+        Api::GetCallback => return Ok(Some(shared.callbacks.get())),
+        Api::SetCallback => Some(Setting::Set),
+        Api::UpdateCallback => Some(Setting::Update),
+        _ => None,
+    };
+    if let Some(setting) = setting {
+        return match shared.register_callback(request, setting) {
+            Ok(()) => Ok(None),
+            Err(why) => Err(fail(100002, format!("invalid parameter: {why}"))),
+        };
+    }
     let mut world = shared.world();
     match api {
         Api::GetRoomInfo => {
@@ -447,7 +469,9 @@ fn try_execute(shared: &Shared, api: Api, request: &Map<String, Value>) -> Resul
         Api::CreateRoom => {
             let info = room_info_of(request)?;
             let id = room_id_of(info)?;
-            world.create(id, info).map_err(|e| edit_failure(id, e))?;
+            world
+                .create(id, info, Editor::CreateApi)
+                .map_err(|e| edit_failure(id, e))?;
             Ok(None)
         }
         Api::UpdateRoomInfo => {
@@ -458,6 +482,8 @@ fn try_execute(shared: &Shared, api: Api, request: &Map<String, Value>) -> Resul
                 .map_err(|e| edit_failure(id, e))?;
             Ok(None)
         }
+        // Answered above, without the world's lock (registering takes it).
+        Api::SetCallback | Api::UpdateCallback | Api::GetCallback => Ok(None),
     }
 }
 

@@ -2,8 +2,10 @@
 //! exporter cannot tell it from Tencent's: `roomengine-exporter simulate`, the
 //! demo, and the tests all run it. This file holds its options and lifecycle;
 //! `world` is the rooms, `handlers` the Tencent paths, `control` the `/sim/*`
-//! API, `stats` its counters and `clock` its movable wall clock.
+//! API, `stats` its counters, `clock` its movable wall clock and `callbacks`
+//! the callbacks it sends.
 
+mod callbacks;
 mod clock;
 mod control;
 mod handlers;
@@ -22,6 +24,7 @@ use tokio_util::sync::CancellationToken;
 use crate::config::SecretKey;
 use crate::BoxError;
 
+pub use callbacks::{sign as callback_sign, CallbackStats, COMMANDS as CALLBACK_COMMANDS};
 use clock::Clock;
 pub use stats::{Fill, PeriodStats, Spread};
 pub use world::{room_id, RoomInfo, TICK_SECONDS};
@@ -66,6 +69,15 @@ pub struct SimulateArgs {
     /// Share of rooms destroyed and replaced by new ones per minute.
     #[arg(long, default_value_t = 0.0, value_parser = parse_share)]
     pub churn: f64,
+    /// Callback token: callbacks then carry Sign=sha256(token+RequestTime) and RequestTime.
+    #[arg(long)]
+    pub callback_token: Option<String>,
+    /// Share of callbacks never sent (counted as dropped).
+    #[arg(long, default_value_t = 0.0, value_parser = parse_share)]
+    pub callback_loss: f64,
+    /// Each callback waits a random 0 to D before it is sent, so some arrive out of order.
+    #[arg(long, default_value = "50ms", value_parser = humantime::parse_duration)]
+    pub callback_delay: Duration,
 }
 
 fn parse_share(text: &str) -> Result<f64, String> {
@@ -101,6 +113,12 @@ pub struct SimOptions {
     pub epoch: Option<u64>,
     /// Real time between ticks; `None` leaves ticking to [`SimHandle::step`].
     pub tick: Option<Duration>,
+    /// Token for the callbacks' `Sign`; `None` sends them unsigned.
+    pub callback_token: Option<String>,
+    /// Share of callbacks dropped instead of sent.
+    pub callback_loss: f64,
+    /// Each callback is sent after a uniform random delay of 0 to this.
+    pub callback_delay: Duration,
 }
 
 impl SimOptions {
@@ -121,6 +139,9 @@ impl SimOptions {
             clock_offset_secs: 0,
             epoch: None,
             tick: Some(Duration::from_secs(TICK_SECONDS)),
+            callback_token: None,
+            callback_loss: 0.0,
+            callback_delay: Duration::from_millis(50),
         }
     }
 
@@ -130,6 +151,7 @@ impl SimOptions {
             ("http_error_rate", self.http_error_rate),
             ("malformed_rate", self.malformed_rate),
             ("churn", self.churn),
+            ("callback_loss", self.callback_loss),
         ] {
             if !(0.0..=1.0).contains(&share) {
                 return Err(format!("simulator option {name} must be between 0 and 1, not {share}").into());
@@ -152,32 +174,100 @@ pub(crate) struct Shared {
     pub faults: handlers::Faults,
     pub rate_limit: u32,
     pub latency: Duration,
+    pub callbacks: callbacks::Callbacks,
 }
 
 impl Shared {
-    pub fn world(&self) -> std::sync::MutexGuard<'_, world::World> {
-        self.world.lock().unwrap_or_else(|p| p.into_inner())
+    /// The world, locked; the events of whatever is changed through the guard
+    /// are handed to the callback sender when it is dropped.
+    pub fn world(&self) -> WorldGuard<'_> {
+        WorldGuard {
+            world: self.world.lock().unwrap_or_else(|p| p.into_inner()),
+            shared: self,
+        }
     }
 
-    /// Advances the world one tick and records the rooms it filled.
-    fn step_world(&self) {
-        let filled = {
+    /// set_callback / update_callback: stores the registration, then the
+    /// world records events for it.
+    pub fn register_callback(
+        &self,
+        request: &serde_json::Map<String, serde_json::Value>,
+        setting: callbacks::Setting,
+    ) -> Result<(), String> {
+        self.callbacks.set(request, setting)?;
+        self.world().set_recording(true);
+        Ok(())
+    }
+
+    fn set_callback(&self, registration: Option<(String, Vec<String>)>) -> Result<(), String> {
+        match registration {
+            Some((url, commands)) => {
+                let request = serde_json::json!({ "Url": url, "CallbackCommandList": commands });
+                let request = request.as_object().cloned().unwrap_or_default();
+                self.register_callback(&request, callbacks::Setting::Set)
+            }
+            None => {
+                self.callbacks.clear();
+                self.world().set_recording(false);
+                Ok(())
+            }
+        }
+    }
+
+    /// Advances the world `ticks` ticks under one lock and records the rooms
+    /// each tick filled.
+    fn step_world(&self, ticks: u64) {
+        let mut filled = Vec::new();
+        {
             let mut world = self.world();
             let full = |r: &&world::Room| r.info.member_count >= r.info.max_member_count;
-            let before: std::collections::HashSet<String> = world
-                .rooms()
-                .filter(full)
-                .map(|r| r.info.room_id.clone())
-                .collect();
-            world.step();
-            world
-                .rooms()
-                .filter(full)
-                .filter(|r| !before.contains(&r.info.room_id))
-                .map(|r| r.info.room_id.clone())
-                .collect()
-        };
+            for _ in 0..ticks {
+                let before: std::collections::HashSet<String> = world
+                    .rooms()
+                    .filter(full)
+                    .map(|r| r.info.room_id.clone())
+                    .collect();
+                world.step();
+                filled.extend(
+                    world
+                        .rooms()
+                        .filter(full)
+                        .filter(|r| !before.contains(&r.info.room_id))
+                        .map(|r| r.info.room_id.clone()),
+                );
+            }
+        }
         self.stats.record_fills(filled);
+    }
+}
+
+/// The locked world; see [`Shared::world`].
+pub(crate) struct WorldGuard<'a> {
+    world: std::sync::MutexGuard<'a, world::World>,
+    shared: &'a Shared,
+}
+
+impl std::ops::Deref for WorldGuard<'_> {
+    type Target = world::World;
+    fn deref(&self) -> &world::World {
+        &self.world
+    }
+}
+
+impl std::ops::DerefMut for WorldGuard<'_> {
+    fn deref_mut(&mut self) -> &mut world::World {
+        &mut self.world
+    }
+}
+
+impl Drop for WorldGuard<'_> {
+    fn drop(&mut self) {
+        let events = self.world.take_events();
+        if !events.is_empty() {
+            self.shared
+                .callbacks
+                .dispatch(events, &self.shared.auth.identifier);
+        }
     }
 }
 
@@ -208,6 +298,12 @@ impl Simulator {
             faults: handlers::Faults::new(&options),
             rate_limit: options.rate_limit,
             latency: options.latency,
+            callbacks: callbacks::Callbacks::new(callbacks::SenderOptions {
+                sdkappid: options.sdkappid,
+                token: options.callback_token.clone(),
+                delay: options.callback_delay,
+                loss: options.callback_loss,
+            })?,
         });
         let listener = tokio::net::TcpListener::bind(&options.listen)
             .await
@@ -225,6 +321,7 @@ impl Simulator {
                 tracing::error!(error = %e, "simulator server failed");
             }
         })];
+        tasks.push(tokio::spawn(callbacks::run(shared.clone(), cancel.clone())));
         if let Some(period) = options.tick {
             tasks.push(tokio::spawn(tick_world(shared.clone(), period, cancel.clone())));
         }
@@ -244,7 +341,7 @@ async fn tick_world(shared: Arc<Shared>, period: Duration, cancel: CancellationT
     loop {
         tokio::select! {
             _ = cancel.cancelled() => return,
-            _ = ticker.tick() => shared.step_world(),
+            _ = ticker.tick() => shared.step_world(1),
         }
     }
 }
@@ -271,9 +368,7 @@ impl SimHandle {
     /// Advances the world `ticks` ticks now (deterministic; works with or
     /// without background ticking).
     pub fn step(&self, ticks: u64) {
-        for _ in 0..ticks {
-            self.shared.step_world();
-        }
+        self.shared.step_world(ticks);
     }
 
     /// Every room that reached its MaxMemberCount in a tick, and when, oldest
@@ -328,6 +423,17 @@ impl SimHandle {
         self.shared.stats.period()
     }
 
+    /// What the callback sender did so far, as `GET /sim/callbacks` shows it.
+    pub fn callback_stats(&self) -> CallbackStats {
+        self.shared.callbacks.stats()
+    }
+
+    /// Registers (or with `None` removes) the callback URL, as set_callback
+    /// does; the error is set_callback's ErrorInfo.
+    pub fn set_callback_url(&self, url: Option<String>, commands: Vec<String>) -> Result<(), String> {
+        self.shared.set_callback(url.map(|url| (url, commands)))
+    }
+
     /// Stops serving and ticking and waits for both to end.
     pub async fn shutdown(mut self) {
         self.cancel.cancel();
@@ -375,6 +481,9 @@ pub async fn run(args: SimulateArgs) -> Result<(), BoxError> {
         http_error_rate: args.http_error_rate,
         malformed_rate: args.malformed_rate,
         churn: args.churn,
+        callback_token: args.callback_token,
+        callback_loss: args.callback_loss,
+        callback_delay: args.callback_delay,
         ..SimOptions::new(secret_key)
     };
     let (sdkappid, identifier, rooms) = (options.sdkappid, options.identifier.clone(), options.rooms);

@@ -1,9 +1,11 @@
 //! The simulated rooms and how they live: members arrive and leave in a random
 //! walk, a few rooms fill to capacity, meetings start, seats fill and empty,
 //! rooms churn. Everything moves in discrete ticks drawn from seeded RNGs, so
-//! one seed always gives one history, however requests arrive.
+//! one seed always gives one history, however requests arrive. Once asked to
+//! record, it also notes each change as a plain [`Event`] for the callbacks.
 
 use std::collections::BTreeMap;
+use std::time::{SystemTime, UNIX_EPOCH};
 
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
@@ -112,6 +114,145 @@ pub enum Editor {
     UpdateApi,
     /// The `create_room` API: the fields a room is created with.
     CreateApi,
+}
+
+/// A room's state before a change, to tell which events the change makes.
+struct Before {
+    info: RoomInfo,
+    seats: Vec<Seat>,
+}
+
+impl Before {
+    fn of(room: &Room) -> Before {
+        Before {
+            info: room.info.clone(),
+            seats: room.seats.clone(),
+        }
+    }
+}
+
+/// The events `room`'s change from `before` makes. `by_admin`: an API or
+/// control call (which also reports changed RoomInfo fields), else the walk.
+fn changes(out: &mut Vec<Event>, rng: &mut StdRng, before: &Before, room: &Room, by_admin: bool) {
+    let room_id = &room.info.room_id;
+    let event_time_ms = wall_clock_ms();
+    let mut push = |change, operator: Option<String>| {
+        out.push(Event {
+            change,
+            operator: if by_admin { None } else { operator },
+            event_time_ms,
+        })
+    };
+    if by_admin {
+        if let (Ok(Value::Object(old)), Ok(Value::Object(new))) = (
+            serde_json::to_value(&before.info),
+            serde_json::to_value(&room.info),
+        ) {
+            let fields: Map<String, Value> = new
+                .into_iter()
+                .filter(|(k, v)| k != "MemberCount" && old.get(k) != Some(v))
+                .collect();
+            if !fields.is_empty() {
+                let change = Change::Updated {
+                    room_id: room_id.clone(),
+                    fields,
+                };
+                push(change, None);
+            }
+        }
+    }
+    let (was, now) = (before.info.member_count, room.info.member_count);
+    if now > was {
+        let accounts: Vec<String> = (was..now).map(|k| member_account(&room.info, k)).collect();
+        let operator = accounts.first().cloned();
+        let change = Change::Entered {
+            room_id: room_id.clone(),
+            member_count: now,
+            accounts,
+        };
+        push(change, operator);
+    } else if now < was {
+        let accounts: Vec<String> = (now..was).map(|k| member_account(&before.info, k)).collect();
+        // Now and then the walk's leavers were kicked out or lost their heartbeat.
+        let how = match (by_admin, rng.random_range(0..20)) {
+            (false, 0) => Leaving::Kicked,
+            (false, 1) => Leaving::Expired,
+            _ => Leaving::Leave,
+        };
+        let operator = match how {
+            Leaving::Kicked => Some(room.info.owner_account.clone()),
+            _ => accounts.first().cloned(),
+        };
+        let change = Change::Left {
+            room_id: room_id.clone(),
+            member_count: now,
+            accounts,
+            how,
+        };
+        push(change, operator);
+    }
+    if before.seats != room.seats {
+        let change = Change::Seats {
+            room_id: room_id.clone(),
+            seats: room.seats.clone(),
+        };
+        push(change, Some(room.info.owner_account.clone()));
+    }
+}
+
+/// Something that happened to a room, as the callbacks report it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Change {
+    Created(RoomInfo),
+    Destroyed(String),
+    /// Members entered; `member_count` is the count after the change.
+    Entered {
+        room_id: String,
+        member_count: u32,
+        accounts: Vec<String>,
+    },
+    Left {
+        room_id: String,
+        member_count: u32,
+        accounts: Vec<String>,
+        how: Leaving,
+    },
+    /// The room's whole seat list after the change.
+    Seats {
+        room_id: String,
+        seats: Vec<Seat>,
+    },
+    /// RoomInfo fields (other than MemberCount) set to new values.
+    Updated {
+        room_id: String,
+        fields: Map<String, Value>,
+    },
+}
+
+/// Why members left: Tencent's `Type` of Room.CallbackAfterMemberLeave.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Leaving {
+    Leave,
+    Kicked,
+    /// Heartbeat lost.
+    Expired,
+}
+
+/// One change, who made it and when.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Event {
+    pub change: Change,
+    /// A member or the owner; `None` is the app administrator (an API or control call).
+    pub operator: Option<String>,
+    /// Real wall-clock Unix milliseconds at the change (not the world's time):
+    /// receivers compare it with their own clock.
+    pub event_time_ms: u64,
+}
+
+fn wall_clock_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
 }
 
 /// Fields `update_room_info` may change.
@@ -580,6 +721,13 @@ pub struct World {
     churn_per_tick: f64,
     /// Churn's own RNG, apart from the rooms'.
     rng: StdRng,
+    /// Whether changes are noted as events (once a callback URL is set).
+    recording: bool,
+    /// Events since the last [`World::take_events`].
+    events: Vec<Event>,
+    /// Picks how members leave; apart from the rooms' RNGs, so recording
+    /// events never changes a history.
+    event_rng: StdRng,
 }
 
 impl World {
@@ -594,6 +742,9 @@ impl World {
             next_number: 1,
             churn_per_tick: (churn_per_minute * TICK_SECONDS as f64 / 60.0).clamp(0.0, 1.0),
             rng: StdRng::seed_from_u64(mix(seed, 0)),
+            recording: false,
+            events: Vec::new(),
+            event_rng: StdRng::seed_from_u64(mix(seed, u64::MAX)),
         };
         for _ in 0..rooms {
             world.add_generated(false);
@@ -604,7 +755,29 @@ impl World {
     fn add_generated(&mut self, joined_late: bool) {
         let room = Room::generate(self.seed, self.next_number, self.now(), joined_late);
         self.next_number += 1;
+        if self.recording {
+            let operator = Some(room.info.owner_account.clone());
+            self.record(Change::Created(room.info.clone()), operator);
+        }
         self.rooms.insert(room.info.room_id.clone(), room);
+    }
+
+    fn record(&mut self, change: Change, operator: Option<String>) {
+        self.events.push(Event {
+            change,
+            operator,
+            event_time_ms: wall_clock_ms(),
+        });
+    }
+
+    /// From now on (`true`), changes are noted as events.
+    pub fn set_recording(&mut self, on: bool) {
+        self.recording = on;
+    }
+
+    /// The events noted since the previous call, oldest first.
+    pub fn take_events(&mut self) -> Vec<Event> {
+        std::mem::take(&mut self.events)
     }
 
     /// World time, Unix seconds: the epoch plus the ticks so far.
@@ -616,7 +789,11 @@ impl World {
     pub fn step(&mut self) {
         self.ticks += 1;
         for room in self.rooms.values_mut().filter(|r| !r.frozen) {
+            let before = self.recording.then(|| Before::of(room));
             room.step();
+            if let Some(before) = before {
+                changes(&mut self.events, &mut self.event_rng, &before, room, false);
+            }
         }
         if self.churn_per_tick > 0.0 {
             let p = self.churn_per_tick;
@@ -629,7 +806,11 @@ impl World {
                 .map(|r| r.info.room_id.clone())
                 .collect();
             for id in doomed {
-                self.rooms.remove(&id);
+                if let Some(room) = self.rooms.remove(&id) {
+                    if self.recording {
+                        self.record(Change::Destroyed(id), Some(room.info.owner_account));
+                    }
+                }
                 self.add_generated(true);
             }
         }
@@ -648,9 +829,13 @@ impl World {
         self.rooms.len()
     }
 
-    /// Removes the room; false when there was none.
+    /// Removes the room (an API or control call); false when there was none.
     pub fn destroy(&mut self, id: &str) -> bool {
-        self.rooms.remove(id).is_some()
+        let found = self.rooms.remove(id).is_some();
+        if found && self.recording {
+            self.record(Change::Destroyed(id.to_owned()), None);
+        }
+        found
     }
 
     /// Sets fields of an existing room. The control API's edits also freeze the
@@ -662,22 +847,51 @@ impl World {
         editor: Editor,
     ) -> Result<&Room, EditError> {
         let room = self.rooms.get_mut(id).ok_or(EditError::NoSuchRoom)?;
+        let before = self.recording.then(|| Before::of(room));
         room.set_fields(fields, editor).map_err(EditError::Invalid)?;
         if editor == Editor::Control {
             room.frozen = true;
         }
+        if let Some(before) = before {
+            changes(&mut self.events, &mut self.event_rng, &before, room, true);
+        }
         Ok(room)
     }
 
-    /// Creates room `id` with defaults overridden by `fields` (create_room).
-    pub fn create(&mut self, id: &str, fields: &Map<String, Value>) -> Result<&Room, EditError> {
+    /// Creates room `id` with defaults overridden by `fields`: by create_room
+    /// (`Editor::CreateApi`) or by the control API (any field; the room is frozen).
+    pub fn create(
+        &mut self,
+        id: &str,
+        fields: &Map<String, Value>,
+        editor: Editor,
+    ) -> Result<&Room, EditError> {
         if self.rooms.contains_key(id) {
             return Err(EditError::AlreadyExists);
         }
         let rng = StdRng::seed_from_u64(self.rng.random());
         let mut room = Room::blank(id.to_owned(), self.now(), rng);
-        room.set_fields(fields, Editor::CreateApi)
-            .map_err(EditError::Invalid)?;
+        room.set_fields(fields, editor).map_err(EditError::Invalid)?;
+        room.frozen = editor == Editor::Control;
+        if self.recording {
+            let empty = Before {
+                info: RoomInfo {
+                    member_count: 0,
+                    ..room.info.clone()
+                },
+                seats: room
+                    .seats
+                    .iter()
+                    .map(|s| Seat {
+                        member: None,
+                        ..s.clone()
+                    })
+                    .collect(),
+            };
+            self.record(Change::Created(empty.info.clone()), None);
+            // Members a control call creates the room with enter (and sit) after it.
+            changes(&mut self.events, &mut self.event_rng, &empty, &room, true);
+        }
         Ok(self.rooms.entry(id.to_owned()).or_insert(room))
     }
 }
@@ -726,6 +940,50 @@ mod tests {
             assert_eq!(snapshot(&a), snapshot(&b));
         }
         assert_ne!(snapshot(&a), snapshot(&c));
+    }
+
+    #[test]
+    fn recording_events_leaves_the_history_alone_and_the_events_track_members() {
+        let mut quiet = World::new(5, 20, 1_750_000_000, 0.0);
+        let mut loud = World::new(5, 20, 1_750_000_000, 0.0);
+        loud.set_recording(true);
+        let mut counts: BTreeMap<String, u32> = loud
+            .rooms()
+            .map(|r| (r.info.room_id.clone(), r.info.member_count))
+            .collect();
+        for _ in 0..60 {
+            quiet.step();
+            loud.step();
+            for event in loud.take_events() {
+                match event.change {
+                    Change::Entered {
+                        room_id,
+                        member_count,
+                        accounts,
+                    } => {
+                        let was = counts.insert(room_id, member_count).unwrap_or(0);
+                        assert_eq!(was + accounts.len() as u32, member_count);
+                    }
+                    Change::Left {
+                        room_id,
+                        member_count,
+                        accounts,
+                        ..
+                    } => {
+                        let was = counts.insert(room_id, member_count).unwrap_or(0);
+                        assert_eq!(was - accounts.len() as u32, member_count);
+                    }
+                    _ => {}
+                }
+            }
+        }
+        assert!(quiet.take_events().is_empty());
+        assert_eq!(snapshot(&quiet), snapshot(&loud));
+        let now: BTreeMap<String, u32> = loud
+            .rooms()
+            .map(|r| (r.info.room_id.clone(), r.info.member_count))
+            .collect();
+        assert_eq!(counts, now);
     }
 
     #[test]

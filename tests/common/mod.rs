@@ -425,7 +425,30 @@ pub struct Exporter {
     pub log_path: PathBuf,
     /// Successful scrapes of /metrics through [`Exporter::metrics`].
     pub scrapes: std::sync::atomic::AtomicUsize,
+    extra_args: Vec<String>,
     _dir: tempfile::TempDir,
+}
+
+/// Runs the binary on `dir/exporter.yaml`, logging to `dir/exporter.log` (appended).
+fn spawn_exporter(dir: &std::path::Path, port: u16, extra_args: &[String]) -> Child {
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(dir.join("exporter.log"))
+        .unwrap();
+    Command::new(env!("CARGO_BIN_EXE_roomengine-exporter"))
+        .arg("--config.file")
+        .arg(dir.join("exporter.yaml"))
+        .arg("--web.listen-address")
+        .arg(format!("127.0.0.1:{port}"))
+        .args(extra_args)
+        .env("ROOMENGINE_SECRET_KEY", KEY)
+        .stdout(Stdio::from(
+            std::fs::File::create(dir.join("stdout.log")).unwrap(),
+        ))
+        .stderr(Stdio::from(log))
+        .spawn()
+        .expect("exporter binary starts")
 }
 
 pub fn free_port() -> u16 {
@@ -439,31 +462,37 @@ pub fn free_port() -> u16 {
 impl Exporter {
     /// Starts the binary with `polling` and `rooms` YAML against `endpoint`.
     pub fn start(endpoint: &str, polling: &str, rooms: &[String], extra_args: &[&str]) -> Exporter {
+        Exporter::start_yaml(&config_yaml(endpoint, polling, rooms), extra_args)
+    }
+
+    /// Starts the binary with `yaml` as its exporter.yaml.
+    pub fn start_yaml(yaml: &str, extra_args: &[&str]) -> Exporter {
         let dir = tempfile::tempdir().unwrap();
-        let config_path = dir.path().join("exporter.yaml");
-        std::fs::write(&config_path, config_yaml(endpoint, polling, rooms)).unwrap();
+        std::fs::write(dir.path().join("exporter.yaml"), yaml).unwrap();
         let log_path = dir.path().join("exporter.log");
         let port = free_port();
-        let child = Command::new(env!("CARGO_BIN_EXE_roomengine-exporter"))
-            .arg("--config.file")
-            .arg(&config_path)
-            .arg("--web.listen-address")
-            .arg(format!("127.0.0.1:{port}"))
-            .args(extra_args)
-            .env("ROOMENGINE_SECRET_KEY", KEY)
-            .stdout(Stdio::from(
-                std::fs::File::create(dir.path().join("stdout.log")).unwrap(),
-            ))
-            .stderr(Stdio::from(std::fs::File::create(&log_path).unwrap()))
-            .spawn()
-            .expect("exporter binary starts");
+        let extra_args: Vec<String> = extra_args.iter().map(|a| a.to_string()).collect();
+        let child = spawn_exporter(dir.path(), port, &extra_args);
         Exporter {
             child,
             addr: ([127, 0, 0, 1], port).into(),
             log_path,
             scrapes: Default::default(),
+            extra_args,
             _dir: dir,
         }
+    }
+
+    /// `kill -9`, then the same binary again on the same config, port and files.
+    pub fn kill9_and_restart(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        self.child = spawn_exporter(self._dir.path(), self.addr.port(), &self.extra_args);
+    }
+
+    /// The folder of the config file (and, by default, of the state file).
+    pub fn dir(&self) -> &std::path::Path {
+        self._dir.path()
     }
 
     pub async fn get(&self, path: &str) -> (u16, String) {
@@ -624,4 +653,32 @@ pub fn worst_window(arrivals: &[Instant]) -> usize {
         worst = worst.max(end - start + 1);
     }
     worst
+}
+
+/// A Room Engine callback as Tencent sends it, POSTed to `addr` (`/callback`);
+/// `extra_query` is appended (e.g. `&Sign=..&RequestTime=..`).
+pub async fn post_callback(
+    addr: SocketAddr,
+    command: &str,
+    body: &Value,
+    extra_query: &str,
+) -> (u16, String) {
+    let url = format!(
+        "http://{addr}/callback?SdkAppid={SDKAPPID}&CallbackCommand={command}&contenttype=json&ClientIP=127.0.0.1&OptPlatform=RESTAPI{extra_query}"
+    );
+    match reqwest::Client::new().post(url).json(body).send().await {
+        Ok(r) => {
+            let status = r.status().as_u16();
+            (status, r.text().await.unwrap_or_default())
+        }
+        Err(e) => panic!("callback not answered: {e}"),
+    }
+}
+
+/// Wall-clock Unix milliseconds (EventTime's unit).
+pub fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64
 }

@@ -1,0 +1,277 @@
+//! Keeps a listener's connections within bounds, so that clients that never
+//! finish (or idle forever) cost neither descriptors nor service: at most
+//! `max` open at once (a new one evicts the oldest idle one, or waits while
+//! all are busy), none waiting
+//! for its first request headers past 10 s, none idle between requests past a minute.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use axum::body::Body;
+use bytes::Bytes;
+use http_body::Frame;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+/// A connection with no request yet is closed after this.
+pub const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
+/// A keep-alive connection with no request in progress is closed after this.
+pub const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+/// Only a connection idle this long may be evicted for a new one, so a
+/// burst of real clients does not evict itself before sending its requests.
+pub const EVICT_AFTER: Duration = Duration::from_secs(1);
+/// How often the timeouts are enforced.
+const SWEEP_EVERY: Duration = Duration::from_millis(500);
+
+/// The connections of one listener.
+#[derive(Clone)]
+pub struct Connections {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    max: usize,
+    state: Mutex<Table>,
+    /// Woken whenever a connection closes or goes idle.
+    freed: tokio::sync::Notify,
+}
+
+#[derive(Default)]
+struct Table {
+    next_id: u64,
+    open: HashMap<u64, Entry>,
+}
+
+struct Entry {
+    /// When it opened, or when its last request ended.
+    since: Instant,
+    /// Requests whose answer has not been sent in full.
+    busy: usize,
+    /// Requests it has made, to tell a slow first request from an idle keep-alive.
+    served: u64,
+    close: CancellationToken,
+}
+
+/// One accepted connection; dropping it frees its place.
+pub struct Admitted {
+    connections: Connections,
+    id: u64,
+    /// Cancelled when the connection must be closed (evicted or timed out).
+    pub close: CancellationToken,
+}
+
+impl Drop for Admitted {
+    fn drop(&mut self) {
+        self.connections.table().open.remove(&self.id);
+        self.connections.inner.freed.notify_waiters();
+    }
+}
+
+impl Connections {
+    /// At most `max` connections; runs the timeout sweeper until `shutdown`.
+    pub fn new(max: usize, shutdown: CancellationToken) -> Connections {
+        let connections = Connections {
+            inner: Arc::new(Inner {
+                max: max.max(1),
+                state: Mutex::new(Table::default()),
+                freed: tokio::sync::Notify::new(),
+            }),
+        };
+        let sweeper = connections.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(SWEEP_EVERY);
+            loop {
+                tokio::select! {
+                    _ = shutdown.cancelled() => return,
+                    _ = tick.tick() => sweeper.close_expired(Instant::now()),
+                }
+            }
+        });
+        connections
+    }
+
+    fn table(&self) -> std::sync::MutexGuard<'_, Table> {
+        // A panic under the lock leaves whole entries: nothing to repair.
+        self.inner.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Open connections now.
+    pub fn open(&self) -> usize {
+        self.table().open.len()
+    }
+
+    /// Admits a new connection, evicting the one idle longest (at least
+    /// [`EVICT_AFTER`]) when the listener is full; `None` when there is none.
+    pub fn admit(&self) -> Option<Admitted> {
+        let mut table = self.table();
+        if table.open.len() >= self.inner.max {
+            let now = Instant::now();
+            let oldest_idle = table
+                .open
+                .iter()
+                .filter(|(_, e)| e.busy == 0 && now.duration_since(e.since) >= EVICT_AFTER)
+                .min_by_key(|(_, e)| e.since)
+                .map(|(id, _)| *id);
+            let entry = oldest_idle.and_then(|id| table.open.remove(&id))?;
+            entry.close.cancel();
+        }
+        table.next_id += 1;
+        let id = table.next_id;
+        let close = CancellationToken::new();
+        table.open.insert(
+            id,
+            Entry {
+                since: Instant::now(),
+                busy: 0,
+                served: 0,
+                close: close.clone(),
+            },
+        );
+        Some(Admitted {
+            connections: self.clone(),
+            id,
+            close,
+        })
+    }
+
+    /// Admits a new connection, waiting while none can be evicted (new
+    /// clients wait in the kernel's backlog meanwhile, costing no descriptor).
+    pub async fn admit_when_free(&self) -> Admitted {
+        loop {
+            let freed = self.inner.freed.notified();
+            tokio::pin!(freed);
+            freed.as_mut().enable();
+            if let Some(admitted) = self.admit() {
+                return admitted;
+            }
+            // Idle connections become evictable with time, without a wake-up.
+            let _ = tokio::time::timeout(SWEEP_EVERY, freed).await;
+        }
+    }
+
+    /// Closes connections past [`HEADER_TIMEOUT`] or [`IDLE_TIMEOUT`].
+    fn close_expired(&self, now: Instant) {
+        let mut table = self.table();
+        table.open.retain(|_, e| {
+            let limit = if e.served == 0 {
+                HEADER_TIMEOUT
+            } else {
+                IDLE_TIMEOUT
+            };
+            let expired = e.busy == 0 && now.duration_since(e.since) >= limit;
+            if expired {
+                e.close.cancel();
+            }
+            !expired
+        });
+    }
+
+    /// Marks a request of connection `id` begun; the guard ends it.
+    fn begin(&self, id: u64) -> RequestGuard {
+        if let Some(entry) = self.table().open.get_mut(&id) {
+            entry.busy += 1;
+            entry.served += 1;
+        }
+        RequestGuard {
+            connections: self.clone(),
+            id,
+        }
+    }
+}
+
+impl Admitted {
+    /// Wraps a response body so the connection counts as busy until it is sent.
+    pub fn track(&self) -> RequestGuard {
+        self.connections.begin(self.id)
+    }
+}
+
+/// A request in progress; dropped when its answer has been sent (or abandoned).
+pub struct RequestGuard {
+    connections: Connections,
+    id: u64,
+}
+
+impl Drop for RequestGuard {
+    fn drop(&mut self) {
+        if let Some(entry) = self.connections.table().open.get_mut(&self.id) {
+            entry.busy = entry.busy.saturating_sub(1);
+            entry.since = Instant::now();
+        }
+        self.connections.inner.freed.notify_waiters();
+    }
+}
+
+/// A response body that holds its request's guard until it is done.
+pub struct GuardedBody {
+    inner: Body,
+    _guard: RequestGuard,
+}
+
+impl GuardedBody {
+    pub fn new(inner: Body, guard: RequestGuard) -> GuardedBody {
+        GuardedBody { inner, _guard: guard }
+    }
+}
+
+impl http_body::Body for GuardedBody {
+    type Data = Bytes;
+    type Error = axum::Error;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Self::Data>, Self::Error>>> {
+        std::pin::Pin::new(&mut self.inner).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test(start_paused = true)]
+    async fn a_full_listener_evicts_the_oldest_idle_connection_and_never_a_busy_one() {
+        let connections = Connections::new(2, CancellationToken::new());
+        let first = connections.admit().expect("admitted");
+        tokio::time::advance(Duration::from_millis(10)).await;
+        let second = connections.admit().expect("admitted");
+        assert!(
+            connections.admit().is_none(),
+            "no connection idle long enough to evict"
+        );
+        tokio::time::advance(EVICT_AFTER).await;
+        let busy = second.track();
+        let third = connections.admit().expect("admitted by evicting the idle first");
+        assert!(first.close.is_cancelled());
+        assert!(!second.close.is_cancelled());
+        let _busy_too = third.track();
+        assert!(connections.admit().is_none(), "both open connections are busy");
+        drop(busy);
+        assert_eq!(connections.open(), 2);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn silent_connections_close_after_10s_and_idle_keep_alives_after_a_minute() {
+        let connections = Connections::new(10, CancellationToken::new());
+        let silent = connections.admit().expect("admitted");
+        let kept = connections.admit().expect("admitted");
+        drop(kept.track());
+        tokio::time::sleep(HEADER_TIMEOUT + SWEEP_EVERY).await;
+        assert!(silent.close.is_cancelled());
+        assert!(!kept.close.is_cancelled());
+        tokio::time::sleep(IDLE_TIMEOUT - HEADER_TIMEOUT).await;
+        assert!(kept.close.is_cancelled());
+        assert_eq!(connections.open(), 0);
+    }
+}

@@ -1,0 +1,442 @@
+//! The room set: which rooms exist for the exporter, the configured ones
+//! plus those callbacks announced, kept durable. One writer thread owns it:
+//! it applies callbacks in batches, commits each batch to the state backend
+//! (group commit) and only then updates the store and the poller's turns
+//! and acknowledges; it also forgets destroyed rooms after `forget_after`.
+
+mod sqlite;
+
+use std::collections::{HashMap, HashSet};
+use std::path::Path;
+use std::sync::mpsc;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use serde::{Deserialize, Serialize};
+use tokio::sync::{mpsc as tokio_mpsc, oneshot};
+
+use crate::metrics::SelfMetrics;
+use crate::poller::Reschedule;
+use crate::room::{unix_now_ms, RoomFacts, RoomUpdate};
+use crate::store::{RoomChanges, Store};
+
+pub use sqlite::SqliteState;
+
+/// Callbacks the writer takes into one transaction at most.
+const MAX_BATCH: usize = 4096;
+
+/// What the state backend keeps of one room: what callbacks said of it.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Record {
+    pub facts: RoomFacts,
+    /// `EventTime` of the newest callback applied (ms).
+    pub last_callback_ms: u64,
+    /// When the exporter learnt the room was destroyed (its own clock, ms):
+    /// it is forgotten `forget_after` later unless configured.
+    pub destroyed_at_ms: Option<u64>,
+}
+
+/// Where the room set is kept between runs.
+pub trait StateBackend: Send {
+    /// Every room kept, as the last run left them.
+    fn load(&mut self) -> Result<Vec<(String, Record)>, String>;
+    /// Writes `changes` atomically: `Some` upserts a room, `None` deletes it.
+    fn commit(&mut self, changes: &[(&str, Option<&Record>)]) -> Result<(), String>;
+    /// One line for the start-up log.
+    fn describe(&self) -> String;
+}
+
+/// Keeps nothing: the receiver's rooms last as long as the process (the demo).
+pub struct MemoryState;
+
+impl StateBackend for MemoryState {
+    fn load(&mut self) -> Result<Vec<(String, Record)>, String> {
+        Ok(Vec::new())
+    }
+    fn commit(&mut self, _: &[(&str, Option<&Record>)]) -> Result<(), String> {
+        Ok(())
+    }
+    fn describe(&self) -> String {
+        "in memory (nothing survives a restart)".into()
+    }
+}
+
+/// Opens the state file of `callbacks.state_file`.
+pub fn open_sqlite(path: &Path) -> Result<Box<dyn StateBackend>, String> {
+    Ok(Box::new(SqliteState::open(path)?))
+}
+
+/// What one callback means for the room set.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RoomEvent {
+    pub room_id: String,
+    pub kind: EventKind,
+    /// The fields it carries, as of its `EventTime`.
+    pub update: RoomUpdate,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EventKind {
+    Create,
+    Destroy,
+    /// Members, seats, room info: it also shows the room exists.
+    Change,
+}
+
+enum Job {
+    Callback {
+        event: RoomEvent,
+        done: oneshot::Sender<Result<(), String>>,
+    },
+    Configured {
+        rooms: Vec<String>,
+        done: oneshot::Sender<RoomChanges>,
+    },
+    Gone {
+        room_id: String,
+    },
+}
+
+/// A handle to the room set's writer; cheap to clone.
+#[derive(Clone)]
+pub struct RoomSet {
+    jobs: mpsc::Sender<Job>,
+}
+
+/// What the room set is started with.
+pub struct Options {
+    pub configured: Vec<String>,
+    pub forget_after: Duration,
+    pub backend: Box<dyn StateBackend>,
+}
+
+impl RoomSet {
+    /// Loads the kept rooms into `store`, starts the writer thread and
+    /// returns the handle with the rooms to poll (configured first).
+    pub fn start(
+        options: Options,
+        store: Arc<Store>,
+        metrics: Arc<SelfMetrics>,
+        poller: tokio_mpsc::UnboundedSender<Reschedule>,
+    ) -> Result<(RoomSet, Vec<String>), String> {
+        let Options {
+            configured,
+            forget_after,
+            mut backend,
+        } = options;
+        let loaded = backend.load()?;
+        tracing::info!(state = %backend.describe(), rooms = loaded.len(), "room set loaded");
+        let mut writer = Writer {
+            configured: configured.iter().cloned().collect(),
+            records: HashMap::with_capacity(loaded.len()),
+            forget_after,
+            backend,
+            store,
+            metrics,
+            poller,
+        };
+        let mut held = configured.clone();
+        let mut polled = configured;
+        for (room, record) in loaded {
+            if !writer.configured.contains(&room) {
+                held.push(room.clone());
+                if record.destroyed_at_ms.is_none() {
+                    polled.push(room.clone());
+                }
+            }
+            writer.records.insert(room, record);
+        }
+        writer.store.set_rooms(&held);
+        for (room, record) in &writer.records {
+            writer.store.restore(room, &record.facts, record.last_callback_ms);
+        }
+        writer.metrics.state_up.set(1);
+        writer.count_discovered();
+        let (jobs, queue) = mpsc::channel();
+        std::thread::Builder::new()
+            .name("roomset".into())
+            .spawn(move || writer.run(queue))
+            .map_err(|e| format!("cannot start the room set's writer thread: {e}"))?;
+        Ok((RoomSet { jobs }, polled))
+    }
+
+    /// Applies a callback; `Ok` once it is durable and visible on /metrics.
+    pub async fn apply(&self, event: RoomEvent) -> Result<(), String> {
+        let (done, answer) = oneshot::channel();
+        self.jobs
+            .send(Job::Callback { event, done })
+            .map_err(|_| "the room set is shutting down".to_owned())?;
+        answer
+            .await
+            .unwrap_or_else(|_| Err("the room set is shutting down".into()))
+    }
+
+    /// Makes `rooms` the configured rooms (a reload); discovered rooms stay.
+    pub async fn set_configured(&self, rooms: Vec<String>) -> RoomChanges {
+        let (done, answer) = oneshot::channel();
+        if self.jobs.send(Job::Configured { rooms, done }).is_err() {
+            return RoomChanges::default();
+        }
+        answer.await.unwrap_or_default()
+    }
+
+    /// The API answered 100004 for `room_id`: a discovered room is destroyed.
+    pub fn report_gone(&self, room_id: &str) {
+        let _ = self.jobs.send(Job::Gone {
+            room_id: room_id.to_owned(),
+        });
+    }
+}
+
+/// The writer thread's state: the only owner of the records.
+struct Writer {
+    configured: HashSet<String>,
+    records: HashMap<String, Record>,
+    forget_after: Duration,
+    backend: Box<dyn StateBackend>,
+    store: Arc<Store>,
+    metrics: Arc<SelfMetrics>,
+    poller: tokio_mpsc::UnboundedSender<Reschedule>,
+}
+
+/// What one batch changed, applied after its commit.
+#[derive(Default)]
+struct Batch {
+    /// Records as they were before the batch, to restore if the commit fails.
+    before: HashMap<String, Option<Record>>,
+    /// Callback updates to show, in order.
+    shown: Vec<(String, RoomUpdate)>,
+    start_polling: Vec<String>,
+    stop_polling: Vec<String>,
+    forget: Vec<String>,
+    acks: Vec<oneshot::Sender<Result<(), String>>>,
+}
+
+impl Writer {
+    fn run(mut self, queue: mpsc::Receiver<Job>) {
+        loop {
+            let wait = self.next_forget_in().unwrap_or(Duration::from_secs(3600));
+            let first = match queue.recv_timeout(wait) {
+                Ok(job) => Some(job),
+                Err(mpsc::RecvTimeoutError::Timeout) => None,
+                Err(mpsc::RecvTimeoutError::Disconnected) => return,
+            };
+            let mut batch = Batch::default();
+            let mut configured = Vec::new();
+            for job in first
+                .into_iter()
+                .chain(std::iter::from_fn(|| queue.try_recv().ok()))
+            {
+                match job {
+                    Job::Callback { event, done } => {
+                        self.take(&event, &mut batch);
+                        batch.acks.push(done);
+                    }
+                    Job::Gone { room_id } => self.destroyed(&room_id, &mut batch),
+                    Job::Configured { rooms, done } => configured.push((rooms, done)),
+                }
+                if batch.acks.len() >= MAX_BATCH {
+                    break;
+                }
+            }
+            self.due_forgets(&mut batch);
+            self.commit(batch);
+            // After the batch, so a reload sees every room its callbacks added.
+            for (rooms, done) in configured {
+                let _ = done.send(self.set_configured(rooms));
+            }
+        }
+    }
+
+    /// Applies one callback to the records (not yet to the store).
+    fn take(&mut self, event: &RoomEvent, batch: &mut Batch) {
+        let room = &event.room_id;
+        let now = unix_now_ms();
+        if !self.records.contains_key(room) {
+            // An old callback about an unknown room is most likely about a
+            // forgotten one (destroyed more than forget_after ago).
+            let stale = event.update.at_ms < now.saturating_sub(self.forget_after.as_millis() as u64);
+            if event.kind == EventKind::Destroy || stale {
+                return;
+            }
+        }
+        let before = self.records.get(room).cloned();
+        let record = self.records.entry(room.clone()).or_default();
+        let was_alive = before.as_ref().is_some_and(|r| r.destroyed_at_ms.is_none());
+        if !record.facts.merge(&event.update) && before.is_some() {
+            return;
+        }
+        record.last_callback_ms = record.last_callback_ms.max(event.update.at_ms);
+        let alive = record.facts.exists != Some(false);
+        record.destroyed_at_ms = match (alive, record.destroyed_at_ms) {
+            (true, _) => None,
+            (false, Some(at)) => Some(at),
+            (false, None) => Some(now),
+        };
+        batch.before.entry(room.clone()).or_insert(before.clone());
+        batch.shown.push((room.clone(), event.update.clone()));
+        if !self.configured.contains(room) {
+            if alive && !was_alive {
+                batch.start_polling.push(room.clone());
+            } else if !alive && (was_alive || before.is_none()) {
+                batch.stop_polling.push(room.clone());
+            }
+        }
+    }
+
+    /// The API said a discovered room does not exist: stop polling it, forget it later.
+    fn destroyed(&mut self, room: &str, batch: &mut Batch) {
+        if self.configured.contains(room) {
+            return;
+        }
+        let Some(record) = self.records.get_mut(room) else {
+            return;
+        };
+        if record.destroyed_at_ms.is_some() {
+            return;
+        }
+        batch
+            .before
+            .entry(room.to_owned())
+            .or_insert(Some(record.clone()));
+        record.destroyed_at_ms = Some(unix_now_ms());
+        batch.stop_polling.push(room.to_owned());
+    }
+
+    fn next_forget_in(&self) -> Option<Duration> {
+        let forget = self.forget_after.as_millis() as u64;
+        let now = unix_now_ms();
+        self.records
+            .iter()
+            .filter(|(room, _)| !self.configured.contains(*room))
+            .filter_map(|(_, r)| r.destroyed_at_ms)
+            .min()
+            .map(|at| Duration::from_millis((at + forget).saturating_sub(now)).max(Duration::from_millis(10)))
+    }
+
+    fn due_forgets(&mut self, batch: &mut Batch) {
+        let horizon = unix_now_ms().saturating_sub(self.forget_after.as_millis() as u64);
+        let due: Vec<String> = self
+            .records
+            .iter()
+            .filter(|(room, r)| {
+                !self.configured.contains(*room) && r.destroyed_at_ms.is_some_and(|at| at <= horizon)
+            })
+            .map(|(room, _)| room.clone())
+            .collect();
+        for room in due {
+            let before = self.records.remove(&room);
+            batch.before.entry(room.clone()).or_insert(before);
+            batch.forget.push(room);
+        }
+    }
+
+    /// Commits the batch, then shows it and acknowledges; on failure puts
+    /// the records back as they were and answers every callback the error.
+    fn commit(&mut self, batch: Batch) {
+        if batch.before.is_empty() {
+            for ack in batch.acks {
+                let _ = ack.send(Ok(()));
+            }
+            return;
+        }
+        let started = Instant::now();
+        let changes: Vec<(&str, Option<&Record>)> = batch
+            .before
+            .keys()
+            .map(|room| (room.as_str(), self.records.get(room)))
+            .collect();
+        let result = self.backend.commit(&changes);
+        self.metrics
+            .state_commit_duration
+            .observe(started.elapsed().as_secs_f64());
+        if let Err(e) = result {
+            self.metrics.state_up.set(0);
+            self.metrics.state_errors.inc();
+            tracing::error!(error = %e, state = %self.backend.describe(), "cannot store callbacks; answering 503");
+            for (room, record) in batch.before {
+                match record {
+                    Some(record) => self.records.insert(room, record),
+                    None => self.records.remove(&room),
+                };
+            }
+            for ack in batch.acks {
+                let _ = ack.send(Err(format!("cannot store the callback: {e}")));
+            }
+            return;
+        }
+        self.metrics.state_up.set(1);
+        self.store.add_rooms(&batch.start_polling);
+        for (room, update) in &batch.shown {
+            self.store.record_callback(room, update);
+        }
+        self.store.remove_rooms(&batch.forget);
+        if !batch.start_polling.is_empty() || !batch.stop_polling.is_empty() {
+            let _ = self.poller.send(Reschedule::Rooms {
+                added: batch.start_polling,
+                removed: batch.stop_polling,
+            });
+        }
+        if !batch.forget.is_empty() {
+            tracing::debug!(rooms = batch.forget.len(), "destroyed rooms forgotten");
+        }
+        self.count_discovered();
+        for ack in batch.acks {
+            let _ = ack.send(Ok(()));
+        }
+    }
+
+    /// A reload's room list: configured rooms join or leave; a room that
+    /// leaves the configuration but was discovered stays.
+    fn set_configured(&mut self, rooms: Vec<String>) -> RoomChanges {
+        let wanted: HashSet<String> = rooms.iter().cloned().collect();
+        let mut changes = RoomChanges::default();
+        let left: Vec<String> = self
+            .configured
+            .iter()
+            .filter(|room| !wanted.contains(*room))
+            .cloned()
+            .collect();
+        for room in &left {
+            match self.records.get(room) {
+                Some(record) if record.destroyed_at_ms.is_none() => {}
+                Some(_) => changes.removed.push(room.clone()),
+                None => {
+                    changes.removed.push(room.clone());
+                    self.store.remove_rooms(std::slice::from_ref(room));
+                }
+            }
+        }
+        for room in &rooms {
+            if self.configured.contains(room) {
+                continue;
+            }
+            let polled_already = self
+                .records
+                .get(room)
+                .is_some_and(|r| r.destroyed_at_ms.is_none());
+            if !polled_already {
+                changes.added.push(room.clone());
+            }
+        }
+        self.store.add_rooms(&changes.added);
+        self.configured = wanted;
+        self.count_discovered();
+        if !changes.added.is_empty() || !changes.removed.is_empty() {
+            let _ = self.poller.send(Reschedule::Rooms {
+                added: changes.added.clone(),
+                removed: changes.removed.clone(),
+            });
+        }
+        changes
+    }
+
+    fn count_discovered(&self) {
+        let discovered = self
+            .records
+            .keys()
+            .filter(|room| !self.configured.contains(*room))
+            .count();
+        self.metrics.rooms_discovered.set(discovered as i64);
+    }
+}
