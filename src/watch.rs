@@ -4,8 +4,10 @@
 //! This file holds the tier's rules; the poller drives them.
 //!
 //! - **Which rooms**: `MemberCount / MaxMemberCount >= threshold`, or a rise
-//!   between the room's last two polls that, kept up, fills the room within
-//!   the longest pass ([`pass_bound`]). Rooms whose member count arrives by
+//!   between its polls that, kept up, fills the room within the longest pass
+//!   ([`pass_bound`]). The rise is measured from the newest poll at least two
+//!   watch intervals before the latest one (or the oldest kept), so two polls
+//!   between the same pair of changes do not read as flat. Rooms whose member count arrives by
 //!   callbacks are left out (the poller asks the store at pick time).
 //! - **Order** when more rooms are due than the share serves ([`Urgency`]):
 //!   the room expected to fill soonest (headroom ÷ rise rate) first, then
@@ -22,7 +24,7 @@
 //! refreshed by the regular pass.
 
 use std::cmp::Ordering;
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::time::Duration;
 
 use tokio::time::Instant;
@@ -84,7 +86,12 @@ impl Urgency {
     }
 }
 
-/// Whether a room with these last two polls is watched, and how urgently.
+/// Polls kept per room at most; only the baseline of the rise and the ones
+/// after it are needed (a few at one poll per watch interval).
+const MAX_SAMPLES: usize = 8;
+
+/// Whether a room whose latest poll is `last` is watched, and how urgently;
+/// `prev` is the earlier poll the rise is measured from.
 /// `horizon`: a room rising fast enough to fill within it qualifies below
 /// the threshold too (it would fill before the regular pass sees it again).
 pub fn urgency(last: Sample, prev: Option<Sample>, threshold: f64, horizon: Duration) -> Option<Urgency> {
@@ -139,7 +146,7 @@ pub enum Eligibility {
     ByCallback,
 }
 
-/// The tier's state: the last two polls of every room, the rooms watched
+/// The tier's state: the recent polls of every room, the rooms watched
 /// now, and the pacer of watch polls.
 #[derive(Debug, Default)]
 pub struct Watch {
@@ -153,18 +160,33 @@ pub struct Watch {
     next_slot: Option<Instant>,
 }
 
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 struct Track {
-    last: Sample,
-    prev: Option<Sample>,
+    /// Oldest first: the baseline of the rise, then the polls after it.
+    samples: VecDeque<Sample>,
     /// The last poll started (either tier), answered or not.
     last_attempt: Option<Instant>,
 }
 
 impl Track {
+    fn last(&self) -> Option<Sample> {
+        self.samples.back().copied()
+    }
+
+    fn baseline(&self) -> Option<Sample> {
+        (self.samples.len() > 1)
+            .then(|| self.samples.front().copied())
+            .flatten()
+    }
+
     /// When the room is next due a watch poll.
     fn due(&self, interval: Duration) -> Instant {
-        self.last_attempt.map_or(self.last.at, |a| a.max(self.last.at)) + interval
+        let polled = self.last().map(|s| s.at);
+        let last = match (polled, self.last_attempt) {
+            (Some(p), Some(a)) => p.max(a),
+            (p, a) => p.or(a).unwrap_or_else(Instant::now),
+        };
+        last + interval
     }
 }
 
@@ -208,20 +230,22 @@ impl Watch {
     /// A poll of `room` (either tier) returned these figures at `at`.
     pub fn observe(&mut self, room: &str, members: u64, max: u64, at: Instant) {
         let sample = Sample { members, max, at };
-        match self.tracks.get_mut(room) {
-            Some(track) => {
-                track.prev = Some(track.last);
-                track.last = sample;
-            }
-            None => {
-                self.tracks.insert(
-                    room.to_owned(),
-                    Track {
-                        last: sample,
-                        prev: None,
-                        last_attempt: None,
-                    },
-                );
+        let span = 2 * self.settings.interval;
+        if !self.tracks.contains_key(room) {
+            self.tracks.insert(
+                room.to_owned(),
+                Track {
+                    samples: VecDeque::new(),
+                    last_attempt: None,
+                },
+            );
+        }
+        if let Some(track) = self.tracks.get_mut(room) {
+            track.samples.push_back(sample);
+            // Keep the newest poll at least `span` before this one, and those after it.
+            while track.samples.len() > MAX_SAMPLES || track.samples.get(1).is_some_and(|s| s.at + span <= at)
+            {
+                track.samples.pop_front();
             }
         }
         self.evaluate(room);
@@ -337,10 +361,11 @@ impl Watch {
         let Some(track) = self.tracks.get(room) else {
             return;
         };
-        let urgency = if self.settings.enabled {
-            urgency(track.last, track.prev, self.settings.threshold, self.horizon)
-        } else {
-            None
+        let urgency = match track.last() {
+            Some(last) if self.settings.enabled => {
+                urgency(last, track.baseline(), self.settings.threshold, self.horizon)
+            }
+            _ => None,
         };
         match urgency {
             Some(urgency) => {
@@ -431,6 +456,23 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
+    async fn the_rise_is_measured_over_two_watch_intervals() {
+        let mut watch = started(settings());
+        let t0 = Instant::now();
+        // Members arrive in bursts every 10 s; polls 5 s apart see 60, 70, 70.
+        watch.observe("a", 60, 100, t0);
+        watch.observe("a", 70, 100, t0 + 5 * S);
+        assert_eq!(watch.urgency_of("a"), Some(Urgency::Filling { seconds: 15.0 }));
+        watch.observe("a", 70, 100, t0 + 10 * S);
+        // Still rising 1 member/s since 10 s ago: 30 to go, 30 s.
+        assert_eq!(watch.urgency_of("a"), Some(Urgency::Filling { seconds: 30.0 }));
+        // 10 s later (two intervals) with no rise since t0 + 10 s: flat, below the threshold.
+        watch.observe("a", 70, 100, t0 + 15 * S);
+        watch.observe("a", 70, 100, t0 + 20 * S);
+        assert_eq!(watch.urgency_of("a"), None);
+    }
+
+    #[tokio::test(start_paused = true)]
     async fn a_watched_room_is_polled_every_interval() {
         let mut watch = started(settings());
         let t0 = Instant::now();
@@ -484,8 +526,8 @@ mod tests {
             tokio::time::sleep_until(at).await;
             let now = Instant::now();
             if let Some(room) = watch.pick(now, sustained, |_| Eligibility::Pollable) {
-                let track = watch.tracks[&room];
-                watch.observe(&room, track.last.members, track.last.max, now);
+                let last = watch.tracks[&room].last().expect("polled before");
+                watch.observe(&room, last.members, last.max, now);
                 *polls.entry(room).or_default() += 1;
             }
         }
