@@ -14,7 +14,8 @@
 //! showing `roomengine_room_members >= roomengine_room_max_members` for it.
 //! Also printed: the longest gap between two polls of one room (at the
 //! simulator) against the documented bound, and the budget as the simulator
-//! saw it. `cargo bench --bench freshness`; FRESHNESS_ROOMS changes the rooms.
+//! saw it. `cargo bench --bench freshness`; FRESHNESS_ROOMS changes the rooms,
+//! FRESHNESS_TIERS=on (or off) runs one tier only.
 //!
 //! Prints figures; asserts nothing but that the pieces start.
 
@@ -52,8 +53,15 @@ fn main() {
         window.as_secs(),
         drain.as_secs()
     );
+    // FRESHNESS_TIERS=on (or off) runs one of the two.
+    let tiers = std::env::var("FRESHNESS_TIERS").unwrap_or_else(|_| "on,off".into());
     let runs: Vec<Run> = [true, false]
         .into_iter()
+        .filter(|on| {
+            tiers
+                .split(',')
+                .any(|t| t.trim() == if *on { "on" } else { "off" })
+        })
         .map(|on| run(&rt, rooms, on, tick, prestep, window, drain))
         .collect();
     // The pass without the tier at the budget's sustained rate (rate_limit

@@ -10,9 +10,10 @@
 //!   between the same pair of changes do not read as flat. Rooms whose member count arrives by
 //!   callbacks are left out (the poller asks the store at pick time).
 //! - **Order** when more rooms are due than the share serves ([`Urgency`]):
-//!   the room expected to fill soonest (headroom ÷ rise rate) first, then
-//!   rooms near capacity but not rising (least headroom first), then rooms
-//!   already full, with what is left: a full room is known news.
+//!   rooms near capacity whose rate is not known yet (one poll tells), then
+//!   the room expected to fill soonest (headroom ÷ rise rate), then rooms
+//!   near capacity but not rising (least headroom first), then rooms already
+//!   full, with what is left: a full room is known news.
 //! - **Share**: watch polls are paced by their own pacer at
 //!   `min(max_share × sustained, watched rooms ÷ interval)` ([`Watch::rate`]),
 //!   and the regular pass is spread at the sustained rate minus that
@@ -64,6 +65,10 @@ pub struct Sample {
 /// share is short.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub enum Urgency {
+    /// At or above the threshold with no rise seen, but its polls span too
+    /// little time to call it flat (first seen, or polled moments ago): one
+    /// more poll tells. The share of MaxMemberCount still free.
+    Unknown { headroom: f64 },
     /// Rising: expected to reach MaxMemberCount in this many seconds.
     Filling { seconds: f64 },
     /// At or above the threshold, not rising: the share of MaxMemberCount still free.
@@ -73,13 +78,15 @@ pub enum Urgency {
 }
 
 impl Urgency {
-    /// Sooner first: filling (soonest expected fill first), near (least
-    /// headroom first), full.
+    /// Sooner first: unknown (one poll learns its rate; least headroom
+    /// first), filling (soonest expected fill first), near (least headroom
+    /// first), full.
     pub fn order(&self, other: &Urgency) -> Ordering {
         let rank = |u: &Urgency| match *u {
-            Urgency::Filling { seconds } => (0, seconds),
-            Urgency::Near { headroom } => (1, headroom),
-            Urgency::Full => (2, 0.0),
+            Urgency::Unknown { headroom } => (0, headroom),
+            Urgency::Filling { seconds } => (1, seconds),
+            Urgency::Near { headroom } => (2, headroom),
+            Urgency::Full => (3, 0.0),
         };
         let (a, b) = (rank(self), rank(other));
         a.0.cmp(&b.0).then(a.1.total_cmp(&b.1))
@@ -94,7 +101,14 @@ const MAX_SAMPLES: usize = 8;
 /// `prev` is the earlier poll the rise is measured from.
 /// `horizon`: a room rising fast enough to fill within it qualifies below
 /// the threshold too (it would fill before the regular pass sees it again).
-pub fn urgency(last: Sample, prev: Option<Sample>, threshold: f64, horizon: Duration) -> Option<Urgency> {
+/// No rise over less than `min_span` does not yet make a room flat.
+pub fn urgency(
+    last: Sample,
+    prev: Option<Sample>,
+    threshold: f64,
+    horizon: Duration,
+    min_span: Duration,
+) -> Option<Urgency> {
     if last.max == 0 {
         return None;
     }
@@ -113,10 +127,13 @@ pub fn urgency(last: Sample, prev: Option<Sample>, threshold: f64, horizon: Dura
         Some(seconds) if share >= threshold || seconds <= horizon.as_secs_f64() => {
             Some(Urgency::Filling { seconds })
         }
-        _ if share >= threshold => Some(Urgency::Near {
+        _ if share < threshold => None,
+        _ if prev.is_some_and(|p| last.at.duration_since(p.at) >= min_span) => Some(Urgency::Near {
             headroom: headroom / last.max as f64,
         }),
-        _ => None,
+        _ => Some(Urgency::Unknown {
+            headroom: headroom / last.max as f64,
+        }),
     }
 }
 
@@ -362,9 +379,13 @@ impl Watch {
             return;
         };
         let urgency = match track.last() {
-            Some(last) if self.settings.enabled => {
-                urgency(last, track.baseline(), self.settings.threshold, self.horizon)
-            }
+            Some(last) if self.settings.enabled => urgency(
+                last,
+                track.baseline(),
+                self.settings.threshold,
+                self.horizon,
+                2 * self.settings.interval,
+            ),
             _ => None,
         };
         match urgency {
@@ -412,15 +433,22 @@ mod tests {
                 prev.map(|p| sample(p, 100, t0)),
                 0.8,
                 horizon,
+                10 * S,
             )
         };
         // Below the threshold and flat or falling: not watched.
         assert_eq!(at(50, None), None);
         assert_eq!(at(50, Some(50)), None);
         assert_eq!(at(50, Some(60)), None);
-        // At the threshold: near; falling counts as not rising.
-        assert_eq!(at(80, None), Some(Urgency::Near { headroom: 0.2 }));
+        // At the threshold: near, once 10 s of polls show no rise (falling counts
+        // as not rising); before that, unknown.
+        assert_eq!(at(80, None), Some(Urgency::Unknown { headroom: 0.2 }));
         assert_eq!(at(90, Some(95)), Some(Urgency::Near { headroom: 0.1 }));
+        let moments_ago = Some(sample(90, 100, t1 - 5 * S));
+        assert_eq!(
+            urgency(sample(90, 100, t1), moments_ago, 0.8, horizon, 10 * S),
+            Some(Urgency::Unknown { headroom: 0.1 })
+        );
         // Rising 1 member/s with 20 to go: fills in 20 s.
         assert_eq!(at(80, Some(70)), Some(Urgency::Filling { seconds: 20.0 }));
         // Below the threshold, rising fast enough to fill within the horizon: watched.
@@ -429,9 +457,28 @@ mod tests {
         assert_eq!(at(40, Some(39)), None);
         assert_eq!(at(100, Some(90)), Some(Urgency::Full));
         // No capacity known: never.
-        assert_eq!(urgency(sample(5, 0, t1), None, 0.8, horizon), None);
+        assert_eq!(urgency(sample(5, 0, t1), None, 0.8, horizon, 10 * S), None);
         // A threshold of 1 watches full rooms only (and rooms about to fill).
-        assert_eq!(urgency(sample(99, 100, t1), None, 1.0, horizon), None);
+        assert_eq!(urgency(sample(99, 100, t1), None, 1.0, horizon, 10 * S), None);
+        // The order: unknown, then the soonest to fill, then near, then full.
+        let mut all = vec![
+            Urgency::Full,
+            Urgency::Near { headroom: 0.05 },
+            Urgency::Filling { seconds: 90.0 },
+            Urgency::Filling { seconds: 6.0 },
+            Urgency::Unknown { headroom: 0.2 },
+        ];
+        all.sort_by(Urgency::order);
+        assert_eq!(
+            all,
+            vec![
+                Urgency::Unknown { headroom: 0.2 },
+                Urgency::Filling { seconds: 6.0 },
+                Urgency::Filling { seconds: 90.0 },
+                Urgency::Near { headroom: 0.05 },
+                Urgency::Full,
+            ]
+        );
     }
 
     #[tokio::test(start_paused = true)]
@@ -442,7 +489,7 @@ mod tests {
         watch.observe("b", 90, 100, t0);
         assert_eq!(
             (watch.watched(), watch.urgency_of("b")),
-            (1, Some(Urgency::Near { headroom: 0.1 }))
+            (1, Some(Urgency::Unknown { headroom: 0.1 }))
         );
         watch.observe("b", 50, 100, t0 + S);
         watch.observe("a", 85, 100, t0 + S);
