@@ -222,11 +222,18 @@ impl Store {
         });
     }
 
-    /// Shows what a previous run's callbacks said of `room_id` (start-up).
-    pub fn restore(&self, room_id: &str, facts: &crate::room::RoomFacts, last_callback_ms: u64) {
+    /// Takes what the room set keeps of `room_id` (a previous run's or
+    /// another replica's callbacks), field by field where it is newer.
+    pub fn record_facts(&self, room_id: &str, facts: &crate::room::RoomFacts, last_callback_ms: u64) {
         self.update(room_id, |s| {
-            s.facts = facts.clone();
-            s.last_callback = (last_callback_ms > 0).then(|| last_callback_ms as f64 / 1000.0);
+            s.facts.absorb(facts);
+            if s.facts.exists == Some(false) {
+                s.up = false;
+            }
+            if last_callback_ms > 0 {
+                let at = last_callback_ms as f64 / 1000.0;
+                s.last_callback = Some(s.last_callback.map_or(at, |t| t.max(at)));
+            }
         });
     }
 
