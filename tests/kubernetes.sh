@@ -200,10 +200,22 @@ check([e.get("port") for e in eps] == ["metrics"] and eps[0].get("path") == "/me
 check(pr.get("apiVersion") == "monitoring.coreos.com/v1" and pr.get("kind") == "PrometheusRule", "PrometheusRule apiVersion/kind")
 want_groups = yaml.safe_load(open("dashboards/alerts.yml"))["groups"] + yaml.safe_load(open("dashboards/rules.yml"))["groups"]
 got_groups = pr.get("spec", {}).get("groups")
-if got_groups != want_groups:
+def first_difference(got, want):
+    """Where the groups first differ, as a user would look for it."""
     names = lambda gs: [g.get("name") for g in gs or []]
+    if names(got) != names(want):
+        return f"group names {names(got)} vs {names(want)}"
+    for g, w in zip(got, want):
+        for r, wr in zip(g.get("rules", []), w.get("rules", [])):
+            if r != wr:
+                keys = sorted(k for k in set(r) | set(wr) if r.get(k) != wr.get(k))
+                return f"group {g['name']}, rule {wr.get('alert') or wr.get('record')}: {', '.join(keys)} differ"
+        if g != w:
+            return f"group {g['name']}: its rule count or settings differ"
+    return "?"
+if got_groups != want_groups:
     errors.append(f"PrometheusRule groups differ from dashboards/alerts.yml + rules.yml "
-                  f"(names {names(got_groups)} vs {names(want_groups)})")
+                  f"({first_difference(got_groups, want_groups)}; run deploy/kubernetes/generate.sh)")
 
 # Dashboards for Grafana's sidecar.
 if dash_cm:

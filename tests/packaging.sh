@@ -175,14 +175,16 @@ result "image config: user, exposed ports, entrypoint and cmd, OCI labels" "$rc"
 
 # 4. Run it from the root filesystem, as the image's user. env -i: only what
 # the image gives (PATH) and what a user passes.
+# As a runtime would: the image config's user and entrypoint.
 in_image() { env -i PATH=/usr/bin "$@"; }
-run_as=("$(command -v chroot)" --userspec=65532:65532 "$R" /usr/bin/roomengine-exporter)
+USERSPEC=$(python3 -c 'import json, sys; print(json.load(open(sys.argv[1]))["config"]["User"])' "$TMP/config.json")
+run_as=("$(command -v chroot)" --userspec="$USERSPEC" "$R" /usr/bin/roomengine-exporter)
 
 rc=0
 out=$(in_image "${run_as[@]}" --version 2>&1) || rc=$?
 indent <<<"$out"
 [ "$out" = "roomengine-exporter $VERSION" ] || { echo "    expected 'roomengine-exporter $VERSION'"; rc=1; }
-result "--version in the image as uid 65532" "$rc"
+result "--version in the image as $USERSPEC" "$rc"
 
 rc=0
 out=$(in_image ROOMENGINE_SECRET_KEY=test-secret-key ROOMENGINE_CALLBACK_TOKEN=test-token \
@@ -225,7 +227,7 @@ kill -TERM "$DEMO_PID" 2>/dev/null || true
 wait "$DEMO_PID" 2>/dev/null || exit_code=$?
 DEMO_PID=""
 [ "$exit_code" -eq 0 ] || { echo "    the demo exited $exit_code on SIGTERM, expected 0; log:"; tail -n 20 "$TMP/demo.log" | indent; rc=1; }
-result "demo in the image as uid 65532: /-/ready $ready, $members roomengine_room_members series on /metrics, /-/healthy $healthy, exit $exit_code on SIGTERM" "$rc"
+result "demo in the image as $USERSPEC: /-/ready $ready, $members roomengine_room_members series on /metrics, /-/healthy $healthy, exit $exit_code on SIGTERM" "$rc"
 
 # 5. The systemd unit. verify needs ExecStart to exist: a copy of the unit
 # points it at a copy of the binary; the shipped unit keeps /usr/local/bin.
