@@ -54,17 +54,17 @@ trap 'rm -rf "$TMP"' EXIT
 # 1. Generated files up to date.
 rc=0
 bash deploy/kubernetes/generate.sh "$TMP/gen"
-for f in prometheusrule.yaml exporter.yaml $(cd "$TMP/gen" && ls dashboards/*); do
-    if ! out=$(diff -u "deploy/kubernetes/$f" "$TMP/gen/$f" 2>&1); then
+for gen in "$TMP/gen/prometheusrule.yaml" "$TMP/gen/exporter.yaml" "$TMP"/gen/dashboards/*; do
+    f=${gen#"$TMP/gen/"}
+    if ! out=$(diff -u "deploy/kubernetes/$f" "$gen" 2>&1); then
         echo "    deploy/kubernetes/$f differs from what generate.sh makes (run deploy/kubernetes/generate.sh):"
         head -n 40 <<<"$out" | indent
         rc=1
     fi
 done
-extra=$(cd deploy/kubernetes && ls dashboards/ | grep -vxF -f <(ls "$TMP/gen/dashboards") || true)
-if [ -n "$extra" ]; then
-    echo "    deploy/kubernetes/dashboards/ has files dashboards/ does not: $extra"; rc=1
-fi
+for f in deploy/kubernetes/dashboards/*; do
+    [ -e "$TMP/gen/dashboards/${f##*/}" ] || { echo "    $f is not in dashboards/ any more: remove it"; rc=1; }
+done
 result "generated files match deploy/kubernetes/generate.sh" "$rc"
 
 # 2. Render.
@@ -98,7 +98,7 @@ result "kubernetes-validate --strict on the core objects ($(ls "$TMP/core" | wc 
 # 4. Consistency.
 rc=0
 "$PY" - "$TMP/rendered.yaml" <<'PY' || rc=$?
-import json, sys, yaml
+import json, os, sys, yaml
 
 docs = [d for d in yaml.safe_load_all(open(sys.argv[1])) if d]
 errors = []
@@ -220,9 +220,10 @@ if got_groups != want_groups:
 # Dashboards for Grafana's sidecar.
 if dash_cm:
     check(dash_cm["metadata"].get("labels", {}).get("grafana_dashboard") == "1", "dashboards ConfigMap lacks grafana_dashboard: \"1\"")
-    want = {n: open(f"dashboards/{n}").read() for n in ("roomengine-exporter.json", "roomengine-rooms.json")}
+    want = {n: open(f"dashboards/{n}").read() for n in sorted(os.listdir("dashboards")) if n.endswith(".json")}
     got = dash_cm.get("data", {})
-    check(sorted(got) == sorted(want), f"dashboards ConfigMap keys {sorted(got)}, expected {sorted(want)}")
+    check(sorted(got) == sorted(want), f"dashboards ConfigMap keys {sorted(got)}, expected every dashboards/*.json "
+          f"{sorted(want)} (list them in kustomization.yaml)")
     for n in want:
         check(got.get(n) == want[n], f"dashboards ConfigMap {n} differs from dashboards/{n}")
         try:

@@ -1,3 +1,4 @@
+# shellcheck shell=bash
 # Sourced by the shell test scripts: the "ok - / FAIL - / skip -" lines and
 # the counts for their closing "N passed, N failed, N skipped" line.
 passed=0
