@@ -29,7 +29,7 @@ while [ $# -gt 0 ]; do
         --oci-archive) [ $# -ge 2 ] || die "--oci-archive needs a file"; OCI_ARCHIVE=$2; shift 2 ;;
         --builder) [ $# -ge 2 ] || die "--builder needs a value"; BUILDER=$2; shift 2 ;;
         --stage-only) STAGE_ONLY=1; shift ;;
-        -h|--help) sed -n '2,17p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; exit 0 ;;
+        -h|--help) awk 'NR > 1 && !/^#/ { exit } NR > 1 { sub(/^# ?/, ""); print }' "${BASH_SOURCE[0]}"; exit 0 ;;
         *) die "unknown argument '$1' (see --help)" ;;
     esac
 done

@@ -18,6 +18,10 @@ set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$ROOT"
 
+if [ "$(id -u)" -ne 0 ]; then
+    echo "packaging: needs root (buildah without a container runtime, chroot --userspec)" >&2
+    exit 1
+fi
 missing=()
 command -v buildah >/dev/null 2>&1 || missing+=(buildah)
 command -v systemd-analyze >/dev/null 2>&1 || missing+=(systemd)
