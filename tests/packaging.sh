@@ -198,13 +198,6 @@ config_check() { # name command...
     out=$(env -i PATH=/usr/bin ROOMENGINE_SECRET_KEY=test-secret-key ROOMENGINE_CALLBACK_TOKEN=test-token \
         "$@" --config.check 2>&1) || rc=$?
     indent <<<"$out"
-    # >>> CALLBACKS-KEY SKIP: remove this block once main's config accepts `callbacks:` >>>
-    if [ "$rc" -ne 0 ] && grep -qF 'unknown field `callbacks`' <<<"$out"; then
-        echo "    NOTICE: this binary does not know the callbacks section yet (main adds it)"
-        skip "$name" "SKIPPED, callbacks key unknown to this binary"
-        return 0
-    fi
-    # <<< CALLBACKS-KEY SKIP <<<
     result "$name" "$rc"
 }
 config_check "--config.check in the image on its /etc/roomengine-exporter/exporter.yaml (packaging/exporter.yaml)" \
