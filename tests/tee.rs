@@ -248,6 +248,11 @@ async fn measure(port: u16, conns: usize, per_conn: usize, tag: &str) -> Vec<Dur
     all
 }
 
+/// A row of the figures table: `name` and [`measure`]'s times.
+async fn row(name: &str, port: u16, conns: usize, per_conn: usize, tag: &str) -> (String, Vec<Duration>) {
+    (name.to_owned(), measure(port, conns, per_conn, tag).await)
+}
+
 fn pct(sorted: &[Duration], p: f64) -> Duration {
     sorted[((sorted.len() as f64 * p).ceil() as usize).clamp(1, sorted.len()) - 1]
 }
@@ -389,33 +394,42 @@ async fn the_tee_feeds_the_app_and_the_exporter_and_a_dead_or_slow_exporter_cost
 
     // Answer times (ms): 4 connections x 50 callbacks each, in sequence.
     let mut rows: Vec<(String, Vec<Duration>)> = Vec::new();
-    rows.push((
-        "no mirror (baseline)".into(),
-        measure(ports.baseline, 4, 50, "base").await,
-    ));
-    rows.push((
-        "documented, exporter up".into(),
-        measure(ports.recommended, 4, 50, "up").await,
-    ));
-    rows.push((
-        "no mirror, keepalive_timeout 0".into(),
-        measure(ports.baseline_close, 4, 50, "close").await,
-    ));
-    rows.push((
-        "keep-alive + mirror timeouts, exporter up".into(),
-        measure(ports.keepalive, 4, 50, "ka-up").await,
-    ));
+    rows.push(row("no mirror (baseline)", ports.baseline, 4, 50, "base").await);
+    rows.push(row("documented, exporter up", ports.recommended, 4, 50, "up").await);
+    rows.push(
+        row(
+            "no mirror, keepalive_timeout 0",
+            ports.baseline_close,
+            4,
+            50,
+            "close",
+        )
+        .await,
+    );
+    rows.push(
+        row(
+            "keep-alive + mirror timeouts, exporter up",
+            ports.keepalive,
+            4,
+            50,
+            "ka-up",
+        )
+        .await,
+    );
     drop(exporter);
-    rows.push((
-        "documented, exporter stopped".into(),
-        measure(ports.recommended, 4, 50, "dead").await,
-    ));
+    rows.push(row("documented, exporter stopped", ports.recommended, 4, 50, "dead").await);
     let (_, mirror_got) = stub(exporter_addr, SLOW, "slow-exporter").await;
     let before = app_got.lock().unwrap().len();
-    rows.push((
-        "documented, exporter answers in 3 s".into(),
-        measure(ports.recommended, 4, 50, "slow").await,
-    ));
+    rows.push(
+        row(
+            "documented, exporter answers in 3 s",
+            ports.recommended,
+            4,
+            50,
+            "slow",
+        )
+        .await,
+    );
     // The mirror got the very queries and bodies the app got.
     tokio::time::sleep(Duration::from_millis(300)).await;
     let mut to_app = app_got.lock().unwrap()[before..].to_vec();
@@ -424,14 +438,17 @@ async fn the_tee_feeds_the_app_and_the_exporter_and_a_dead_or_slow_exporter_cost
     to_mirror.sort();
     assert_eq!(to_app.len(), 200);
     assert_eq!(to_mirror, to_app, "the mirror's copies differ from the app's");
-    rows.push((
-        "keep-alive + mirror timeouts, 3 s exporter".into(),
-        measure(ports.keepalive, 1, 4, "ka").await,
-    ));
-    rows.push((
-        "naive (defaults), 3 s exporter".into(),
-        measure(ports.naive, 1, 3, "naive").await,
-    ));
+    rows.push(
+        row(
+            "keep-alive + mirror timeouts, 3 s exporter",
+            ports.keepalive,
+            1,
+            4,
+            "ka",
+        )
+        .await,
+    );
+    rows.push(row("naive (defaults), 3 s exporter", ports.naive, 1, 3, "naive").await);
 
     println!("\n| nginx server, exporter | callbacks | p50 ms | p99 ms | max ms |\n| --- | --- | --- | --- | --- |");
     for (name, t) in &rows {
