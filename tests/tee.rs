@@ -460,8 +460,10 @@ async fn the_tee_feeds_the_app_and_the_exporter_and_a_dead_or_slow_exporter_cost
             ms(*t.last().unwrap())
         );
     }
-    let base_p99 = pct(&rows[0].1, 0.99);
-    let bound = base_p99 * 10 + Duration::from_millis(50);
+    // Generous (shared, noisy machine) yet far under the 1 s a held
+    // keep-alive connection costs: 10x the worse baseline's p99 + 250 ms.
+    let base_p99 = pct(&rows[0].1, 0.99).max(pct(&rows[2].1, 0.99));
+    let bound = base_p99 * 10 + Duration::from_millis(250);
     for (name, t) in [&rows[1], &rows[4], &rows[5]] {
         assert!(
             pct(t, 0.99) < bound,
