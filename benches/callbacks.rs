@@ -157,6 +157,11 @@ fn main() {
     }
     stop.store(true, Ordering::Relaxed);
     let _ = load.join();
+    let own = rt
+        .block_on(scrape(&probe_client, &exporter.addr.to_string()))
+        .ok()
+        .flatten()
+        .unwrap_or_default();
     let elapsed = started.elapsed();
     let cpu = proc(&exporter).cpu_seconds - cpu_before;
     let period = sim.handle.period();
@@ -195,6 +200,12 @@ fn main() {
         period.calls_per_second,
         period.max_calls_in_one_second,
         period.answers.get("60011").copied().unwrap_or(0)
+    );
+    let commits = sample(&own, "roomengine_state_commit_duration_seconds_count");
+    println!(
+        "  state commits: {commits:.0}, {:.2} ms each on average, {:.1} callbacks per commit",
+        1000.0 * sample(&own, "roomengine_state_commit_duration_seconds_sum") / commits.max(1.0),
+        sample(&own, "roomengine_callback_duration_seconds_count") / commits.max(1.0)
     );
     println!(
         "  exporter CPU {:.1} s ({:.0}% of one core), peak RSS {rss:.1} MiB",
@@ -318,6 +329,13 @@ impl RawSender {
 async fn scrape(client: &reqwest::Client, addr: &str) -> Result<Option<String>, reqwest::Error> {
     let response = client.get(format!("http://{addr}/metrics")).send().await?;
     Ok((response.status() == 200).then_some(response.text().await?))
+}
+
+/// The value of an unlabelled sample line in `text` (0 when absent).
+fn sample(text: &str, name: &str) -> f64 {
+    text.lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
+        .unwrap_or(0.0)
 }
 
 fn room_id(index: usize) -> String {

@@ -117,7 +117,8 @@ pub enum EventKind {
 
 enum Job {
     Callback {
-        event: RoomEvent,
+        // Boxed, so that the queue's small jobs do not take a RoomEvent's room each.
+        event: Box<RoomEvent>,
         done: oneshot::Sender<Result<(), String>>,
     },
     Configured {
@@ -204,7 +205,10 @@ impl RoomSet {
     pub async fn apply(&self, event: RoomEvent) -> Result<(), String> {
         let (done, answer) = oneshot::channel();
         self.jobs
-            .send(Job::Callback { event, done })
+            .send(Job::Callback {
+                event: Box::new(event),
+                done,
+            })
             .map_err(|_| "the room set is shutting down".to_owned())?;
         answer
             .await
