@@ -422,9 +422,7 @@ impl Writer {
         };
         self.metrics.state_up.set(1);
         self.store.add_rooms(&batch.start_polling);
-        for (room, update) in &batch.shown {
-            self.store.record_callback(room, update);
-        }
+        self.store.record_callbacks(&batch.shown);
         self.store.remove_rooms(&batch.forget);
         if !batch.start_polling.is_empty() || !batch.stop_polling.is_empty() {
             let _ = self.poller.send(Reschedule::Rooms {
