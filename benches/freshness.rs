@@ -163,12 +163,26 @@ fn run(
     }
     let mut delays = Vec::new();
     let mut missed = 0;
+    // Fills seen later than 15 s, by how long after the first pass they came.
+    let mut late_after: Vec<u64> = Vec::new();
     for (room, at) in window_fills(&sim, start, window_end) {
         match first_after(&became_full, &room, at) {
-            Some(seen) => delays.push(seen.duration_since(at)),
+            Some(seen) => {
+                let delay = seen.duration_since(at);
+                if delay > Duration::from_secs(15) {
+                    late_after.push(at.duration_since(start).as_secs());
+                }
+                delays.push(delay);
+            }
             None => missed += 1,
         }
     }
+    late_after.sort_unstable();
+    println!(
+        "  tier {}: {} fills seen later than 15 s, at these seconds after the first pass: {late_after:?}",
+        if on { "on" } else { "off" },
+        late_after.len()
+    );
     let period = sim.handle.period();
     let result = Run {
         on,

@@ -54,22 +54,18 @@ pub async fn run(
         )
         .into());
     }
-    let listener = tokio::net::TcpListener::bind(&web.listen_address)
+    let listener = crate::serve::bind(&web.listen_address)
         .await
         .map_err(|e| format!("cannot listen on {}: {e}", web.listen_address))?;
     let local = listener.local_addr()?;
     let callback_listener = match &config.callbacks {
         None => None,
-        Some(c) => Some(
-            tokio::net::TcpListener::bind(&c.listen_address)
-                .await
-                .map_err(|e| {
-                    format!(
-                        "callbacks.listen_address: cannot listen on {}: {e}",
-                        c.listen_address
-                    )
-                })?,
-        ),
+        Some(c) => Some(crate::serve::bind(&c.listen_address).await.map_err(|e| {
+            format!(
+                "callbacks.listen_address: cannot listen on {}: {e}",
+                c.listen_address
+            )
+        })?),
     };
     check_descriptors(
         web.max_connections,

@@ -20,8 +20,9 @@ pub const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
 /// A keep-alive connection with no request in progress is closed after this.
 pub const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 /// Only a connection idle this long may be evicted for a new one, so a
-/// burst of real clients does not evict itself before sending its requests.
-pub const EVICT_AFTER: Duration = Duration::from_secs(1);
+/// burst of real clients does not evict itself before its requests are
+/// read; short, so a flood of silent ones is cycled through quickly.
+pub const EVICT_AFTER: Duration = Duration::from_millis(250);
 /// How often the timeouts are enforced.
 const SWEEP_EVERY: Duration = Duration::from_millis(500);
 
@@ -103,19 +104,26 @@ impl Connections {
     }
 
     /// Admits a new connection, evicting the one idle longest (at least
-    /// [`EVICT_AFTER`]) when the listener is full; `None` when there is none.
-    pub fn admit(&self) -> Option<Admitted> {
+    /// [`EVICT_AFTER`]) when the listener is full; otherwise `Err` with how
+    /// long until the oldest idle one may be evicted (`None`: all are busy).
+    pub fn admit(&self) -> Result<Admitted, Option<Duration>> {
         let mut table = self.table();
         if table.open.len() >= self.inner.max {
             let now = Instant::now();
-            let oldest_idle = table
+            let (id, since) = table
                 .open
                 .iter()
-                .filter(|(_, e)| e.busy == 0 && now.duration_since(e.since) >= EVICT_AFTER)
+                .filter(|(_, e)| e.busy == 0)
                 .min_by_key(|(_, e)| e.since)
-                .map(|(id, _)| *id);
-            let entry = oldest_idle.and_then(|id| table.open.remove(&id))?;
-            entry.close.cancel();
+                .map(|(id, e)| (*id, e.since))
+                .ok_or(None)?;
+            let evictable_in = (since + EVICT_AFTER).saturating_duration_since(now);
+            if !evictable_in.is_zero() {
+                return Err(Some(evictable_in));
+            }
+            if let Some(entry) = table.open.remove(&id) {
+                entry.close.cancel();
+            }
         }
         table.next_id += 1;
         let id = table.next_id;
@@ -129,7 +137,7 @@ impl Connections {
                 close: close.clone(),
             },
         );
-        Some(Admitted {
+        Ok(Admitted {
             connections: self.clone(),
             id,
             close,
@@ -143,11 +151,14 @@ impl Connections {
             let freed = self.inner.freed.notified();
             tokio::pin!(freed);
             freed.as_mut().enable();
-            if let Some(admitted) = self.admit() {
-                return admitted;
+            match self.admit() {
+                Ok(admitted) => return admitted,
+                // Idle connections become evictable with time, without a wake-up.
+                Err(Some(wait)) => {
+                    let _ = tokio::time::timeout(wait, freed).await;
+                }
+                Err(None) => freed.await,
             }
-            // Idle connections become evictable with time, without a wake-up.
-            let _ = tokio::time::timeout(SWEEP_EVERY, freed).await;
         }
     }
 
@@ -246,9 +257,10 @@ mod tests {
         let first = connections.admit().expect("admitted");
         tokio::time::advance(Duration::from_millis(10)).await;
         let second = connections.admit().expect("admitted");
-        assert!(
-            connections.admit().is_none(),
-            "no connection idle long enough to evict"
+        assert_eq!(
+            connections.admit().err(),
+            Some(Some(EVICT_AFTER - Duration::from_millis(10))),
+            "no connection idle long enough to evict: the first may go in 240 ms"
         );
         tokio::time::advance(EVICT_AFTER).await;
         let busy = second.track();
@@ -256,7 +268,11 @@ mod tests {
         assert!(first.close.is_cancelled());
         assert!(!second.close.is_cancelled());
         let _busy_too = third.track();
-        assert!(connections.admit().is_none(), "both open connections are busy");
+        assert_eq!(
+            connections.admit().err(),
+            Some(None),
+            "both open connections are busy"
+        );
         drop(busy);
         assert_eq!(connections.open(), 2);
     }

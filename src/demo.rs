@@ -76,7 +76,8 @@ pub async fn run(args: DemoArgs) -> Result<(), BoxError> {
     tokio::spawn(crate::shutdown::on_signal(stop.clone()));
     let token = sim::generate_secret_key().expose().to_owned();
     let options = SimOptions {
-        rooms: args.rooms,
+        // The rooms open once the exporter is registered, as meetings do.
+        rooms: 0,
         latency: Duration::from_millis(20),
         // A room in twenty replaced per minute, so creates and destroys show too.
         churn: 0.05,
@@ -84,8 +85,9 @@ pub async fn run(args: DemoArgs) -> Result<(), BoxError> {
         ..SimOptions::new(sim::generate_secret_key())
     };
     let simulator = Simulator::start(options.clone()).await?;
-    let config = demo_config(&simulator, &options, &args.callbacks_listen_address, &token);
-    let callback_url = format!("http://{}/callback", browsable(&args.callbacks_listen_address));
+    let callbacks_at = with_free_port(&args.callbacks_listen_address)?;
+    let config = demo_config(&simulator, &options, &callbacks_at, &token);
+    let callback_url = format!("http://{}/callback", browsable(&callbacks_at));
     let register_with = config.clone();
     let web = WebOptions {
         listen_address: args.web_listen_address.clone(),
@@ -99,6 +101,7 @@ pub async fn run(args: DemoArgs) -> Result<(), BoxError> {
         finished = &mut exporter => finished,
         () = wait_listening(&url) => {
             register(&register_with, &callback_url).await?;
+            simulator.open_rooms(args.rooms);
             println!("{}", banner(&url, &simulator, args.rooms, &callback_url));
             exporter.await
         }
@@ -114,6 +117,18 @@ async fn register(config: &Config, url: &str) -> Result<(), BoxError> {
     let client = ApiClient::new(config, budget, std::sync::Arc::new(SelfMetrics::new()))?;
     crate::register::register(&client, &CallbackSetting::default(), url).await?;
     Ok(())
+}
+
+/// `addr` itself, or with a free port for port 0 (the URL to register needs the real one).
+fn with_free_port(addr: &str) -> Result<String, BoxError> {
+    let parsed: SocketAddr = addr
+        .parse()
+        .map_err(|e| format!("--callbacks.listen-address {addr:?}: {e}"))?;
+    if parsed.port() != 0 {
+        return Ok(addr.to_owned());
+    }
+    let probe = std::net::TcpListener::bind(parsed).map_err(|e| format!("cannot listen on {addr}: {e}"))?;
+    Ok(probe.local_addr()?.to_string())
 }
 
 /// `host:port` to put in a URL: a wildcard listen address becomes loopback.

@@ -137,14 +137,48 @@ impl RoomFacts {
     /// repeated delivery is a no-op rather than an error.
     pub fn merge(&mut self, update: &RoomUpdate) -> bool {
         let mut changed = false;
-        for index in 0..FIELD_COUNT {
-            let field = FIELD_ORDER[index];
+        for (index, &field) in FIELD_ORDER.iter().enumerate() {
             if !update.fields.has(field) || update.at_ms < self.stamps[index] {
                 continue;
             }
             changed |= self.set(field, update);
             changed |= self.stamps[index] != update.at_ms;
             self.stamps[index] = update.at_ms;
+        }
+        changed
+    }
+
+    /// Takes every field `other` knows more recently (another replica's
+    /// view of the room); whether anything changed. Merging is commutative
+    /// and idempotent, so replicas that saw the same callbacks agree.
+    pub fn absorb(&mut self, other: &RoomFacts) -> bool {
+        let mut changed = false;
+        let mut pending = Fields::NONE;
+        for (index, field) in FIELD_ORDER.iter().enumerate() {
+            if other.stamps[index] > self.stamps[index] {
+                pending = pending.with(*field);
+            }
+        }
+        while !pending.is_empty() {
+            // One update per distinct instant: fields told together move together.
+            let Some(first) = FIELD_ORDER.iter().position(|f| pending.has(*f)) else {
+                break;
+            };
+            let at_ms = other.stamps[first];
+            let mut fields = Fields::NONE;
+            for (index, field) in FIELD_ORDER.iter().enumerate() {
+                if pending.has(*field) && other.stamps[index] == at_ms {
+                    fields = fields.with(*field);
+                }
+            }
+            pending = Fields(pending.0 & !fields.0);
+            changed |= self.merge(&RoomUpdate {
+                fields,
+                info: other.info.clone(),
+                seats: other.seats,
+                exists: other.exists.unwrap_or(true),
+                at_ms,
+            });
         }
         changed
     }
@@ -270,6 +304,32 @@ mod tests {
         assert_eq!(facts.info.room_name, "Weekly");
         assert_eq!(facts.exists, Some(true));
         assert_eq!(facts.seats, None);
+    }
+
+    #[test]
+    fn absorbing_another_view_takes_its_newer_fields_in_either_order() {
+        let mut a = RoomFacts::default();
+        a.merge(&members(7, 2_000));
+        a.merge(&RoomUpdate::gone(1_000));
+        let mut b = RoomFacts::default();
+        b.merge(&members(9, 3_000));
+        b.merge(&RoomUpdate::polled(
+            RoomInfo {
+                max_member_count: 50,
+                ..RoomInfo::default()
+            },
+            None,
+            500,
+        ));
+        let (mut ab, mut ba) = (a.clone(), b.clone());
+        assert!(ab.absorb(&b));
+        assert!(ba.absorb(&a));
+        assert_eq!(ab, ba);
+        assert_eq!(
+            (ab.info.member_count, ab.info.max_member_count, ab.exists),
+            (9, 50, Some(false))
+        );
+        assert!(!ab.absorb(&b), "absorbing the same view twice changes nothing");
     }
 
     #[test]

@@ -29,6 +29,28 @@ const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// A request body still arriving after this is cut off.
 pub const BODY_TIMEOUT: Duration = Duration::from_secs(5);
 
+/// Pending connections the kernel keeps for a listener: a flood of
+/// half-open clients then waits there instead of being refused outright.
+const BACKLOG: u32 = 4096;
+
+/// Binds `address` (`host:port`, the first address it resolves to) with a deep backlog.
+pub async fn bind(address: &str) -> std::io::Result<TcpListener> {
+    let mut last = None;
+    for addr in tokio::net::lookup_host(address).await? {
+        let socket = if addr.is_ipv4() {
+            tokio::net::TcpSocket::new_v4()?
+        } else {
+            tokio::net::TcpSocket::new_v6()?
+        };
+        socket.set_reuseaddr(true)?;
+        match socket.bind(addr).and_then(|()| socket.listen(BACKLOG)) {
+            Ok(listener) => return Ok(listener),
+            Err(e) => last = Some(e),
+        }
+    }
+    Err(last.unwrap_or_else(|| std::io::Error::other("the address resolves to nothing")))
+}
+
 /// How one listener serves.
 pub struct Serving {
     pub listener: TcpListener,

@@ -1,7 +1,8 @@
 //! The callback receiver of the real binary against the independent fake
 //! API: rooms discovered by callbacks, live member counts ordered by
 //! EventTime, destroy and forget, every rejection, durability across
-//! `kill -9`, and the budget under a burst of creates.
+//! `kill -9` (the burst of creates is in callback_burst.rs, alone so that
+//! no other test shares the machine with it).
 
 mod common;
 
@@ -10,9 +11,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
-use common::{
-    free_port, now_ms, post_callback, room_info, value, worst_window, Exporter, Fake, FakeRoom, SDKAPPID,
-};
+use common::{free_port, now_ms, post_callback, room_info, value, Exporter, Fake, FakeRoom, Fault, SDKAPPID};
 
 const OK: &str = r#"{"ActionStatus":"OK","ErrorInfo":"","ErrorCode":0}"#;
 const CREATE: &str = "Room.CallbackAfterCreateRoom";
@@ -99,6 +98,8 @@ async fn a_created_room_is_polled_and_its_members_are_live_and_ordered_by_event_
     let r = start(&fake, "  interval: 2s\n  rate_limit: 20\n  timeout: 4s", "", &[]);
     // An empty room set is ready at once.
     wait_ready(&r.exporter).await;
+    // The first poll answers late, so what shows at first is the callback's alone.
+    fake.set_fault(&["meet-1"], Some(Fault::Slow(Duration::from_millis(1500))));
 
     let t0 = now_ms();
     assert_eq!(
@@ -131,7 +132,7 @@ async fn a_created_room_is_polled_and_its_members_are_live_and_ordered_by_event_
     // Polled through the budget within one interval; then the poll's MemberCount shows.
     let text = r
         .exporter
-        .wait_for(Duration::from_secs(2), "meet-1 polled", |t| {
+        .wait_for(Duration::from_secs(4), "meet-1 polled", |t| {
             value(t, "roomengine_room_up{room_id=\"meet-1\"}") == Some(1.0)
         })
         .await;
@@ -596,68 +597,6 @@ fn a_state_file_that_is_not_a_room_set_stops_the_start_and_is_left_alone() {
         std::fs::read_to_string(&state).unwrap(),
         "not a database".repeat(100)
     );
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_burst_of_1000_creates_queues_polls_under_the_budget() {
-    let fake = Fake::start(0).await;
-    let ids: Vec<String> = (1..=1000).map(|i| format!("burst-{i:04}")).collect();
-    for id in &ids {
-        fake_room(&fake, id, 1, 10);
-    }
-    let r = start(&fake, "  interval: 60s\n  rate_limit: 40\n  timeout: 4s", "", &[]);
-    wait_ready(&r.exporter).await;
-    let started = Instant::now();
-    let client = reqwest::Client::new();
-    let sends = ids.iter().map(|id| {
-        let url = format!(
-            "http://{}/callback?SdkAppid={SDKAPPID}&CallbackCommand={CREATE}&contenttype=json",
-            r.callbacks
-        );
-        let body = create_body(id, now_ms());
-        let client = client.clone();
-        tokio::spawn(async move {
-            client
-                .post(url)
-                .json(&body)
-                .send()
-                .await
-                .map(|r| r.status().as_u16())
-        })
-    });
-    let mut ok = 0;
-    let mut other = std::collections::BTreeMap::<String, usize>::new();
-    for send in sends.collect::<Vec<_>>() {
-        match send.await {
-            Ok(Ok(200)) => ok += 1,
-            Ok(Ok(status)) => *other.entry(status.to_string()).or_default() += 1,
-            Ok(Err(e)) => {
-                *other
-                    .entry(format!("{e:?}").chars().take(120).collect())
-                    .or_default() += 1
-            }
-            Err(e) => *other.entry(e.to_string()).or_default() += 1,
-        }
-    }
-    println!("burst: answers other than 200: {other:?}");
-    let answered_in = started.elapsed();
-    assert_eq!(ok, 1000, "every create answered OK");
-    tokio::time::sleep(Duration::from_secs(6)).await;
-    let arrivals = fake.with(|s| s.arrivals.clone());
-    let worst = worst_window(&arrivals);
-    println!(
-        "burst: 1000 creates answered in {answered_in:?}; {} polls in the {:?} since, worst one-second window {worst} (rate_limit 40)",
-        arrivals.len(),
-        started.elapsed()
-    );
-    assert!(worst <= 40, "a one-second window held {worst} calls");
-    assert!(
-        arrivals.len() >= 200,
-        "polls go on at the budget's pace: {}",
-        arrivals.len()
-    );
-    let text = r.exporter.metrics().await;
-    assert_eq!(value(&text, "roomengine_rooms_discovered"), Some(1000.0));
 }
 
 /// POSTs `chunks` chunks of `size` spaces, chunked; the answer's status line.

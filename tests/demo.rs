@@ -1,5 +1,6 @@
 //! The `demo` and `simulate` subcommands as a user runs them, as real
-//! processes: the demo serves every simulated room on /metrics within 15 s,
+//! processes: the demo serves every simulated room on /metrics within 15 s
+//! (learnt from the simulator's callbacks, none configured),
 //! `simulate` answers a signed call, and both exit 0 when signalled.
 
 use std::collections::BTreeSet;
@@ -79,7 +80,18 @@ fn client() -> reqwest::Client {
 async fn demo_serves_every_room_within_15_seconds_and_stops_on_sigterm() {
     let address = free_address();
     let started = Instant::now();
-    let mut demo = Process::start(&["demo", "--rooms", "20", "--web.listen-address", &address], &[]);
+    let mut demo = Process::start(
+        &[
+            "demo",
+            "--rooms",
+            "20",
+            "--web.listen-address",
+            &address,
+            "--callbacks.listen-address",
+            "127.0.0.1:0",
+        ],
+        &[],
+    );
     let client = client();
     let expected: BTreeSet<String> = (1..=20).map(|n| format!("room-{n:04}")).collect();
     let mut seen = BTreeSet::new();
@@ -95,6 +107,21 @@ async fn demo_serves_every_room_within_15_seconds_and_stops_on_sigterm() {
         "rooms with roomengine_room_up after {:?}",
         started.elapsed()
     );
+    // No room is configured: the simulator's callbacks announced every one.
+    let text = client
+        .get(format!("http://{address}/metrics"))
+        .send()
+        .await
+        .expect("scrape")
+        .text()
+        .await
+        .unwrap_or_default();
+    assert!(text.contains("\nroomengine_rooms_configured 0\n"), "{text}");
+    let discovered = text
+        .lines()
+        .find_map(|l| l.strip_prefix("roomengine_rooms_discovered "))
+        .and_then(|v| v.parse::<f64>().ok());
+    assert!(discovered.is_some_and(|n| n >= 20.0), "discovered {discovered:?}");
     demo.stop_with("-TERM");
 }
 

@@ -36,12 +36,44 @@ pub struct Record {
     pub destroyed_at_ms: Option<u64>,
 }
 
-/// Where the room set is kept between runs.
+impl Record {
+    /// Takes what `other` (another replica's record of the room) knows more
+    /// recently; whether anything changed.
+    pub fn absorb(&mut self, other: &Record) -> bool {
+        let mut changed = self.facts.absorb(&other.facts);
+        if other.last_callback_ms > self.last_callback_ms {
+            self.last_callback_ms = other.last_callback_ms;
+            changed = true;
+        }
+        let destroyed_at = match self.facts.exists {
+            Some(false) => match (self.destroyed_at_ms, other.destroyed_at_ms) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b).or(Some(unix_now_ms())),
+            },
+            _ => None,
+        };
+        changed |= destroyed_at != self.destroyed_at_ms;
+        self.destroyed_at_ms = destroyed_at;
+        changed
+    }
+}
+
+/// Where the room set is kept between runs (and, for an HA pair, shared).
 pub trait StateBackend: Send {
-    /// Every room kept, as the last run left them.
+    /// Every room kept, as the last run (or the other replicas) left them.
     fn load(&mut self) -> Result<Vec<(String, Record)>, String>;
-    /// Writes `changes` atomically: `Some` upserts a room, `None` deletes it.
-    fn commit(&mut self, changes: &[(&str, Option<&Record>)]) -> Result<(), String>;
+    /// Writes `changes` atomically: `Some` merges a room into what is kept
+    /// (see [`Record::absorb`]), `None` deletes it. Returns the kept records
+    /// that differ from those given (fields other replicas wrote); a
+    /// backend with one writer returns none.
+    fn commit(&mut self, changes: &[(&str, Option<&Record>)]) -> Result<Vec<(String, Record)>, String>;
+    /// Rooms other replicas changed since the last call (`None`: forgotten).
+    fn take_remote(&mut self) -> Result<Vec<(String, Option<Record>)>, String> {
+        Ok(Vec::new())
+    }
+    /// Called once at start with a function that wakes the writer to call
+    /// [`StateBackend::take_remote`]; backends with one writer ignore it.
+    fn on_remote_change(&mut self, _wake: Box<dyn Fn() + Send + Sync>) {}
     /// One line for the start-up log.
     fn describe(&self) -> String;
 }
@@ -53,8 +85,8 @@ impl StateBackend for MemoryState {
     fn load(&mut self) -> Result<Vec<(String, Record)>, String> {
         Ok(Vec::new())
     }
-    fn commit(&mut self, _: &[(&str, Option<&Record>)]) -> Result<(), String> {
-        Ok(())
+    fn commit(&mut self, _: &[(&str, Option<&Record>)]) -> Result<Vec<(String, Record)>, String> {
+        Ok(Vec::new())
     }
     fn describe(&self) -> String {
         "in memory (nothing survives a restart)".into()
@@ -85,7 +117,8 @@ pub enum EventKind {
 
 enum Job {
     Callback {
-        event: RoomEvent,
+        // Boxed, so that the queue's small jobs do not take a RoomEvent's room each.
+        event: Box<RoomEvent>,
         done: oneshot::Sender<Result<(), String>>,
     },
     Configured {
@@ -95,6 +128,8 @@ enum Job {
     Gone {
         room_id: String,
     },
+    /// Another replica changed the shared room set.
+    Remote,
 }
 
 /// A handle to the room set's writer; cheap to clone.
@@ -148,11 +183,17 @@ impl RoomSet {
         }
         writer.store.set_rooms(&held);
         for (room, record) in &writer.records {
-            writer.store.restore(room, &record.facts, record.last_callback_ms);
+            writer
+                .store
+                .record_facts(room, &record.facts, record.last_callback_ms);
         }
         writer.metrics.state_up.set(1);
         writer.count_discovered();
         let (jobs, queue) = mpsc::channel();
+        let waker = jobs.clone();
+        writer.backend.on_remote_change(Box::new(move || {
+            let _ = waker.send(Job::Remote);
+        }));
         std::thread::Builder::new()
             .name("roomset".into())
             .spawn(move || writer.run(queue))
@@ -164,7 +205,10 @@ impl RoomSet {
     pub async fn apply(&self, event: RoomEvent) -> Result<(), String> {
         let (done, answer) = oneshot::channel();
         self.jobs
-            .send(Job::Callback { event, done })
+            .send(Job::Callback {
+                event: Box::new(event),
+                done,
+            })
             .map_err(|_| "the room set is shutting down".to_owned())?;
         answer
             .await
@@ -223,6 +267,7 @@ impl Writer {
             };
             let mut batch = Batch::default();
             let mut configured = Vec::new();
+            let mut remote = false;
             for job in first
                 .into_iter()
                 .chain(std::iter::from_fn(|| queue.try_recv().ok()))
@@ -234,6 +279,7 @@ impl Writer {
                     }
                     Job::Gone { room_id } => self.destroyed(&room_id, &mut batch),
                     Job::Configured { rooms, done } => configured.push((rooms, done)),
+                    Job::Remote => remote = true,
                 }
                 if batch.acks.len() >= MAX_BATCH {
                     break;
@@ -241,6 +287,12 @@ impl Writer {
             }
             self.due_forgets(&mut batch);
             self.commit(batch);
+            if remote {
+                match self.backend.take_remote() {
+                    Ok(changes) => self.absorb_remote(changes),
+                    Err(e) => tracing::warn!(error = %e, "cannot read the other replicas' changes"),
+                }
+            }
             // After the batch, so a reload sees every room its callbacks added.
             for (rooms, done) in configured {
                 let _ = done.send(self.set_configured(rooms));
@@ -350,26 +402,27 @@ impl Writer {
         self.metrics
             .state_commit_duration
             .observe(started.elapsed().as_secs_f64());
-        if let Err(e) = result {
-            self.metrics.state_up.set(0);
-            self.metrics.state_errors.inc();
-            tracing::error!(error = %e, state = %self.backend.describe(), "cannot store callbacks; answering 503");
-            for (room, record) in batch.before {
-                match record {
-                    Some(record) => self.records.insert(room, record),
-                    None => self.records.remove(&room),
-                };
+        let merged = match result {
+            Ok(merged) => merged,
+            Err(e) => {
+                self.metrics.state_up.set(0);
+                self.metrics.state_errors.inc();
+                tracing::error!(error = %e, state = %self.backend.describe(), "cannot store callbacks; answering 503");
+                for (room, record) in batch.before {
+                    match record {
+                        Some(record) => self.records.insert(room, record),
+                        None => self.records.remove(&room),
+                    };
+                }
+                for ack in batch.acks {
+                    let _ = ack.send(Err(format!("cannot store the callback: {e}")));
+                }
+                return;
             }
-            for ack in batch.acks {
-                let _ = ack.send(Err(format!("cannot store the callback: {e}")));
-            }
-            return;
-        }
+        };
         self.metrics.state_up.set(1);
         self.store.add_rooms(&batch.start_polling);
-        for (room, update) in &batch.shown {
-            self.store.record_callback(room, update);
-        }
+        self.store.record_callbacks(&batch.shown);
         self.store.remove_rooms(&batch.forget);
         if !batch.start_polling.is_empty() || !batch.stop_polling.is_empty() {
             let _ = self.poller.send(Reschedule::Rooms {
@@ -380,10 +433,54 @@ impl Writer {
         if !batch.forget.is_empty() {
             tracing::debug!(rooms = batch.forget.len(), "destroyed rooms forgotten");
         }
+        self.absorb_remote(
+            merged
+                .into_iter()
+                .map(|(room, record)| (room, Some(record)))
+                .collect(),
+        );
         self.count_discovered();
         for ack in batch.acks {
             let _ = ack.send(Ok(()));
         }
+    }
+
+    /// Takes other replicas' records of rooms into the set, the store and the turns.
+    fn absorb_remote(&mut self, changes: Vec<(String, Option<Record>)>) {
+        let (mut start, mut stop, mut forget) = (Vec::new(), Vec::new(), Vec::new());
+        for (room, theirs) in changes {
+            let configured = self.configured.contains(&room);
+            let Some(theirs) = theirs else {
+                if self.records.remove(&room).is_some() && !configured {
+                    forget.push(room);
+                }
+                continue;
+            };
+            let was_alive = self.records.get(&room).map(|r| r.destroyed_at_ms.is_none());
+            let record = self.records.entry(room.clone()).or_default();
+            if !record.absorb(&theirs) {
+                continue;
+            }
+            let alive = record.destroyed_at_ms.is_none();
+            self.store.add_rooms(std::slice::from_ref(&room));
+            self.store
+                .record_facts(&room, &record.facts, record.last_callback_ms);
+            if !configured && was_alive != Some(alive) {
+                if alive {
+                    start.push(room);
+                } else if was_alive.is_some() {
+                    stop.push(room);
+                }
+            }
+        }
+        self.store.remove_rooms(&forget);
+        if !start.is_empty() || !stop.is_empty() {
+            let _ = self.poller.send(Reschedule::Rooms {
+                added: start,
+                removed: stop,
+            });
+        }
+        self.count_discovered();
     }
 
     /// A reload's room list: configured rooms join or leave; a room that

@@ -85,7 +85,7 @@ impl StateBackend for SqliteState {
         Ok(rooms)
     }
 
-    fn commit(&mut self, changes: &[(&str, Option<&Record>)]) -> Result<(), String> {
+    fn commit(&mut self, changes: &[(&str, Option<&Record>)]) -> Result<Vec<(String, Record)>, String> {
         let tx = self.db.transaction().map_err(|e| e.to_string())?;
         {
             let mut upsert = tx
@@ -109,7 +109,8 @@ impl StateBackend for SqliteState {
                 }
             }
         }
-        tx.commit().map_err(|e| e.to_string())
+        // The only writer: what it kept is what it was given.
+        tx.commit().map(|()| Vec::new()).map_err(|e| e.to_string())
     }
 
     fn describe(&self) -> String {

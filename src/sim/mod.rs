@@ -377,6 +377,15 @@ impl SimHandle {
         self.shared.stats.fills()
     }
 
+    /// Opens `n` new rooms (numbered on from the last), announced by create
+    /// callbacks once a callback URL is registered.
+    pub fn open_rooms(&self, n: usize) {
+        let mut world = self.shared.world();
+        for _ in 0..n {
+            world.open_room();
+        }
+    }
+
     /// Sets the clock UserSigs are checked against to `unix` (and on from there).
     pub fn set_clock(&self, unix: u64) {
         self.shared.clock.set_now(unix);

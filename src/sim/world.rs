@@ -752,6 +752,12 @@ impl World {
         world
     }
 
+    /// Opens a new room of the seeded kind, numbered on from the last (a
+    /// create callback when recording), as a meeting that starts now.
+    pub fn open_room(&mut self) {
+        self.add_generated(false);
+    }
+
     fn add_generated(&mut self, joined_late: bool) {
         let room = Room::generate(self.seed, self.next_number, self.now(), joined_late);
         self.next_number += 1;

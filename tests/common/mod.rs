@@ -682,3 +682,19 @@ pub fn now_ms() -> u64 {
         .unwrap()
         .as_millis() as u64
 }
+
+/// Sets the calling thread's nice value (`renice`; negative values need
+/// root): a load generator at 19 leaves the CPU to the fake API and the
+/// exporter, so the fake's arrival times are not delayed by the test itself.
+pub fn renice_this_thread(nice: i32) -> bool {
+    let tid = std::fs::read_link("/proc/thread-self")
+        .ok()
+        .and_then(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()));
+    tid.is_some_and(|tid| {
+        Command::new("renice")
+            .args(["-n", &nice.to_string(), "-p", &tid])
+            .stdout(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success())
+    })
+}
