@@ -211,6 +211,21 @@ impl Track {
 struct Watched {
     urgency: Urgency,
     due: Instant,
+    /// When the poll its urgency comes from returned.
+    polled: Instant,
+}
+
+impl Watched {
+    /// The urgency as of `now`: a riser's expected fill comes closer while it
+    /// waits (and may be overdue), so a room not polled for a while moves up.
+    fn urgency_at(&self, now: Instant) -> Urgency {
+        match self.urgency {
+            Urgency::Filling { seconds } => Urgency::Filling {
+                seconds: seconds - now.duration_since(self.polled).as_secs_f64(),
+            },
+            other => other,
+        }
+    }
 }
 
 impl Watch {
@@ -344,7 +359,11 @@ impl Watch {
             .map(|(room, w)| (room, *w))
             .collect();
         let any_due = !due.is_empty();
-        due.sort_by(|(_, a), (_, b)| a.urgency.order(&b.urgency).then(a.due.cmp(&b.due)));
+        due.sort_by(|(_, a), (_, b)| {
+            a.urgency_at(now)
+                .order(&b.urgency_at(now))
+                .then(a.due.cmp(&b.due))
+        });
         // Asked in order, so the store is asked about few rooms per pick.
         let mut picked = None;
         let mut by_callback = Vec::new();
@@ -391,7 +410,9 @@ impl Watch {
         match urgency {
             Some(urgency) => {
                 let due = track.due(self.settings.interval);
-                self.watched.insert(room.to_owned(), Watched { urgency, due });
+                let polled = track.last().map_or_else(Instant::now, |s| s.at);
+                self.watched
+                    .insert(room.to_owned(), Watched { urgency, due, polled });
             }
             None => {
                 self.watched.remove(room);
@@ -636,6 +657,24 @@ mod tests {
         }
         assert_eq!(order, vec!["fast", "slow", "flat", "fast", "slow", "flat"]);
         assert_eq!(Instant::now() - start, 10 * S);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_riser_left_waiting_moves_up_as_its_fill_comes_closer() {
+        let mut watch = started(settings());
+        let t0 = Instant::now();
+        // "early" rose 10 in 10 s with 20 to go (20 s); "late", polled 20 s
+        // later, rose 10 in 10 s with 10 to go (10 s).
+        watch.observe("early", 70, 100, t0);
+        watch.observe("early", 80, 100, t0 + 10 * S);
+        tokio::time::advance(20 * S).await;
+        watch.observe("late", 80, 100, t0 + 20 * S);
+        watch.observe("late", 90, 100, t0 + 30 * S);
+        tokio::time::advance(15 * S).await;
+        // At 35 s both are due; "early" was expected full at 30 s, "late" at 40 s.
+        // (Counted from their last polls, "late" would go first: 10 s against 20 s.)
+        let picked = watch.pick(Instant::now(), 200.0, |_| Eligibility::Pollable);
+        assert_eq!(picked.as_deref(), Some("early"));
     }
 
     #[tokio::test(start_paused = true)]
