@@ -7,13 +7,15 @@
 //!   between its polls that, kept up, fills the room within the longest pass
 //!   ([`pass_bound`]). The rise is measured from the newest poll at least two
 //!   watch intervals before the latest one (or the oldest kept), so two polls
-//!   between the same pair of changes do not read as flat. Rooms whose member count arrives by
-//!   callbacks are left out (the poller asks the store at pick time).
+//!   between the same pair of changes do not read as flat. Rooms whose
+//!   member count arrives by callbacks are left out (the poller asks the
+//!   store at pick time).
 //! - **Order** when more rooms are due than the share serves ([`Urgency`]):
 //!   rooms near capacity whose rate is not known yet (one poll tells), then
-//!   the room expected to fill soonest (headroom ÷ rise rate), then rooms
-//!   near capacity but not rising (least headroom first), then rooms already
-//!   full, with what is left: a full room is known news.
+//!   the room expected to fill soonest (headroom ÷ rise rate, counted from
+//!   its last poll), then rooms near capacity but not rising (least headroom
+//!   first), then rooms already full, with what is left: a full room is
+//!   known news.
 //! - **Share**: watch polls are paced by their own pacer at
 //!   `min(max_share × sustained, watched rooms ÷ interval)` ([`Watch::rate`]),
 //!   and the regular pass is spread at the sustained rate minus that
