@@ -88,9 +88,14 @@ pub async fn run(
     ));
 
     let (reschedule, reloads) = tokio::sync::mpsc::unbounded_channel();
-    let backend: Box<dyn StateBackend> = match config.callbacks.as_ref().and_then(|c| c.state_file.as_ref()) {
-        Some(path) => roomset::open_sqlite(path)?,
-        None => Box::new(MemoryState),
+    let callbacks = config.callbacks.as_ref();
+    let backend: Box<dyn StateBackend> = match (
+        callbacks.and_then(|c| c.redis.as_ref()),
+        callbacks.and_then(|c| c.state_file.as_ref()),
+    ) {
+        (Some(redis), _) => roomset::open_redis(redis, config.sdkappid)?,
+        (None, Some(path)) => roomset::open_sqlite(path)?,
+        (None, None) => Box::new(MemoryState),
     };
     let (room_set, polled) = RoomSet::start(
         roomset::Options {

@@ -4,6 +4,7 @@
 //! (group commit) and only then updates the store and the poller's turns
 //! and acknowledges; it also forgets destroyed rooms after `forget_after`.
 
+mod redis;
 mod sqlite;
 
 use std::collections::{HashMap, HashSet};
@@ -20,10 +21,13 @@ use crate::poller::Reschedule;
 use crate::room::{unix_now_ms, RoomFacts, RoomUpdate};
 use crate::store::{RoomChanges, Store};
 
+pub use self::redis::RedisState;
 pub use sqlite::SqliteState;
 
 /// Callbacks the writer takes into one transaction at most.
 const MAX_BATCH: usize = 4096;
+/// How soon the writer reads other replicas' changes again after failing to.
+const REMOTE_RETRY: Duration = Duration::from_secs(1);
 
 /// What the state backend keeps of one room: what callbacks said of it.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -62,6 +66,13 @@ impl Record {
 pub trait StateBackend: Send {
     /// Every room kept, as the last run (or the other replicas) left them.
     fn load(&mut self) -> Result<Vec<(String, Record)>, String>;
+    /// Whether a failed first load starts the room set empty, to be filled
+    /// through [`StateBackend::take_remote`] once the backend answers (a
+    /// shared server, so replicas do not crash-loop while it restarts),
+    /// rather than failing the start (a file).
+    fn may_start_unloaded(&self) -> bool {
+        false
+    }
     /// Writes `changes` atomically: `Some` merges a room into what is kept
     /// (see [`Record::absorb`]), `None` deletes it. Returns the kept records
     /// that differ from those given (fields other replicas wrote); a
@@ -96,6 +107,11 @@ impl StateBackend for MemoryState {
 /// Opens the state file of `callbacks.state_file`.
 pub fn open_sqlite(path: &Path) -> Result<Box<dyn StateBackend>, String> {
     Ok(Box::new(SqliteState::open(path)?))
+}
+
+/// Opens the shared room set of `callbacks.redis_url`, keyed by `sdkappid`.
+pub fn open_redis(config: &crate::config::RedisConfig, sdkappid: u64) -> Result<Box<dyn StateBackend>, String> {
+    Ok(Box::new(RedisState::open(config, sdkappid)?))
 }
 
 /// What one callback means for the room set.
@@ -158,8 +174,18 @@ impl RoomSet {
             forget_after,
             mut backend,
         } = options;
-        let loaded = backend.load()?;
-        tracing::info!(state = %backend.describe(), rooms = loaded.len(), "room set loaded");
+        let (loaded, up) = match backend.load() {
+            Ok(loaded) => (loaded, true),
+            Err(e) if backend.may_start_unloaded() => {
+                tracing::error!(error = %e, state = %backend.describe(), "cannot load the room set; starting without it (callbacks answer 503 until it answers)");
+                metrics.state_errors.inc();
+                (Vec::new(), false)
+            }
+            Err(e) => return Err(e),
+        };
+        if up {
+            tracing::info!(state = %backend.describe(), rooms = loaded.len(), "room set loaded");
+        }
         let mut writer = Writer {
             configured: configured.iter().cloned().collect(),
             records: HashMap::with_capacity(loaded.len()),
@@ -186,7 +212,7 @@ impl RoomSet {
                 .store
                 .record_facts(room, &record.facts, record.last_callback_ms);
         }
-        writer.metrics.state_up.set(1);
+        writer.metrics.state_up.set(i64::from(up));
         writer.count_discovered();
         let (jobs, queue) = mpsc::channel();
         let waker = jobs.clone();
@@ -254,8 +280,13 @@ struct Batch {
 
 impl Writer {
     fn run(mut self, queue: mpsc::Receiver<Job>) {
+        // Other replicas' changes could not be read: try again soon.
+        let mut remote_owed = false;
         loop {
-            let wait = self.next_forget_in().unwrap_or(Duration::from_secs(3600));
+            let mut wait = self.next_forget_in().unwrap_or(Duration::from_secs(3600));
+            if remote_owed {
+                wait = wait.min(REMOTE_RETRY);
+            }
             let first = match queue.recv_timeout(wait) {
                 Ok(job) => Some(job),
                 Err(mpsc::RecvTimeoutError::Timeout) => None,
@@ -263,7 +294,7 @@ impl Writer {
             };
             let mut batch = Batch::default();
             let mut configured = Vec::new();
-            let mut remote = false;
+            let mut remote = std::mem::take(&mut remote_owed);
             for job in first
                 .into_iter()
                 .chain(std::iter::from_fn(|| queue.try_recv().ok()))
@@ -285,8 +316,16 @@ impl Writer {
             self.commit(batch);
             if remote {
                 match self.backend.take_remote() {
-                    Ok(changes) => self.absorb_remote(changes),
-                    Err(e) => tracing::warn!(error = %e, "cannot read the other replicas' changes"),
+                    Ok(changes) => {
+                        self.metrics.state_up.set(1);
+                        self.absorb_remote(changes);
+                    }
+                    Err(e) => {
+                        self.metrics.state_up.set(0);
+                        self.metrics.state_errors.inc();
+                        tracing::warn!(error = %e, "cannot read the other replicas' changes; retrying");
+                        remote_owed = true;
+                    }
                 }
             }
             // After the batch, so a reload sees every room its callbacks added.
