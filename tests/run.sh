@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The whole test suite, as the README's quick start gives it and CI runs it:
-# installs Prometheus/promtool when missing, then the Rust tests, the rule
-# checks and the end-to-end check against a real Prometheus.
+# installs Prometheus/promtool, redis-server and nginx when missing, then
+# the Rust tests, the rule checks and the end-to-end check against a real
+# Prometheus.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -9,6 +10,9 @@ step() { printf '\n==> %s\n' "$*"; }
 
 step "Prometheus and promtool (Debian package, installed when missing)"
 bash tests/ensure-prometheus.sh
+
+step "redis-server and nginx for the HA tests (Debian packages, installed when missing)"
+bash tests/ensure-services.sh
 
 step "cargo test (unit, fixture, end-to-end, budget, secrets, simulator, demo)"
 # --show-output prints the figures the budget, probe and seat tests measured.
