@@ -16,16 +16,8 @@ cd "$ROOT" || exit 1
 
 "$ROOT/tests/ensure-prometheus.sh" || { echo "check-rules: could not install promtool" >&2; exit 1; }
 
-passed=0
-failed=0
-indent() { sed "s/^/    /"; }
-result() { # name status
-    if [ "$2" -eq 0 ]; then
-        passed=$((passed + 1)); echo "ok   - $1"
-    else
-        failed=$((failed + 1)); echo "FAIL - $1"
-    fi
-}
+# shellcheck source=tests/results.sh
+. "$ROOT/tests/results.sh"
 
 # 1. Rule files: valid, and not a single lint warning.
 out=$(promtool check rules --lint=all --lint-fatal dashboards/*.yml 2>&1); rc=$?

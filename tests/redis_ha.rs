@@ -5,7 +5,7 @@
 //! killed mid-burst loses nothing and catches up when restarted; Redis killed
 //! mid-burst costs 503s but no acknowledged callback; the same callback sent
 //! to both replicas is applied once, the newest `EventTime` winning.
-//! `tests/ensure-services.sh` installs redis-server and nginx.
+//! `tests/ensure-redis.sh` and `tests/ensure-nginx.sh` install them.
 
 mod common;
 
@@ -33,7 +33,7 @@ fn require(tool: &str) -> PathBuf {
         .map(|dir| Path::new(dir).join(tool))
         .find(|path| path.is_file());
     found.unwrap_or_else(|| {
-        panic!("{tool} is not installed: run `bash tests/ensure-services.sh` (tests/run.sh does) to install Debian's redis-server and nginx")
+        panic!("{tool} is not installed: run `bash tests/ensure-redis.sh` and `bash tests/ensure-nginx.sh` (tests/run.sh does) to install the Debian packages")
     })
 }
 

@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # The whole test suite, as the README's quick start gives it and CI runs it:
-# installs Prometheus/promtool, redis-server and nginx when missing, then
-# the Rust tests, the rule checks and the end-to-end check against a real
-# Prometheus.
+# installs Prometheus/promtool, nginx and redis-server when missing, then the
+# Rust tests, the rule checks, the packaging checks (image, systemd unit,
+# Kubernetes base) and the end-to-end check against a real Prometheus.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -11,8 +11,11 @@ step() { printf '\n==> %s\n' "$*"; }
 step "Prometheus and promtool (Debian package, installed when missing)"
 bash tests/ensure-prometheus.sh
 
-step "redis-server and nginx for the HA tests (Debian packages, installed when missing)"
-bash tests/ensure-services.sh
+step "nginx (Debian package, installed when missing; tests/tee.rs runs one on loopback)"
+bash tests/ensure-nginx.sh
+
+step "redis-server (Debian package, installed when missing; tests/redis_ha.rs runs one on loopback)"
+bash tests/ensure-redis.sh
 
 step "cargo test (unit, fixture, end-to-end, budget, secrets, simulator, demo)"
 # --show-output prints the figures the budget, probe and seat tests measured.
@@ -24,6 +27,12 @@ cargo test --test web_config -- --ignored
 
 step "alert rules and dashboards (promtool check/test rules, dashboard lint)"
 bash tests/check-rules.sh
+
+step "container image, systemd unit (buildah and systemd-analyze, installed when missing)"
+bash tests/packaging.sh
+
+step "Kubernetes base deploy/kubernetes (kubectl kustomize, kubernetes-validate, PrometheusRule = dashboards/)"
+bash tests/kubernetes.sh
 
 step "end to end with a real Prometheus"
 cargo build --quiet

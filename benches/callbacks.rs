@@ -1,0 +1,347 @@
+//! The callback receiver under load (issues 12 and 13): the release exporter
+//! with 2,000 configured rooms polled at the full budget from the simulator,
+//! one scrape a second, and member enter/leave callbacks spread over those
+//! rooms from `CALLBACK_SENDERS` keep-alive connections for `CALLBACK_SECS`.
+//! Prints: accepted callbacks/s and answer times; how soon a change is on
+//! /metrics after its answer; whether every acknowledged callback is in the
+//! state file; the budget as the
+//! simulator saw it. Asserts nothing but that the pieces start.
+//!
+//! `cargo bench --bench callbacks` (about a minute).
+
+mod common;
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use common::{ms, percentile, proc, secs_from_env, Exporter, Sim};
+use roomengine_exporter::room::Field;
+use roomengine_exporter::roomset::Record;
+
+const ROOMS: usize = 2000;
+const SDKAPPID: u64 = 1_400_000_000;
+
+/// Per room, the newest acknowledged callback: (EventTime, MemberCount).
+type Acked = Arc<Mutex<HashMap<usize, (u64, u64)>>>;
+
+fn main() {
+    let secs = secs_from_env("CALLBACK_SECS", 30);
+    let senders: usize = std::env::var("CALLBACK_SENDERS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(64);
+    let sim = Sim::start(ROOMS, |o| {
+        o.rate_limit = 200;
+        o.latency = Duration::from_millis(20);
+        o.tick = None;
+    });
+    let port = free_port();
+    let state = "  state_file: state.db\n";
+    let rooms: Vec<String> = sim.handle.room_ids();
+    let yaml = format!(
+        "app:\n  sdkappid: {SDKAPPID}\n  identifier: administrator\n  endpoint: {}\n  usersig_ttl: 1h\npolling:\n  interval: 1s\n  rate_limit: 200\n  timeout: 5s\nprobe:\n  enabled: false\nrooms: [{}]\ncallbacks:\n  listen_address: 127.0.0.1:{port}\n{state}",
+        sim.handle.base_url(),
+        rooms.join(", ")
+    );
+    let exporter = Exporter::start_yaml(&yaml, &[]);
+    let rt = common::runtime();
+    rt.block_on(exporter.wait_ready(Duration::from_secs(60)));
+    sim.handle.reset_period();
+    let cpu_before = proc(&exporter).cpu_seconds;
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let acked: Acked = Arc::default();
+    let latencies = Arc::new(Mutex::new(Vec::<Duration>::with_capacity(400_000)));
+    let failed = Arc::new(AtomicU64::new(0));
+    let seq = Arc::new(AtomicU64::new(0));
+    let started = Instant::now();
+    // The load on its own thread and runtime, like Tencent's senders.
+    let load = {
+        let (stop, acked, latencies, failed, seq) = (
+            stop.clone(),
+            acked.clone(),
+            latencies.clone(),
+            failed.clone(),
+            seq.clone(),
+        );
+        std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("runtime");
+            rt.block_on(async move {
+                let tasks: Vec<_> = (0..senders)
+                    .map(|_| {
+                        let (stop, acked, latencies, failed, seq) = (
+                            stop.clone(),
+                            acked.clone(),
+                            latencies.clone(),
+                            failed.clone(),
+                            seq.clone(),
+                        );
+                        tokio::spawn(async move {
+                            let mut sender = RawSender { port, stream: None };
+                            while !stop.load(Ordering::Relaxed) {
+                                let n = seq.fetch_add(1, Ordering::Relaxed);
+                                let room = (n as usize * 7919) % ROOMS;
+                                let count = n % 500;
+                                let at = now_ms();
+                                let sent = Instant::now();
+                                match sender.send(room, count, at).await {
+                                    true => {
+                                        latencies.lock().expect("lock").push(sent.elapsed());
+                                        let mut acked = acked.lock().expect("lock");
+                                        let newest = acked.entry(room).or_default();
+                                        if at >= newest.0 {
+                                            *newest = (at, count);
+                                        }
+                                    }
+                                    false => {
+                                        failed.fetch_add(1, Ordering::Relaxed);
+                                    }
+                                }
+                            }
+                        })
+                    })
+                    .collect();
+                for task in tasks {
+                    let _ = task.await;
+                }
+            });
+        })
+    };
+
+    // One scrape a second; between them, changes timed from answer to /metrics.
+    let mut scrapes = Vec::new();
+    let mut visible = Vec::new();
+    let probe_client = common::client();
+    let mut k = 0u64;
+    while started.elapsed() < secs {
+        let t = Instant::now();
+        if let Ok(Some(_)) = rt.block_on(scrape(&probe_client, &exporter.addr.to_string())) {
+            scrapes.push(t.elapsed());
+        }
+        for _ in 0..4 {
+            k += 1;
+            // A value no sender uses, in a room of its own (past the senders' rooms).
+            let room = ROOMS - 1 - (k as usize % 10);
+            let count = 100_000 + k;
+            // Far ahead, so the room's polls (sent before it) do not overwrite it.
+            let at = now_ms() + 3_600_000 + k;
+            if !rt.block_on(send(&probe_client, port, room, count, at)) {
+                continue;
+            }
+            let answered = Instant::now();
+            let line = format!(
+                "roomengine_room_members{{room_id=\"{}\"}} {count}\n",
+                room_id(room)
+            );
+            loop {
+                let text = rt
+                    .block_on(scrape(&probe_client, &exporter.addr.to_string()))
+                    .ok()
+                    .flatten();
+                if text.is_some_and(|t| t.contains(&line)) {
+                    visible.push(answered.elapsed());
+                    break;
+                }
+                if answered.elapsed() > Duration::from_secs(5) {
+                    println!("change {count} not visible within 5 s");
+                    break;
+                }
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+    stop.store(true, Ordering::Relaxed);
+    let _ = load.join();
+    let elapsed = started.elapsed();
+    let cpu = proc(&exporter).cpu_seconds - cpu_before;
+    let period = sim.handle.period();
+    let rss = proc(&exporter).hwm_mib();
+
+    let mut lat = latencies.lock().expect("lock").clone();
+    let accepted = lat.len();
+    println!(
+        "callbacks (SQLite): {senders} senders, {ROOMS} rooms polled at rate_limit 200, one scrape a second, {:.1} s",
+        elapsed.as_secs_f64()
+    );
+    println!(
+        "  accepted {accepted} ({:.0}/s), failed {}; answer p50 {:.2} ms, p90 {:.2}, p99 {:.2}, max {:.2}",
+        accepted as f64 / elapsed.as_secs_f64(),
+        failed.load(Ordering::Relaxed),
+        ms(percentile(&mut lat, 0.50)),
+        ms(percentile(&mut lat, 0.90)),
+        ms(percentile(&mut lat, 0.99)),
+        ms(percentile(&mut lat, 1.0)),
+    );
+    println!(
+        "  visible on /metrics after the answer: {} changes, p50 {:.2} ms, p99 {:.2}, max {:.2} (each a whole scrape of {ROOMS} rooms)",
+        visible.len(),
+        ms(percentile(&mut visible, 0.50)),
+        ms(percentile(&mut visible, 0.99)),
+        ms(percentile(&mut visible, 1.0)),
+    );
+    println!(
+        "  scrapes: {} , median {:.1} ms, max {:.1}",
+        scrapes.len(),
+        ms(percentile(&mut scrapes, 0.5)),
+        ms(percentile(&mut scrapes, 1.0))
+    );
+    println!(
+        "  budget at the simulator: {:.1} calls/s, worst one-second window {}, 60011 answers {}",
+        period.calls_per_second,
+        period.max_calls_in_one_second,
+        period.answers.get("60011").copied().unwrap_or(0)
+    );
+    println!(
+        "  exporter CPU {:.1} s ({:.0}% of one core), peak RSS {rss:.1} MiB",
+        cpu,
+        100.0 * cpu / elapsed.as_secs_f64()
+    );
+
+    // Durable: kill -9, then every room's newest acknowledged callback must be in the state.
+    let mut exporter = exporter;
+    let _ = exporter.child.kill();
+    let _ = exporter.child.wait();
+    let stored = read_sqlite(&exporter.dir().join("state.db"));
+    let acked = acked.lock().expect("lock");
+    let lost = acked
+        .iter()
+        .filter(|(room, (at, count))| {
+            stored.get(&room_id(**room)).is_none_or(|r| {
+                let stamp = r.facts.stamps[Field::Members as usize];
+                // A newer value (a probe's) is fine; an older one is a lost acknowledgement.
+                stamp < *at || (stamp == *at && r.facts.info.member_count != *count)
+            })
+        })
+        .count();
+    println!(
+        "  durable after kill -9: {} rooms checked, {lost} whose newest acknowledged callback is missing",
+        acked.len()
+    );
+}
+
+/// A member callback's path and body.
+fn callback(room: usize, count: u64, at: u64) -> (String, String) {
+    let command = if count % 2 == 0 {
+        "Room.CallbackAfterMemberEnter"
+    } else {
+        "Room.CallbackAfterMemberLeave"
+    };
+    let body = format!(
+        r#"{{"CallbackCommand":"{command}","Operator_Account":"u","EventTime":{at},"RoomId":"{}","MemberCount":{count},"Type":"Enter","MemberList_Account":["u"]}}"#,
+        room_id(room)
+    );
+    let path = format!(
+        "/callback?SdkAppid={SDKAPPID}&CallbackCommand={command}&contenttype=json&ClientIP=127.0.0.1&OptPlatform=RESTAPI"
+    );
+    (path, body)
+}
+
+async fn send(client: &reqwest::Client, port: u16, room: usize, count: u64, at: u64) -> bool {
+    let (path, body) = callback(room, count, at);
+    matches!(
+        client
+            .post(format!("http://127.0.0.1:{port}{path}"))
+            .header("content-type", "application/json")
+            .body(body)
+            .send()
+            .await,
+        Ok(r) if r.status() == 200
+    )
+}
+
+/// HTTP/1.1 over one kept-alive connection, written by hand: a general
+/// client costs more CPU per request than the receiver, and on two cores
+/// the load generator would be what the benchmark measures.
+struct RawSender {
+    port: u16,
+    stream: Option<tokio::net::TcpStream>,
+}
+
+impl RawSender {
+    /// Whether the callback was answered 200.
+    async fn send(&mut self, room: usize, count: u64, at: u64) -> bool {
+        let (path, body) = callback(room, count, at);
+        let request = format!(
+            "POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+            body.len()
+        );
+        let status = self.exchange(request.as_bytes()).await;
+        if status.is_none() {
+            self.stream = None;
+        }
+        status == Some(200)
+    }
+
+    async fn exchange(&mut self, request: &[u8]) -> Option<u16> {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        if self.stream.is_none() {
+            let stream = tokio::net::TcpStream::connect(("127.0.0.1", self.port))
+                .await
+                .ok()?;
+            let _ = stream.set_nodelay(true);
+            self.stream = Some(stream);
+        }
+        let stream = self.stream.as_mut()?;
+        stream.write_all(request).await.ok()?;
+        let mut answer = Vec::with_capacity(512);
+        let mut chunk = [0u8; 1024];
+        loop {
+            let n = stream.read(&mut chunk).await.ok()?;
+            if n == 0 {
+                return None;
+            }
+            answer.extend_from_slice(&chunk[..n]);
+            let Some(end) = answer.windows(4).position(|w| w == b"\r\n\r\n") else {
+                continue;
+            };
+            let head = std::str::from_utf8(&answer[..end]).ok()?;
+            let length: usize = head
+                .lines()
+                .find_map(|l| {
+                    let (name, value) = l.split_once(':')?;
+                    name.eq_ignore_ascii_case("content-length")
+                        .then(|| value.trim().parse().ok())?
+                })
+                .unwrap_or(0);
+            if answer.len() >= end + 4 + length {
+                return head.split(' ').nth(1)?.parse().ok();
+            }
+        }
+    }
+}
+
+async fn scrape(client: &reqwest::Client, addr: &str) -> Result<Option<String>, reqwest::Error> {
+    let response = client.get(format!("http://{addr}/metrics")).send().await?;
+    Ok((response.status() == 200).then_some(response.text().await?))
+}
+
+fn room_id(index: usize) -> String {
+    roomengine_exporter::sim::room_id(index as u64 + 1)
+}
+
+fn now_ms() -> u64 {
+    roomengine_exporter::room::unix_now_ms()
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port")
+}
+
+fn read_sqlite(path: &std::path::Path) -> HashMap<String, Record> {
+    let db = rusqlite::Connection::open(path).expect("state file opens");
+    let mut query = db.prepare("SELECT room_id, record FROM rooms").expect("query");
+    let rows = query
+        .query_map([], |row| Ok((row.get::<_, String>(0)?, row.get::<_, String>(1)?)))
+        .expect("rows");
+    rows.filter_map(Result::ok)
+        .filter_map(|(room, text)| serde_json::from_str(&text).ok().map(|r| (room, r)))
+        .collect()
+}
