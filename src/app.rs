@@ -117,7 +117,7 @@ pub async fn run(
         metrics: metrics.clone(),
         seat_usage: AtomicBool::new(config.seat_usage),
         ready: ready.clone(),
-        on_gone: Box::new(move |room| gone_to.report_gone(room)),
+        on_gone: Box::new(move |room, sent_ms| gone_to.report_gone(room, sent_ms)),
     };
     let polling = spawn_polling(
         poller.run(polled, config.interval, reloads, shutdown.clone()),

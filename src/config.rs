@@ -118,7 +118,11 @@ impl Config {
                     (Some(redis), _) => format!(
                         "Redis {}{}",
                         redis.url,
-                        if redis.password.is_some() { " with a password" } else { "" }
+                        if redis.password.is_some() {
+                            " with a password"
+                        } else {
+                            ""
+                        }
                     ),
                     (None, Some(path)) => path.display().to_string(),
                     (None, None) => "in memory".to_owned(),
@@ -952,7 +956,8 @@ mod tests {
         ));
         assert!(!format!("{c:?}").contains("s3cret"));
         let c = parse(
-            &(GOOD.to_owned() + "callbacks:\n  listen_address: 127.0.0.1:1\n  redis_url: redis://app@[::1]:7000/3\n"),
+            &(GOOD.to_owned()
+                + "callbacks:\n  listen_address: 127.0.0.1:1\n  redis_url: redis://app@[::1]:7000/3\n"),
             &s,
         )
         .expect("valid");

@@ -36,9 +36,9 @@ pub struct Poller {
     pub seat_usage: AtomicBool,
     /// Set once the first pass is complete (`/-/ready`).
     pub ready: Arc<AtomicBool>,
-    /// Told of every room the API answered 100004 for (the room set stops
-    /// polling discovered rooms and forgets them later).
-    pub on_gone: Box<dyn Fn(&str) + Send + Sync>,
+    /// Told of every room the API answered 100004 for, with when that call
+    /// was sent (the room set stops polling discovered rooms and forgets them later).
+    pub on_gone: Box<dyn Fn(&str, u64) + Send + Sync>,
 }
 
 /// A change to the schedule, from a reload or the room set.
@@ -295,7 +295,7 @@ impl Poller {
                 tracing::debug!(room, "the API says the room does not exist (100004)");
             }
             self.store.record_gone_at(room, sent_ms);
-            (self.on_gone)(room);
+            (self.on_gone)(room, sent_ms);
             return PollResult::Gone;
         }
         tracing::debug!(room, code = %e.code, error = %e, "poll failed");

@@ -430,16 +430,28 @@ async fn both_replicas_show_every_callback_and_a_replica_killed_mid_burst_catche
         refused.len()
     );
     assert_eq!(sent.len(), total);
-    assert_eq!(refused, Vec::<u16>::new(), "nginx sends on to the surviving replica");
+    assert_eq!(
+        refused,
+        Vec::<u16>::new(),
+        "nginx sends on to the surviving replica"
+    );
 
     let expected = |i: usize| (2 + i % 50) as f64;
     for (i, room) in rooms.iter().enumerate() {
         let record = redis.record(room).unwrap_or_else(|| panic!("{room} is in Redis"));
-        assert_eq!(record.facts.info.member_count as f64, expected(i), "{room} in Redis");
+        assert_eq!(
+            record.facts.info.member_count as f64,
+            expected(i),
+            "{room} in Redis"
+        );
     }
     let text = a.exporter.metrics().await;
     for (i, room) in rooms.iter().enumerate() {
-        assert_eq!(members(&text, room), Some(expected(i)), "{room} on the surviving replica");
+        assert_eq!(
+            members(&text, room),
+            Some(expected(i)),
+            "{room} on the surviving replica"
+        );
     }
     assert_eq!(
         value(&text, "roomengine_rooms_discovered"),
@@ -455,7 +467,11 @@ async fn both_replicas_show_every_callback_and_a_replica_killed_mid_burst_catche
         let (status, text) = b.exporter.get("/metrics").await;
         if status == 200 {
             serving.get_or_insert(restarted.elapsed());
-            if rooms.iter().enumerate().all(|(i, r)| members(&text, r) == Some(expected(i))) {
+            if rooms
+                .iter()
+                .enumerate()
+                .all(|(i, r)| members(&text, r) == Some(expected(i)))
+            {
                 break text;
             }
         }
@@ -546,7 +562,10 @@ async fn redis_killed_mid_burst_costs_503s_but_no_acknowledged_callback() {
             .await;
         assert!(value(&text, "roomengine_state_errors_total").is_some_and(|n| n >= 1.0));
         let acknowledged = sent.iter().find(|s| s.status == 200).expect("some acknowledged");
-        assert_eq!(members(&text, &acknowledged.room), Some(acknowledged.members as f64));
+        assert_eq!(
+            members(&text, &acknowledged.room),
+            Some(acknowledged.members as f64)
+        );
     }
     // A replica (re)started while Redis is down starts empty and says so.
     b.exporter.kill9_and_restart();
@@ -555,9 +574,14 @@ async fn redis_killed_mid_burst_costs_503s_but_no_acknowledged_callback() {
     assert_eq!(value(&text, "roomengine_state_up"), Some(0.0));
     assert_eq!(value(&text, "roomengine_rooms_discovered"), Some(0.0));
     assert_eq!(
-        send(&reqwest::Client::new(), b.callbacks, ENTER, &members_body("rr-001", 1, t0))
-            .await
-            .0,
+        send(
+            &reqwest::Client::new(),
+            b.callbacks,
+            ENTER,
+            &members_body("rr-001", 1, t0)
+        )
+        .await
+        .0,
         503
     );
 
@@ -589,14 +613,28 @@ async fn redis_killed_mid_burst_costs_503s_but_no_acknowledged_callback() {
     let text_b = b
         .exporter
         .wait_for(Duration::from_secs(2), "every acknowledged room", |t| {
-            acknowledged.iter().all(|s| members(t, &s.room) == Some(s.members as f64))
+            acknowledged
+                .iter()
+                .all(|s| members(t, &s.room) == Some(s.members as f64))
         })
         .await;
     for s in &acknowledged {
-        let record = redis.record(&s.room).unwrap_or_else(|| panic!("{} acknowledged, lost", s.room));
+        let record = redis
+            .record(&s.room)
+            .unwrap_or_else(|| panic!("{} acknowledged, lost", s.room));
         assert_eq!(record.facts.info.member_count, s.members, "{} in Redis", s.room);
-        assert_eq!(members(&text_a, &s.room), Some(s.members as f64), "{} on A", s.room);
-        assert_eq!(members(&text_b, &s.room), Some(s.members as f64), "{} on B", s.room);
+        assert_eq!(
+            members(&text_a, &s.room),
+            Some(s.members as f64),
+            "{} on A",
+            s.room
+        );
+        assert_eq!(
+            members(&text_b, &s.room),
+            Some(s.members as f64),
+            "{} on B",
+            s.room
+        );
     }
     println!(
         "Redis kill -9 after {killed_at} callbacks: {} answered 503 during the outage ({} sent then), {} acknowledged in all, none lost; both replicas back to state_up 1 within {:.0} ms of Redis answering",
@@ -656,7 +694,9 @@ async fn the_same_callback_to_both_replicas_is_applied_once_and_the_newest_event
     assert_eq!(record.last_callback_ms, t0 + 20);
     let text_b = b
         .exporter
-        .wait_for(Duration::from_secs(1), "members 8 on B", |t| members(t, "dup-1") == Some(8.0))
+        .wait_for(Duration::from_secs(1), "members 8 on B", |t| {
+            members(t, "dup-1") == Some(8.0)
+        })
         .await;
     let text_a = a.exporter.metrics().await;
     let expected_last = format!(

@@ -110,7 +110,10 @@ pub fn open_sqlite(path: &Path) -> Result<Box<dyn StateBackend>, String> {
 }
 
 /// Opens the shared room set of `callbacks.redis_url`, keyed by `sdkappid`.
-pub fn open_redis(config: &crate::config::RedisConfig, sdkappid: u64) -> Result<Box<dyn StateBackend>, String> {
+pub fn open_redis(
+    config: &crate::config::RedisConfig,
+    sdkappid: u64,
+) -> Result<Box<dyn StateBackend>, String> {
     Ok(Box::new(RedisState::open(config, sdkappid)?))
 }
 
@@ -142,6 +145,8 @@ enum Job {
     },
     Gone {
         room_id: String,
+        /// When the call that got 100004 was sent.
+        at_ms: u64,
     },
     /// Another replica changed the shared room set.
     Remote,
@@ -246,10 +251,12 @@ impl RoomSet {
         answer.await.unwrap_or_default()
     }
 
-    /// The API answered 100004 for `room_id`: a discovered room is destroyed.
-    pub fn report_gone(&self, room_id: &str) {
+    /// The API answered 100004 for `room_id` to a call sent at `at_ms`: a
+    /// discovered room is destroyed (unless a newer callback says it exists).
+    pub fn report_gone(&self, room_id: &str, at_ms: u64) {
         let _ = self.jobs.send(Job::Gone {
             room_id: room_id.to_owned(),
+            at_ms,
         });
     }
 }
@@ -304,7 +311,7 @@ impl Writer {
                         self.take(&event, &mut batch);
                         batch.acks.push(done);
                     }
-                    Job::Gone { room_id } => self.destroyed(&room_id, &mut batch),
+                    Job::Gone { room_id, at_ms } => self.destroyed(&room_id, at_ms, &mut batch),
                     Job::Configured { rooms, done } => configured.push((rooms, done)),
                     Job::Remote => remote = true,
                 }
@@ -372,7 +379,7 @@ impl Writer {
     }
 
     /// The API said a discovered room does not exist: stop polling it, forget it later.
-    fn destroyed(&mut self, room: &str, batch: &mut Batch) {
+    fn destroyed(&mut self, room: &str, at_ms: u64, batch: &mut Batch) {
         if self.configured.contains(room) {
             return;
         }
@@ -382,10 +389,18 @@ impl Writer {
         if record.destroyed_at_ms.is_some() {
             return;
         }
+        // In the facts too, so that other replicas' records agree (Record::absorb).
+        let mut facts = record.facts.clone();
+        facts.merge(&RoomUpdate::gone(at_ms));
+        if facts.exists != Some(false) {
+            // A callback newer than the call says it exists.
+            return;
+        }
         batch
             .before
             .entry(room.to_owned())
             .or_insert(Some(record.clone()));
+        record.facts = facts;
         record.destroyed_at_ms = Some(unix_now_ms());
         batch.stop_polling.push(room.to_owned());
     }

@@ -112,7 +112,12 @@ impl RedisState {
         for chunk in rooms.chunks(CHUNK) {
             let keys: Vec<String> = chunk.iter().map(|r| self.key(r)).collect();
             let texts: Vec<Option<String>> = redis::cmd("MGET").arg(&keys).query(con)?;
-            out.extend(chunk.iter().zip(texts).map(|(room, text)| self.decode(room, text)));
+            out.extend(
+                chunk
+                    .iter()
+                    .zip(texts)
+                    .map(|(room, text)| self.decode(room, text)),
+            );
         }
         Ok(out)
     }
@@ -141,7 +146,10 @@ impl RedisState {
                 .arg("COUNT")
                 .arg(CHUNK)
                 .query(con)?;
-            rooms.extend(keys.iter().filter_map(|k| k.strip_prefix(&self.prefix).map(str::to_owned)));
+            rooms.extend(
+                keys.iter()
+                    .filter_map(|k| k.strip_prefix(&self.prefix).map(str::to_owned)),
+            );
             if next == 0 {
                 break;
             }
@@ -178,15 +186,22 @@ impl RedisState {
                     if let Some(stored) = &stored {
                         merged.absorb(stored);
                     }
-                    let text = serde_json::to_string(&merged)
-                        .map_err(|e| redis::RedisError::from((redis::ErrorKind::Client, "cannot encode a record", e.to_string())))?;
+                    let text = serde_json::to_string(&merged).map_err(|e| {
+                        redis::RedisError::from((
+                            redis::ErrorKind::Client,
+                            "cannot encode a record",
+                            e.to_string(),
+                        ))
+                    })?;
                     tx.cmd("SET").arg(key).arg(text);
                     if merged != **given {
                         differ.push(((*room).to_owned(), merged));
                     }
                 }
                 // Another replica revived the room meanwhile: keep it.
-                (None, Some(stored)) if stored.destroyed_at_ms.is_none() => differ.push(((*room).to_owned(), stored)),
+                (None, Some(stored)) if stored.destroyed_at_ms.is_none() => {
+                    differ.push(((*room).to_owned(), stored))
+                }
                 (None, _) => {
                     tx.cmd("DEL").arg(key);
                 }
@@ -196,8 +211,9 @@ impl RedisState {
             replica: self.replica.clone(),
             rooms,
         };
-        let message = serde_json::to_string(&message)
-            .map_err(|e| redis::RedisError::from((redis::ErrorKind::Client, "cannot encode a message", e.to_string())))?;
+        let message = serde_json::to_string(&message).map_err(|e| {
+            redis::RedisError::from((redis::ErrorKind::Client, "cannot encode a message", e.to_string()))
+        })?;
         tx.cmd("PUBLISH").arg(&self.channel).arg(message);
         let done: Option<Vec<Value>> = tx.query(con)?;
         Ok(done.map(|_| differ))
@@ -234,7 +250,10 @@ impl StateBackend for RedisState {
         let (rooms, everything) = {
             let mut pending = self.pending.lock().unwrap_or_else(|e| e.into_inner());
             pending.woken = false;
-            (std::mem::take(&mut pending.rooms), std::mem::take(&mut pending.everything))
+            (
+                std::mem::take(&mut pending.rooms),
+                std::mem::take(&mut pending.everything),
+            )
         };
         let rooms: Vec<String> = rooms.into_iter().collect();
         let result = self.with_connection(|con, state| {
