@@ -28,6 +28,9 @@ const BACKOFF_BASE: Duration = Duration::from_millis(250);
 /// schedule waits, so a slow API cannot pile up tasks or memory.
 pub const MAX_IN_FLIGHT: usize = 64;
 
+/// Told of a room the API answered 100004 for, with when the call was sent (ms).
+pub type OnGone = Box<dyn Fn(&str, u64) + Send + Sync>;
+
 pub struct Poller {
     pub client: Arc<ApiClient>,
     pub store: Arc<Store>,
@@ -38,7 +41,7 @@ pub struct Poller {
     pub ready: Arc<AtomicBool>,
     /// Told of every room the API answered 100004 for, with when that call
     /// was sent (the room set stops polling discovered rooms and forgets them later).
-    pub on_gone: Box<dyn Fn(&str, u64) + Send + Sync>,
+    pub on_gone: OnGone,
 }
 
 /// A change to the schedule, from a reload or the room set.

@@ -137,8 +137,7 @@ impl RoomFacts {
     /// repeated delivery is a no-op rather than an error.
     pub fn merge(&mut self, update: &RoomUpdate) -> bool {
         let mut changed = false;
-        for index in 0..FIELD_COUNT {
-            let field = FIELD_ORDER[index];
+        for (index, &field) in FIELD_ORDER.iter().enumerate() {
             if !update.fields.has(field) || update.at_ms < self.stamps[index] {
                 continue;
             }

@@ -16,7 +16,10 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use roomengine_exporter::roomset::Record;
+use roomengine_exporter::api::model::RoomInfo;
+use roomengine_exporter::config::{RedisConfig, SecretKey};
+use roomengine_exporter::room::{Field, Fields, RoomUpdate};
+use roomengine_exporter::roomset::{Record, RedisState, StateBackend};
 use serde_json::{json, Value};
 
 use common::{free_port, now_ms, room_info, value, Exporter, Fake, FakeRoom, SDKAPPID};
@@ -722,4 +725,133 @@ async fn the_same_callback_to_both_replicas_is_applied_once_and_the_newest_event
             .sum();
         assert_eq!(received, 3.0);
     }
+}
+
+/// The backend alone, as the room set's writer drives it.
+fn backend(redis: &Redis, password: Option<&str>) -> RedisState {
+    let config = RedisConfig {
+        url: redis.url(),
+        password: password.map(|p| SecretKey::new(p.to_owned())),
+    };
+    RedisState::open(&config, SDKAPPID).expect("opens")
+}
+
+fn record_with(members: Option<(u64, u64)>, name: Option<(&str, u64)>) -> Record {
+    let mut record = Record::default();
+    if let Some((count, at)) = members {
+        record.facts.merge(&RoomUpdate {
+            fields: Fields::NONE.with(Field::Members),
+            info: RoomInfo {
+                member_count: count,
+                ..RoomInfo::default()
+            },
+            exists: true,
+            at_ms: at,
+            ..RoomUpdate::default()
+        });
+        record.last_callback_ms = record.last_callback_ms.max(at);
+    }
+    if let Some((room_name, at)) = name {
+        record.facts.merge(&RoomUpdate {
+            fields: Fields::NONE.with(Field::RoomName),
+            info: RoomInfo {
+                room_name: room_name.to_owned(),
+                ..RoomInfo::default()
+            },
+            exists: true,
+            at_ms: at,
+            ..RoomUpdate::default()
+        });
+        record.last_callback_ms = record.last_callback_ms.max(at);
+    }
+    record
+}
+
+#[test]
+fn two_writers_merge_field_by_field_and_each_learns_what_the_other_wrote() {
+    let redis = Redis::start(None);
+    let (mut a, mut b) = (backend(&redis, None), backend(&redis, None));
+    let (woken, wakes) = std::sync::mpsc::channel::<()>();
+    b.on_remote_change(Box::new(move || {
+        let _ = woken.send(());
+    }));
+    // Subscribed: the first wake asks for every room (none yet).
+    wakes
+        .recv_timeout(Duration::from_secs(5))
+        .expect("woken on subscribing");
+    assert_eq!(b.take_remote().expect("reads"), vec![]);
+
+    let from_a = record_with(Some((7, 2_000)), None);
+    assert_eq!(a.commit(&[("r1", Some(&from_a))]).expect("commits"), vec![]);
+    // B, which has not seen A's, writes an older member count and a name.
+    let from_b = record_with(Some((3, 1_000)), Some(("Weekly", 1_500)));
+    let merged = record_with(Some((7, 2_000)), Some(("Weekly", 1_500)));
+    assert_eq!(
+        b.commit(&[("r1", Some(&from_b))]).expect("commits"),
+        vec![("r1".to_owned(), merged.clone())],
+        "B is told what A wrote"
+    );
+    assert_eq!(redis.record("r1"), Some(merged.clone()));
+    // A's commit reached B through the channel too.
+    wakes
+        .recv_timeout(Duration::from_secs(5))
+        .expect("woken by A's commit");
+    assert_eq!(
+        b.take_remote().expect("reads"),
+        vec![("r1".to_owned(), Some(merged.clone()))]
+    );
+    // Forgetting a room that is alive in Redis (revived elsewhere) leaves it there.
+    assert_eq!(
+        a.commit(&[("r1", None)]).expect("commits"),
+        vec![("r1".to_owned(), merged.clone())]
+    );
+    assert_eq!(redis.record("r1"), Some(merged.clone()));
+    // Destroyed, then forgotten by A: B is told it is gone.
+    let mut destroyed = merged.clone();
+    destroyed.facts.merge(&RoomUpdate::gone(3_000));
+    destroyed.destroyed_at_ms = Some(now_ms());
+    assert_eq!(a.commit(&[("r1", Some(&destroyed))]).expect("commits"), vec![]);
+    assert_eq!(a.commit(&[("r1", None)]).expect("deletes"), vec![]);
+    wakes
+        .recv_timeout(Duration::from_secs(5))
+        .expect("woken by the delete");
+    assert_eq!(b.take_remote().expect("reads"), vec![("r1".to_owned(), None)]);
+    assert_eq!(redis.record("r1"), None);
+    // A new replica loads what is kept.
+    b.commit(&[("r2", Some(&from_b))]).expect("commits");
+    assert_eq!(
+        backend(&redis, None).load().expect("loads"),
+        vec![("r2".to_owned(), from_b)]
+    );
+}
+
+#[test]
+fn a_wrong_password_or_no_redis_fails_at_once_and_never_shows_the_password() {
+    let mut redis = Redis::start(Some(PASSWORD));
+    let wrong = "not-the-password-9c2e";
+    let mut state = backend(&redis, Some(wrong));
+    let prefix = format!("Redis {}: ", redis.url());
+    let error = state.load().expect_err("refused");
+    assert!(error.starts_with(&prefix), "{error}");
+    assert!(!error.contains(wrong), "{error}");
+    let mut state = backend(&redis, Some(PASSWORD));
+    assert_eq!(state.load().expect("loads"), vec![]);
+    redis.kill9();
+    let started = Instant::now();
+    let error = state
+        .commit(&[("r1", Some(&Record::default()))])
+        .expect_err("Redis is down");
+    println!(
+        "a commit with Redis down failed in {:.1} ms: {error}",
+        started.elapsed().as_secs_f64() * 1000.0
+    );
+    assert!(error.starts_with(&prefix), "{error}");
+    assert!(!error.contains(PASSWORD), "{error}");
+    redis.restart();
+    assert_eq!(
+        state
+            .commit(&[("r1", Some(&Record::default()))])
+            .expect("reconnects"),
+        vec![]
+    );
 }

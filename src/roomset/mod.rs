@@ -134,6 +134,8 @@ pub enum EventKind {
     Change,
 }
 
+// Callbacks are nearly every job: boxing them would cost an allocation each.
+#[allow(clippy::large_enum_variant)]
 enum Job {
     Callback {
         event: RoomEvent,

@@ -179,6 +179,7 @@ impl RedisState {
         let mut tx = redis::pipe();
         tx.atomic();
         let mut differ = Vec::new();
+        let mut written = Vec::with_capacity(rooms.len());
         for (((room, given), stored), key) in changes.iter().zip(stored).zip(&keys) {
             match (given, stored) {
                 (Some(given), stored) => {
@@ -194,6 +195,7 @@ impl RedisState {
                         ))
                     })?;
                     tx.cmd("SET").arg(key).arg(text);
+                    written.push((*room).to_owned());
                     if merged != **given {
                         differ.push(((*room).to_owned(), merged));
                     }
@@ -204,12 +206,13 @@ impl RedisState {
                 }
                 (None, _) => {
                     tx.cmd("DEL").arg(key);
+                    written.push((*room).to_owned());
                 }
             }
         }
         let message = Changed {
             replica: self.replica.clone(),
-            rooms,
+            rooms: written,
         };
         let message = serde_json::to_string(&message).map_err(|e| {
             redis::RedisError::from((redis::ErrorKind::Client, "cannot encode a message", e.to_string()))
