@@ -498,6 +498,12 @@ async fn both_replicas_show_every_callback_and_a_replica_killed_mid_burst_catche
         value(&text, "roomengine_rooms_discovered"),
         Some((rooms.len() + probes.len()) as f64)
     );
+    // Quiet subscriptions are kept alive (a PING after 2 s without messages), not lost.
+    assert!(
+        !a.exporter.log().contains("Redis subscription lost"),
+        "{}",
+        a.exporter.log()
+    );
     // Once it has polled every room itself, both replicas show the same.
     let (text_a, text_b) = (a.exporter.metrics().await, b.exporter.metrics().await);
     for room in rooms.iter().chain(&probes) {
@@ -650,6 +656,10 @@ async fn redis_killed_mid_burst_costs_503s_but_no_acknowledged_callback() {
         let log = r.exporter.log();
         assert!(!log.contains(PASSWORD), "the Redis password leaked into the log");
         assert!(log.contains("cannot store callbacks; answering 503"), "{log}");
+        assert!(
+            log.contains("Redis subscription back; reading every room"),
+            "{log}"
+        );
     }
 }
 

@@ -326,18 +326,19 @@ struct Subscriber {
 impl Subscriber {
     fn run(self) {
         let mut backoff = Duration::from_millis(50);
-        let mut was_down = false;
+        // Logged once per outage, not at every retry.
+        let mut down = false;
         while !self.stop.load(Ordering::Relaxed) {
-            match self.listen() {
+            match self.listen(&mut down) {
                 Ok(()) => return,
                 Err((e, subscribed)) => {
                     if subscribed {
                         backoff = Duration::from_millis(50);
                     }
-                    if subscribed || !was_down {
+                    if !down {
                         tracing::warn!(error = %scrub(&format!("Redis {}: {e}", self.url), self.password.as_deref()), "Redis subscription lost; retrying");
                     }
-                    was_down = true;
+                    down = true;
                 }
             }
             std::thread::sleep(backoff);
@@ -347,10 +348,13 @@ impl Subscriber {
 
     /// Subscribes and queues the rooms other replicas change until the
     /// connection fails (the error, and whether it had subscribed) or `stop`.
-    fn listen(&self) -> Result<(), (redis::RedisError, bool)> {
+    fn listen(&self, down: &mut bool) -> Result<(), (redis::RedisError, bool)> {
         let mut con = connect(&self.client).map_err(|e| (e, false))?;
         let mut pubsub = con.as_pubsub();
         pubsub.subscribe(&self.channel).map_err(|e| (e, false))?;
+        if std::mem::take(down) {
+            tracing::info!(url = %self.url, "Redis subscription back; reading every room");
+        }
         // Messages may have been missed before: read every room.
         self.queue(None);
         loop {
