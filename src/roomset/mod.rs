@@ -196,7 +196,10 @@ impl RoomSet {
         }));
         std::thread::Builder::new()
             .name("roomset".into())
-            .spawn(move || writer.run(queue))
+            .spawn(move || {
+                crate::priority::serve_at_lower_priority();
+                writer.run(queue)
+            })
             .map_err(|e| format!("cannot start the room set's writer thread: {e}"))?;
         Ok((RoomSet { jobs }, polled))
     }
