@@ -157,6 +157,11 @@ fn main() {
     }
     stop.store(true, Ordering::Relaxed);
     let _ = load.join();
+    let own = rt
+        .block_on(scrape(&probe_client, &exporter.addr.to_string()))
+        .ok()
+        .flatten()
+        .unwrap_or_default();
     let elapsed = started.elapsed();
     let cpu = proc(&exporter).cpu_seconds - cpu_before;
     let period = sim.handle.period();
@@ -169,32 +174,28 @@ fn main() {
         elapsed.as_secs_f64()
     );
     println!(
-        "  accepted {accepted} ({:.0}/s), failed {}; answer p50 {:.2} ms, p90 {:.2}, p99 {:.2}, max {:.2}",
+        "  accepted {accepted} ({:.0}/s), failed {}; answer {}",
         accepted as f64 / elapsed.as_secs_f64(),
         failed.load(Ordering::Relaxed),
-        ms(percentile(&mut lat, 0.50)),
-        ms(percentile(&mut lat, 0.90)),
-        ms(percentile(&mut lat, 0.99)),
-        ms(percentile(&mut lat, 1.0)),
+        spread(&mut lat)
     );
     println!(
-        "  visible on /metrics after the answer: {} changes, p50 {:.2} ms, p99 {:.2}, max {:.2} (each a whole scrape of {ROOMS} rooms)",
+        "  visible on /metrics after the answer: {} changes, {} (each a whole scrape of {ROOMS} rooms)",
         visible.len(),
-        ms(percentile(&mut visible, 0.50)),
-        ms(percentile(&mut visible, 0.99)),
-        ms(percentile(&mut visible, 1.0)),
+        spread(&mut visible)
     );
-    println!(
-        "  scrapes: {} , median {:.1} ms, max {:.1}",
-        scrapes.len(),
-        ms(percentile(&mut scrapes, 0.5)),
-        ms(percentile(&mut scrapes, 1.0))
-    );
+    println!("  scrapes: {}, {}", scrapes.len(), spread(&mut scrapes));
     println!(
         "  budget at the simulator: {:.1} calls/s, worst one-second window {}, 60011 answers {}",
         period.calls_per_second,
         period.max_calls_in_one_second,
         period.answers.get("60011").copied().unwrap_or(0)
+    );
+    let commits = sample(&own, "roomengine_state_commit_duration_seconds_count");
+    println!(
+        "  state commits: {commits:.0}, {:.2} ms each on average, {:.1} callbacks per commit",
+        1000.0 * sample(&own, "roomengine_state_commit_duration_seconds_sum") / commits.max(1.0),
+        sample(&own, "roomengine_callback_duration_seconds_count") / commits.max(1.0)
     );
     println!(
         "  exporter CPU {:.1} s ({:.0}% of one core), peak RSS {rss:.1} MiB",
@@ -318,6 +319,24 @@ impl RawSender {
 async fn scrape(client: &reqwest::Client, addr: &str) -> Result<Option<String>, reqwest::Error> {
     let response = client.get(format!("http://{addr}/metrics")).send().await?;
     Ok((response.status() == 200).then_some(response.text().await?))
+}
+
+/// "p50 A ms, p90 B, p99 C, max D" of `times`.
+fn spread(times: &mut [Duration]) -> String {
+    format!(
+        "p50 {:.2} ms, p90 {:.2}, p99 {:.2}, max {:.2}",
+        ms(percentile(times, 0.50)),
+        ms(percentile(times, 0.90)),
+        ms(percentile(times, 0.99)),
+        ms(percentile(times, 1.0))
+    )
+}
+
+/// The value of an unlabelled sample line in `text` (0 when absent).
+fn sample(text: &str, name: &str) -> f64 {
+    text.lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
+        .unwrap_or(0.0)
 }
 
 fn room_id(index: usize) -> String {

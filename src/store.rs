@@ -63,20 +63,37 @@ impl Shard {
 
     /// Replaces the lines of the room in `slot` with `lines` (none: removed).
     fn splice(&mut self, slot: usize, lines: Option<&RenderedRoom>) {
-        let new_len = lines.map_or(0, RenderedRoom::len);
-        let old_len: usize = self.line_lengths[slot].iter().sum();
+        self.splice_many(&[(slot, lines)]);
+    }
+
+    /// Replaces the lines of each room in `changes` (slots ascending) in one
+    /// copy of the text, so a batch of callbacks copies each shard once.
+    fn splice_many(&mut self, changes: &[(usize, Option<&RenderedRoom>)]) {
+        let new_len: usize = changes.iter().map(|(_, l)| l.map_or(0, RenderedRoom::len)).sum();
+        let old_len: usize = changes
+            .iter()
+            .map(|(slot, _)| self.line_lengths[*slot].iter().sum::<usize>())
+            .sum();
         let mut text = Vec::with_capacity((self.text.len() + new_len).saturating_sub(old_len));
         for family in 0..FAMILIES.len() {
             let section = &self.text[self.families[family].clone()];
-            let before: usize = self.line_lengths[..slot].iter().map(|l| l[family]).sum();
-            let after = before + self.line_lengths[slot][family];
             let start = text.len();
-            text.extend_from_slice(&section[..before]);
-            let room_lines = lines.map_or("", |l| l.family(family));
-            text.extend_from_slice(room_lines.as_bytes());
-            text.extend_from_slice(&section[after..]);
+            let (mut copied, mut offset, mut next_slot) = (0, 0, 0);
+            for &(slot, lines) in changes {
+                offset += self.line_lengths[next_slot..slot]
+                    .iter()
+                    .map(|l| l[family])
+                    .sum::<usize>();
+                text.extend_from_slice(&section[copied..offset]);
+                let room_lines = lines.map_or("", |l| l.family(family));
+                text.extend_from_slice(room_lines.as_bytes());
+                offset += self.line_lengths[slot][family];
+                copied = offset;
+                next_slot = slot + 1;
+                self.line_lengths[slot][family] = room_lines.len();
+            }
+            text.extend_from_slice(&section[copied..]);
             self.families[family] = start..text.len();
-            self.line_lengths[slot][family] = room_lines.len();
         }
         self.text = Bytes::from(text);
     }
@@ -212,14 +229,38 @@ impl Store {
 
     /// A callback's change, true as of its `EventTime` (`update.at_ms`).
     pub fn record_callback(&self, room_id: &str, update: &RoomUpdate) {
-        self.update(room_id, |s| {
-            s.facts.merge(update);
-            if s.facts.exists == Some(false) {
-                s.up = false;
+        self.update(room_id, |s| apply_callback(s, update));
+    }
+
+    /// A batch of callbacks, in order: each shard is re-rendered once.
+    pub fn record_callbacks(&self, updates: &[(String, RoomUpdate)]) {
+        let layout = self.layout();
+        let mut by_shard: std::collections::BTreeMap<usize, Vec<(usize, &str, &RoomUpdate)>> =
+            Default::default();
+        for (room, update) in updates {
+            if let Some(&(shard, slot)) = layout.positions.get(room) {
+                by_shard.entry(shard).or_default().push((slot, room, update));
             }
-            let at = update.at_ms as f64 / 1000.0;
-            s.last_callback = Some(s.last_callback.map_or(at, |t| t.max(at)));
-        });
+        }
+        for (shard, changes) in by_shard {
+            let mut shard = lock(&layout.shards[shard]);
+            let mut slots = std::collections::BTreeSet::new();
+            for (slot, room, update) in changes {
+                let snapshot = shard.rooms[slot].get_or_insert_with(|| RoomSnapshot {
+                    room_id: room.to_owned(),
+                    ..RoomSnapshot::default()
+                });
+                apply_callback(snapshot, update);
+                slots.insert(slot);
+            }
+            let rendered: Vec<(usize, RenderedRoom)> = slots
+                .into_iter()
+                .filter_map(|slot| Some((slot, render_room(shard.rooms[slot].as_ref()?))))
+                .collect();
+            let changes: Vec<(usize, Option<&RenderedRoom>)> =
+                rendered.iter().map(|(slot, r)| (*slot, Some(r))).collect();
+            shard.splice_many(&changes);
+        }
     }
 
     /// Takes what the room set keeps of `room_id` (a previous run's or
@@ -322,6 +363,15 @@ impl Store {
         // A panic while holding the lock leaves a consistent layout: set_rooms only adds and removes whole entries.
         self.layout.read().unwrap_or_else(|p| p.into_inner())
     }
+}
+
+fn apply_callback(s: &mut RoomSnapshot, update: &RoomUpdate) {
+    s.facts.merge(update);
+    if s.facts.exists == Some(false) {
+        s.up = false;
+    }
+    let at = update.at_ms as f64 / 1000.0;
+    s.last_callback = Some(s.last_callback.map_or(at, |t| t.max(at)));
 }
 
 fn lock(shard: &Mutex<Shard>) -> MutexGuard<'_, Shard> {

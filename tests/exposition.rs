@@ -198,3 +198,47 @@ fn reloaded_room_list_drops_keeps_and_adds_rooms() {
         69
     );
 }
+
+#[test]
+fn a_batch_of_callbacks_renders_exactly_as_the_same_callbacks_one_by_one() {
+    use roomengine_exporter::api::model::RoomInfo;
+    use roomengine_exporter::room::{Field, Fields, RoomUpdate};
+    let ids: Vec<String> = (0..200).map(|i| format!("r{i:03}")).collect();
+    let (batched, single) = (Store::new(&ids), Store::new(&ids));
+    for store in [&batched, &single] {
+        for id in ids.iter().step_by(3) {
+            store.record_success(id, sample_info(), None, 1.0);
+        }
+    }
+    let members = |count: u64, at_ms: u64| RoomUpdate {
+        fields: Fields::NONE.with(Field::Members).with(Field::Exists),
+        info: RoomInfo {
+            member_count: count,
+            ..RoomInfo::default()
+        },
+        exists: true,
+        at_ms,
+        ..RoomUpdate::default()
+    };
+    // Across shards (64 rooms each), a room twice (the newer one wins), a destroy, an unknown room.
+    let updates: Vec<(String, RoomUpdate)> = vec![
+        ("r199".into(), members(7, 5_000)),
+        ("r000".into(), members(3, 5_000)),
+        ("r064".into(), members(9, 5_000)),
+        ("r000".into(), members(4, 6_000)),
+        ("r063".into(), RoomUpdate::gone(5_000)),
+        ("r065".into(), members(1, 5_000)),
+        ("nobody".into(), members(1, 5_000)),
+        ("r128".into(), members(2, 5_000)),
+    ];
+    batched.record_callbacks(&updates);
+    for (room, update) in &updates {
+        single.record_callback(room, update);
+    }
+    let text = render(&batched);
+    assert_eq!(text, render(&single));
+    assert!(text.contains("roomengine_room_members{room_id=\"r000\"} 4\n"));
+    assert!(text.contains("roomengine_room_exists{room_id=\"r063\"} 0\n"));
+    assert!(text.contains("roomengine_room_last_callback_timestamp_seconds{room_id=\"r199\"} 5.000\n"));
+    assert!(!text.contains("nobody"));
+}

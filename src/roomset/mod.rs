@@ -138,7 +138,8 @@ pub enum EventKind {
 #[allow(clippy::large_enum_variant)]
 enum Job {
     Callback {
-        event: RoomEvent,
+        // Boxed, so that the queue's small jobs do not take a RoomEvent's room each.
+        event: Box<RoomEvent>,
         done: oneshot::Sender<Result<(), String>>,
     },
     Configured {
@@ -228,7 +229,10 @@ impl RoomSet {
         }));
         std::thread::Builder::new()
             .name("roomset".into())
-            .spawn(move || writer.run(queue))
+            .spawn(move || {
+                crate::priority::serve_at_lower_priority();
+                writer.run(queue)
+            })
             .map_err(|e| format!("cannot start the room set's writer thread: {e}"))?;
         Ok((RoomSet { jobs }, polled))
     }
@@ -237,7 +241,10 @@ impl RoomSet {
     pub async fn apply(&self, event: RoomEvent) -> Result<(), String> {
         let (done, answer) = oneshot::channel();
         self.jobs
-            .send(Job::Callback { event, done })
+            .send(Job::Callback {
+                event: Box::new(event),
+                done,
+            })
             .map_err(|_| "the room set is shutting down".to_owned())?;
         answer
             .await
@@ -474,9 +481,7 @@ impl Writer {
         };
         self.metrics.state_up.set(1);
         self.store.add_rooms(&batch.start_polling);
-        for (room, update) in &batch.shown {
-            self.store.record_callback(room, update);
-        }
+        self.store.record_callbacks(&batch.shown);
         self.store.remove_rooms(&batch.forget);
         if !batch.start_polling.is_empty() || !batch.stop_polling.is_empty() {
             let _ = self.poller.send(Reschedule::Rooms {
