@@ -294,7 +294,10 @@ impl StateBackend for RedisState {
         };
         let started = std::thread::Builder::new()
             .name("roomset-redis".into())
-            .spawn(move || subscriber.run());
+            .spawn(move || {
+                crate::priority::serve_at_lower_priority();
+                subscriber.run()
+            });
         if let Err(e) = started {
             tracing::error!(error = %e, "cannot start the Redis subscriber thread: other replicas' changes show only after a restart");
         }
