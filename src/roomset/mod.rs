@@ -474,7 +474,11 @@ impl Writer {
                     };
                 }
                 for ack in batch.acks {
-                    let _ = ack.send(Err(format!("cannot store the callback: {e}")));
+                    // The detail (a path, a Redis address) is in the log, not sent to the caller.
+                    let _ = ack.send(Err(
+                        "cannot store the callback now: the room set's state backend failed (see the exporter's log)"
+                            .to_owned(),
+                    ));
                 }
                 return;
             }
