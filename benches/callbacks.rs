@@ -4,7 +4,7 @@
 //! rooms from `CALLBACK_SENDERS` keep-alive connections for `CALLBACK_SECS`.
 //! Prints: accepted callbacks/s and answer times; how soon a change is on
 //! /metrics after its answer; whether every acknowledged callback is in the
-//! state file; the budget as the
+//! state (the SQLite file, or Redis with `BENCH_REDIS_URL`); the budget as the
 //! simulator saw it. Asserts nothing but that the pieces start.
 //!
 //! `cargo bench --bench callbacks` (about a minute).
@@ -38,7 +38,12 @@ fn main() {
         o.tick = None;
     });
     let port = free_port();
-    let state = "  state_file: state.db\n";
+    // BENCH_REDIS_URL=redis://127.0.0.1:6379/0: the room set in that Redis instead.
+    let redis = std::env::var("BENCH_REDIS_URL").ok();
+    let state = match &redis {
+        Some(url) => format!("  redis_url: {url}\n"),
+        None => "  state_file: state.db\n".to_owned(),
+    };
     let rooms: Vec<String> = sim.handle.room_ids();
     let yaml = format!(
         "app:\n  sdkappid: {SDKAPPID}\n  identifier: administrator\n  endpoint: {}\n  usersig_ttl: 1h\npolling:\n  interval: 1s\n  rate_limit: 200\n  timeout: 5s\nprobe:\n  enabled: false\nrooms: [{}]\ncallbacks:\n  listen_address: 127.0.0.1:{port}\n{state}",
@@ -170,31 +175,22 @@ fn main() {
     let mut lat = latencies.lock().expect("lock").clone();
     let accepted = lat.len();
     println!(
-        "callbacks (SQLite): {senders} senders, {ROOMS} rooms polled at rate_limit 200, one scrape a second, {:.1} s",
+        "callbacks ({}): {senders} senders, {ROOMS} rooms polled at rate_limit 200, one scrape a second, {:.1} s",
+        if redis.is_some() { "Redis" } else { "SQLite" },
         elapsed.as_secs_f64()
     );
     println!(
-        "  accepted {accepted} ({:.0}/s), failed {}; answer p50 {:.2} ms, p90 {:.2}, p99 {:.2}, max {:.2}",
+        "  accepted {accepted} ({:.0}/s), failed {}; answer {}",
         accepted as f64 / elapsed.as_secs_f64(),
         failed.load(Ordering::Relaxed),
-        ms(percentile(&mut lat, 0.50)),
-        ms(percentile(&mut lat, 0.90)),
-        ms(percentile(&mut lat, 0.99)),
-        ms(percentile(&mut lat, 1.0)),
+        spread(&mut lat)
     );
     println!(
-        "  visible on /metrics after the answer: {} changes, p50 {:.2} ms, p99 {:.2}, max {:.2} (each a whole scrape of {ROOMS} rooms)",
+        "  visible on /metrics after the answer: {} changes, {} (each a whole scrape of {ROOMS} rooms)",
         visible.len(),
-        ms(percentile(&mut visible, 0.50)),
-        ms(percentile(&mut visible, 0.99)),
-        ms(percentile(&mut visible, 1.0)),
+        spread(&mut visible)
     );
-    println!(
-        "  scrapes: {} , median {:.1} ms, max {:.1}",
-        scrapes.len(),
-        ms(percentile(&mut scrapes, 0.5)),
-        ms(percentile(&mut scrapes, 1.0))
-    );
+    println!("  scrapes: {}, {}", scrapes.len(), spread(&mut scrapes));
     println!(
         "  budget at the simulator: {:.1} calls/s, worst one-second window {}, 60011 answers {}",
         period.calls_per_second,
@@ -217,7 +213,10 @@ fn main() {
     let mut exporter = exporter;
     let _ = exporter.child.kill();
     let _ = exporter.child.wait();
-    let stored = read_sqlite(&exporter.dir().join("state.db"));
+    let stored = match &redis {
+        None => read_sqlite(&exporter.dir().join("state.db")),
+        Some(url) => read_redis(url),
+    };
     let acked = acked.lock().expect("lock");
     let lost = acked
         .iter()
@@ -331,6 +330,17 @@ async fn scrape(client: &reqwest::Client, addr: &str) -> Result<Option<String>, 
     Ok((response.status() == 200).then_some(response.text().await?))
 }
 
+/// "p50 A ms, p90 B, p99 C, max D" of `times`.
+fn spread(times: &mut [Duration]) -> String {
+    format!(
+        "p50 {:.2} ms, p90 {:.2}, p99 {:.2}, max {:.2}",
+        ms(percentile(times, 0.50)),
+        ms(percentile(times, 0.90)),
+        ms(percentile(times, 0.99)),
+        ms(percentile(times, 1.0))
+    )
+}
+
 /// The value of an unlabelled sample line in `text` (0 when absent).
 fn sample(text: &str, name: &str) -> f64 {
     text.lines()
@@ -362,4 +372,21 @@ fn read_sqlite(path: &std::path::Path) -> HashMap<String, Record> {
     rows.filter_map(Result::ok)
         .filter_map(|(room, text)| serde_json::from_str(&text).ok().map(|r| (room, r)))
         .collect()
+}
+
+/// The room set as a restarted replica reads it from Redis.
+fn read_redis(url: &str) -> HashMap<String, Record> {
+    let config = roomengine_exporter::config::RedisConfig {
+        url: url.to_owned(),
+        password: None,
+    };
+    let loaded =
+        roomengine_exporter::roomset::open_redis(&config, SDKAPPID).and_then(|mut state| state.load());
+    match loaded {
+        Ok(rooms) => rooms.into_iter().collect(),
+        Err(e) => {
+            println!("  cannot read Redis: {e}");
+            HashMap::new()
+        }
+    }
 }

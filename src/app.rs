@@ -88,9 +88,14 @@ pub async fn run(
     ));
 
     let (reschedule, reloads) = tokio::sync::mpsc::unbounded_channel();
-    let backend: Box<dyn StateBackend> = match config.callbacks.as_ref().and_then(|c| c.state_file.as_ref()) {
-        Some(path) => roomset::open_sqlite(path)?,
-        None => Box::new(MemoryState),
+    let callbacks = config.callbacks.as_ref();
+    let backend: Box<dyn StateBackend> = match (
+        callbacks.and_then(|c| c.redis.as_ref()),
+        callbacks.and_then(|c| c.state_file.as_ref()),
+    ) {
+        (Some(redis), _) => roomset::open_redis(redis, config.sdkappid)?,
+        (None, Some(path)) => roomset::open_sqlite(path)?,
+        (None, None) => Box::new(MemoryState),
     };
     let (room_set, polled) = RoomSet::start(
         roomset::Options {
@@ -113,7 +118,7 @@ pub async fn run(
         seat_usage: AtomicBool::new(config.seat_usage),
         ready: ready.clone(),
         watch: config.watch,
-        on_gone: Box::new(move |room| gone_to.report_gone(room)),
+        on_gone: Box::new(move |room, sent_ms| gone_to.report_gone(room, sent_ms)),
     };
     let polling = spawn_polling(
         poller.run(polled, config.interval, reloads, shutdown.clone()),

@@ -60,6 +60,7 @@ fn demo_config(sim: &SimHandle, options: &SimOptions, callbacks_at: &str, token:
             listen_address: callbacks_at.to_owned(),
             path: "/callback".into(),
             state_file: None,
+            redis: None,
             forget_after: Duration::from_secs(120),
             token: Some(SecretKey::new(token.to_owned())),
             max_connections: DEFAULT_CALLBACK_CONNECTIONS,

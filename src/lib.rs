@@ -15,6 +15,7 @@ pub mod exposition;
 pub mod logging;
 pub mod metrics;
 pub mod poller;
+pub mod priority;
 pub mod probe;
 pub mod register;
 pub mod reload;

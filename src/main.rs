@@ -92,7 +92,12 @@ fn main() -> ExitCode {
         return if ok { ExitCode::SUCCESS } else { ExitCode::FAILURE };
     }
     logging::init(cli.log_level, cli.log_format);
-    let runtime = match tokio::runtime::Runtime::new() {
+    roomengine_exporter::priority::remember_base();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .on_thread_start(roomengine_exporter::priority::serve_at_lower_priority)
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("cannot start the async runtime: {e}");

@@ -31,6 +31,9 @@ const BACKOFF_BASE: Duration = Duration::from_millis(250);
 /// schedule waits, so a slow API cannot pile up tasks or memory.
 pub const MAX_IN_FLIGHT: usize = 64;
 
+/// Told of a room the API answered 100004 for, with when the call was sent (ms).
+pub type OnGone = Box<dyn Fn(&str, u64) + Send + Sync>;
+
 pub struct Poller {
     pub client: Arc<ApiClient>,
     pub store: Arc<Store>,
@@ -41,9 +44,9 @@ pub struct Poller {
     pub ready: Arc<AtomicBool>,
     /// `polling.watch` at start; reloads bring changes.
     pub watch: WatchSettings,
-    /// Told of every room the API answered 100004 for (the room set stops
-    /// polling discovered rooms and forgets them later).
-    pub on_gone: Box<dyn Fn(&str) + Send + Sync>,
+    /// Told of every room the API answered 100004 for, with when that call
+    /// was sent (the room set stops polling discovered rooms and forgets them later).
+    pub on_gone: OnGone,
 }
 
 /// A change to the schedule, from a reload or the room set.
@@ -345,7 +348,7 @@ impl Poller {
                 tracing::debug!(room, "the API says the room does not exist (100004)");
             }
             self.store.record_gone_at(room, sent_ms);
-            (self.on_gone)(room);
+            (self.on_gone)(room, sent_ms);
             return PollResult::Gone;
         }
         tracing::debug!(room, code = %e.code, error = %e, "poll failed");

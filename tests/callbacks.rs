@@ -81,6 +81,22 @@ fn members_body(id: &str, count: u64, at: u64) -> Value {
     })
 }
 
+/// A create callback for `id`, answered OK, then the room polled (up) within 3 s.
+async fn create_and_see_polled(r: &Receiving, id: &str) {
+    assert_eq!(
+        post_callback(r.callbacks, CREATE, &create_body(id, now_ms()), "")
+            .await
+            .0,
+        200
+    );
+    let up = format!("roomengine_room_up{{room_id=\"{id}\"}}");
+    r.exporter
+        .wait_for(Duration::from_secs(3), &format!("{id} polled"), |t| {
+            value(t, &up) == Some(1.0)
+        })
+        .await;
+}
+
 async fn wait_ready(exporter: &Exporter) {
     exporter.wait_ready(Duration::from_secs(10)).await;
 }
@@ -184,9 +200,15 @@ async fn a_created_room_is_polled_and_its_members_are_live_and_ordered_by_event_
     // A member callback discovers a room nobody announced.
     fake_room(&fake, "meet-2", 1, 10);
     assert_eq!(
-        post_callback(r.callbacks, ENTER, &members_body("meet-2", 4, now_ms()), "")
-            .await
-            .0,
+        // Ahead of the poll the discovery causes, which would otherwise replace the 4.
+        post_callback(
+            r.callbacks,
+            ENTER,
+            &members_body("meet-2", 4, now_ms() + 60_000),
+            ""
+        )
+        .await
+        .0,
         200
     );
     let text = r.exporter.metrics().await;
@@ -226,17 +248,7 @@ async fn a_destroyed_room_shows_exists_0_is_no_longer_polled_then_is_forgotten_a
         &["room-0001"],
     );
     wait_ready(&r.exporter).await;
-    assert_eq!(
-        post_callback(r.callbacks, CREATE, &create_body("meet-1", now_ms()), "")
-            .await
-            .0,
-        200
-    );
-    r.exporter
-        .wait_for(Duration::from_secs(3), "meet-1 polled", |t| {
-            value(t, "roomengine_room_up{room_id=\"meet-1\"}") == Some(1.0)
-        })
-        .await;
+    create_and_see_polled(&r, "meet-1").await;
 
     let destroyed = Instant::now();
     let body = json!({"CallbackCommand": DESTROY, "Operator_Account": "owner1", "EventTime": now_ms(), "RoomId": "meet-1"});
@@ -281,17 +293,7 @@ async fn a_destroyed_room_shows_exists_0_is_no_longer_polled_then_is_forgotten_a
     );
 
     // The same ID created again comes back.
-    assert_eq!(
-        post_callback(r.callbacks, CREATE, &create_body("meet-1", now_ms()), "")
-            .await
-            .0,
-        200
-    );
-    r.exporter
-        .wait_for(Duration::from_secs(3), "meet-1 back", |t| {
-            value(t, "roomengine_room_up{room_id=\"meet-1\"}") == Some(1.0)
-        })
-        .await;
+    create_and_see_polled(&r, "meet-1").await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

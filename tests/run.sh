@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # The whole test suite, as the README's quick start gives it and CI runs it:
-# installs Prometheus/promtool and nginx when missing, then the Rust tests, the
-# rule checks, the packaging checks (image, systemd unit, Kubernetes base) and
-# the end-to-end check against a real Prometheus.
+# installs Prometheus/promtool, nginx and redis-server when missing, then the
+# Rust tests, the rule checks, the packaging checks (image, systemd unit,
+# Kubernetes base) and the end-to-end check against a real Prometheus.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -13,6 +13,9 @@ bash tests/ensure-prometheus.sh
 
 step "nginx (Debian package, installed when missing; tests/tee.rs runs one on loopback)"
 bash tests/ensure-nginx.sh
+
+step "redis-server (Debian package, installed when missing; tests/redis_ha.rs runs one on loopback)"
+bash tests/ensure-redis.sh
 
 step "cargo test (unit, fixture, end-to-end, budget, secrets, simulator, demo)"
 # --show-output prints the figures the budget, probe and seat tests measured.

@@ -4,6 +4,7 @@
 //! (group commit) and only then updates the store and the poller's turns
 //! and acknowledges; it also forgets destroyed rooms after `forget_after`.
 
+mod redis;
 mod sqlite;
 
 use std::collections::{HashMap, HashSet};
@@ -20,10 +21,13 @@ use crate::poller::Reschedule;
 use crate::room::{unix_now_ms, RoomFacts, RoomUpdate};
 use crate::store::{RoomChanges, Store};
 
+pub use self::redis::RedisState;
 pub use sqlite::SqliteState;
 
 /// Callbacks the writer takes into one transaction at most.
 const MAX_BATCH: usize = 4096;
+/// How soon the writer reads other replicas' changes again after failing to.
+const REMOTE_RETRY: Duration = Duration::from_secs(1);
 
 /// What the state backend keeps of one room: what callbacks said of it.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -62,6 +66,13 @@ impl Record {
 pub trait StateBackend: Send {
     /// Every room kept, as the last run (or the other replicas) left them.
     fn load(&mut self) -> Result<Vec<(String, Record)>, String>;
+    /// Whether a failed first load starts the room set empty, to be filled
+    /// through [`StateBackend::take_remote`] once the backend answers (a
+    /// shared server, so replicas do not crash-loop while it restarts),
+    /// rather than failing the start (a file).
+    fn may_start_unloaded(&self) -> bool {
+        false
+    }
     /// Writes `changes` atomically: `Some` merges a room into what is kept
     /// (see [`Record::absorb`]), `None` deletes it. Returns the kept records
     /// that differ from those given (fields other replicas wrote); a
@@ -98,6 +109,14 @@ pub fn open_sqlite(path: &Path) -> Result<Box<dyn StateBackend>, String> {
     Ok(Box::new(SqliteState::open(path)?))
 }
 
+/// Opens the shared room set of `callbacks.redis_url`, keyed by `sdkappid`.
+pub fn open_redis(
+    config: &crate::config::RedisConfig,
+    sdkappid: u64,
+) -> Result<Box<dyn StateBackend>, String> {
+    Ok(Box::new(RedisState::open(config, sdkappid)?))
+}
+
 /// What one callback means for the room set.
 #[derive(Debug, Clone, PartialEq)]
 pub struct RoomEvent {
@@ -115,6 +134,8 @@ pub enum EventKind {
     Change,
 }
 
+// Callbacks are nearly every job: boxing them would cost an allocation each.
+#[allow(clippy::large_enum_variant)]
 enum Job {
     Callback {
         // Boxed, so that the queue's small jobs do not take a RoomEvent's room each.
@@ -127,6 +148,8 @@ enum Job {
     },
     Gone {
         room_id: String,
+        /// When the call that got 100004 was sent.
+        at_ms: u64,
     },
     /// Another replica changed the shared room set.
     Remote,
@@ -159,8 +182,18 @@ impl RoomSet {
             forget_after,
             mut backend,
         } = options;
-        let loaded = backend.load()?;
-        tracing::info!(state = %backend.describe(), rooms = loaded.len(), "room set loaded");
+        let (loaded, up) = match backend.load() {
+            Ok(loaded) => (loaded, true),
+            Err(e) if backend.may_start_unloaded() => {
+                tracing::error!(error = %e, state = %backend.describe(), "cannot load the room set; starting without it (callbacks answer 503 until it answers)");
+                metrics.state_errors.inc();
+                (Vec::new(), false)
+            }
+            Err(e) => return Err(e),
+        };
+        if up {
+            tracing::info!(state = %backend.describe(), rooms = loaded.len(), "room set loaded");
+        }
         let mut writer = Writer {
             configured: configured.iter().cloned().collect(),
             records: HashMap::with_capacity(loaded.len()),
@@ -187,7 +220,7 @@ impl RoomSet {
                 .store
                 .record_facts(room, &record.facts, record.last_callback_ms);
         }
-        writer.metrics.state_up.set(1);
+        writer.metrics.state_up.set(i64::from(up));
         writer.count_discovered();
         let (jobs, queue) = mpsc::channel();
         let waker = jobs.clone();
@@ -196,7 +229,10 @@ impl RoomSet {
         }));
         std::thread::Builder::new()
             .name("roomset".into())
-            .spawn(move || writer.run(queue))
+            .spawn(move || {
+                crate::priority::serve_at_lower_priority();
+                writer.run(queue)
+            })
             .map_err(|e| format!("cannot start the room set's writer thread: {e}"))?;
         Ok((RoomSet { jobs }, polled))
     }
@@ -224,10 +260,12 @@ impl RoomSet {
         answer.await.unwrap_or_default()
     }
 
-    /// The API answered 100004 for `room_id`: a discovered room is destroyed.
-    pub fn report_gone(&self, room_id: &str) {
+    /// The API answered 100004 for `room_id` to a call sent at `at_ms`: a
+    /// discovered room is destroyed (unless a newer callback says it exists).
+    pub fn report_gone(&self, room_id: &str, at_ms: u64) {
         let _ = self.jobs.send(Job::Gone {
             room_id: room_id.to_owned(),
+            at_ms,
         });
     }
 }
@@ -258,8 +296,13 @@ struct Batch {
 
 impl Writer {
     fn run(mut self, queue: mpsc::Receiver<Job>) {
+        // Other replicas' changes could not be read: try again soon.
+        let mut remote_owed = false;
         loop {
-            let wait = self.next_forget_in().unwrap_or(Duration::from_secs(3600));
+            let mut wait = self.next_forget_in().unwrap_or(Duration::from_secs(3600));
+            if remote_owed {
+                wait = wait.min(REMOTE_RETRY);
+            }
             let first = match queue.recv_timeout(wait) {
                 Ok(job) => Some(job),
                 Err(mpsc::RecvTimeoutError::Timeout) => None,
@@ -267,7 +310,7 @@ impl Writer {
             };
             let mut batch = Batch::default();
             let mut configured = Vec::new();
-            let mut remote = false;
+            let mut remote = std::mem::take(&mut remote_owed);
             for job in first
                 .into_iter()
                 .chain(std::iter::from_fn(|| queue.try_recv().ok()))
@@ -277,7 +320,7 @@ impl Writer {
                         self.take(&event, &mut batch);
                         batch.acks.push(done);
                     }
-                    Job::Gone { room_id } => self.destroyed(&room_id, &mut batch),
+                    Job::Gone { room_id, at_ms } => self.destroyed(&room_id, at_ms, &mut batch),
                     Job::Configured { rooms, done } => configured.push((rooms, done)),
                     Job::Remote => remote = true,
                 }
@@ -289,8 +332,16 @@ impl Writer {
             self.commit(batch);
             if remote {
                 match self.backend.take_remote() {
-                    Ok(changes) => self.absorb_remote(changes),
-                    Err(e) => tracing::warn!(error = %e, "cannot read the other replicas' changes"),
+                    Ok(changes) => {
+                        self.metrics.state_up.set(1);
+                        self.absorb_remote(changes);
+                    }
+                    Err(e) => {
+                        self.metrics.state_up.set(0);
+                        self.metrics.state_errors.inc();
+                        tracing::warn!(error = %e, "cannot read the other replicas' changes; retrying");
+                        remote_owed = true;
+                    }
                 }
             }
             // After the batch, so a reload sees every room its callbacks added.
@@ -337,7 +388,7 @@ impl Writer {
     }
 
     /// The API said a discovered room does not exist: stop polling it, forget it later.
-    fn destroyed(&mut self, room: &str, batch: &mut Batch) {
+    fn destroyed(&mut self, room: &str, at_ms: u64, batch: &mut Batch) {
         if self.configured.contains(room) {
             return;
         }
@@ -347,10 +398,18 @@ impl Writer {
         if record.destroyed_at_ms.is_some() {
             return;
         }
+        // In the facts too, so that other replicas' records agree (Record::absorb).
+        let mut facts = record.facts.clone();
+        facts.merge(&RoomUpdate::gone(at_ms));
+        if facts.exists != Some(false) {
+            // A callback newer than the call says it exists.
+            return;
+        }
         batch
             .before
             .entry(room.to_owned())
             .or_insert(Some(record.clone()));
+        record.facts = facts;
         record.destroyed_at_ms = Some(unix_now_ms());
         batch.stop_polling.push(room.to_owned());
     }
@@ -415,7 +474,11 @@ impl Writer {
                     };
                 }
                 for ack in batch.acks {
-                    let _ = ack.send(Err(format!("cannot store the callback: {e}")));
+                    // The detail (a path, a Redis address) is in the log, not sent to the caller.
+                    let _ = ack.send(Err(
+                        "cannot store the callback now: the room set's state backend failed (see the exporter's log)"
+                            .to_owned(),
+                    ));
                 }
                 return;
             }
