@@ -7,34 +7,16 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use serde_json::json;
-
 use common::{
-    free_port, now_ms, renice_this_thread, room_info, value, worst_window, Exporter, Fake, FakeRoom, SDKAPPID,
+    create_body, free_port, now_ms, renice_this_thread, value, worst_window, Exporter, Fake, CREATE, SDKAPPID,
 };
-
-const CREATE: &str = "Room.CallbackAfterCreateRoom";
-
-fn create_body(id: &str, at: u64) -> serde_json::Value {
-    json!({"CallbackCommand": CREATE, "EventTime": at, "RoomInfo": {"RoomId": id, "RoomName": id, "MaxMemberCount": 10}})
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_burst_of_1000_creates_queues_polls_under_the_budget() {
     let fake = Fake::start(0).await;
     let ids: Vec<String> = (1..=1000).map(|i| format!("burst-{i:04}")).collect();
     for id in &ids {
-        fake.with(|s| {
-            s.rooms.insert(
-                id.clone(),
-                FakeRoom {
-                    info: room_info(id, 1, 10),
-                    fail_next: vec![],
-                    gone: false,
-                    fault: None,
-                },
-            )
-        });
+        fake.add_room(id, 1, 10);
     }
     let port = free_port();
     let yaml = format!(

@@ -11,12 +11,13 @@ use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
-use common::{free_port, now_ms, post_callback, room_info, value, Exporter, Fake, FakeRoom, Fault, SDKAPPID};
+use common::{
+    create_body, free_port, members_body, now_ms, post_callback, value, Exporter, Fake, Fault, CREATE, ENTER,
+    SDKAPPID,
+};
 
 const OK: &str = r#"{"ActionStatus":"OK","ErrorInfo":"","ErrorCode":0}"#;
-const CREATE: &str = "Room.CallbackAfterCreateRoom";
 const DESTROY: &str = "Room.CallbackAfterDestroyRoom";
-const ENTER: &str = "Room.CallbackAfterMemberEnter";
 
 /// An exporter with no configured room and the receiver on a free port.
 struct Receiving {
@@ -41,44 +42,8 @@ fn start(fake: &Fake, polling: &str, callbacks_extra: &str, rooms: &[&str]) -> R
     }
 }
 
-/// The fake knows room `id` with `members` of `max`.
-fn fake_room(fake: &Fake, id: &str, members: u64, max: u64) {
-    fake.with(|s| {
-        s.rooms.insert(
-            id.to_owned(),
-            FakeRoom {
-                info: room_info(id, members, max),
-                fail_next: vec![],
-                gone: false,
-                fault: None,
-            },
-        )
-    });
-}
-
 fn calls(fake: &Fake, room: &str) -> usize {
     fake.with(|s| s.calls_per_room.get(room).copied().unwrap_or(0))
-}
-
-fn create_body(id: &str, at: u64) -> Value {
-    json!({
-        "CallbackCommand": CREATE, "Operator_Account": "owner1", "EventTime": at,
-        "RoomInfo": {
-            "RoomId": id, "RoomName": format!("meeting {id}"), "RoomType": "Meeting", "Owner_Account": "owner1",
-            "MaxMemberCount": 50, "MaxSeatCount": 0, "IsVideoDisabled": false, "IsAudioDisabled": false,
-            "IsMessageDisabled": false, "IsScreenSharingDisabled": true, "IsCloudRecordingDisabled": false,
-            "CustomInfo": "", "ScheduleStartTime": 0, "ScheduleEndTime": 0, "RoomStatus": "Running",
-            "IsSeatEnabled": false, "TakeSeatMode": "None", "CreateTime": at / 1000
-        },
-        "ScheduleInviteeList_Account": []
-    })
-}
-
-fn members_body(id: &str, count: u64, at: u64) -> Value {
-    json!({
-        "CallbackCommand": ENTER, "Operator_Account": "u1", "EventTime": at,
-        "RoomId": id, "MemberCount": count, "Type": "Enter", "MemberList_Account": ["u1"]
-    })
 }
 
 /// A create callback for `id`, answered OK, then the room polled (up) within 3 s.
@@ -110,7 +75,7 @@ fn series_of<'a>(text: &'a str, room: &str) -> Vec<&'a str> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_created_room_is_polled_and_its_members_are_live_and_ordered_by_event_time() {
     let fake = Fake::start(0).await;
-    fake_room(&fake, "meet-1", 5, 50);
+    fake.add_room("meet-1", 5, 50);
     let r = start(&fake, "  interval: 2s\n  rate_limit: 20\n  timeout: 4s", "", &[]);
     // An empty room set is ready at once.
     wait_ready(&r.exporter).await;
@@ -198,7 +163,7 @@ async fn a_created_room_is_polled_and_its_members_are_live_and_ordered_by_event_
     );
 
     // A member callback discovers a room nobody announced.
-    fake_room(&fake, "meet-2", 1, 10);
+    fake.add_room("meet-2", 1, 10);
     assert_eq!(
         // Ahead of the poll the discovery causes, which would otherwise replace the 4.
         post_callback(
@@ -240,7 +205,7 @@ async fn a_created_room_is_polled_and_its_members_are_live_and_ordered_by_event_
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_destroyed_room_shows_exists_0_is_no_longer_polled_then_is_forgotten_and_can_return() {
     let fake = Fake::start(1).await;
-    fake_room(&fake, "meet-1", 5, 50);
+    fake.add_room("meet-1", 5, 50);
     let r = start(
         &fake,
         "  interval: 1s\n  rate_limit: 20\n  timeout: 4s",
@@ -311,7 +276,7 @@ async fn bad_callbacks_get_a_clear_4xx_are_counted_and_change_nothing() {
     );
     let exporter = Exporter::start_yaml(&yaml, &["--log.level", "debug"]);
     wait_ready(&exporter).await;
-    fake_room(&fake, "meet-1", 3, 10);
+    fake.add_room("meet-1", 3, 10);
     let addr: SocketAddr = ([127, 0, 0, 1], port).into();
     let now = now_ms() / 1000;
     let signed = |at: u64| {
@@ -477,7 +442,7 @@ async fn the_room_set_survives_kill_9_and_forgotten_rooms_stay_forgotten() {
     let fake = Fake::start(0).await;
     let ids: Vec<String> = (1..=40).map(|i| format!("meet-{i:02}")).collect();
     for id in &ids {
-        fake_room(&fake, id, 2, 20);
+        fake.add_room(id, 2, 20);
     }
     let mut r = start(
         &fake,

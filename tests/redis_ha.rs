@@ -20,13 +20,11 @@ use roomengine_exporter::api::model::RoomInfo;
 use roomengine_exporter::config::{RedisConfig, SecretKey};
 use roomengine_exporter::room::{Field, Fields, RoomUpdate};
 use roomengine_exporter::roomset::{Record, RedisState, StateBackend};
-use serde_json::{json, Value};
+use serde_json::Value;
 
-use common::{free_port, now_ms, room_info, value, Exporter, Fake, FakeRoom, SDKAPPID};
+use common::{create_body, free_port, members_body, now_ms, value, Exporter, Fake, CREATE, ENTER, SDKAPPID};
 
 const OK: &str = r#"{"ActionStatus":"OK","ErrorInfo":"","ErrorCode":0}"#;
-const CREATE: &str = "Room.CallbackAfterCreateRoom";
-const ENTER: &str = "Room.CallbackAfterMemberEnter";
 const PASSWORD: &str = "ha-test-redis-password-5b1f";
 
 /// The path of `tool`, or a failure saying how to install it.
@@ -226,40 +224,9 @@ fn replica(fake: &Fake, redis: &Redis, password_file: Option<&Path>) -> Replica 
 
 /// The fake API knows `rooms` (so that polls do not call them gone).
 fn fake_rooms(fake: &Fake, rooms: &[String]) {
-    fake.with(|s| {
-        for id in rooms {
-            s.rooms.insert(
-                id.clone(),
-                FakeRoom {
-                    info: room_info(id, 1, 300),
-                    fail_next: vec![],
-                    gone: false,
-                    fault: None,
-                },
-            );
-        }
-    });
-}
-
-fn create_body(id: &str, at: u64) -> Value {
-    json!({
-        "CallbackCommand": CREATE, "Operator_Account": "owner1", "EventTime": at,
-        "RoomInfo": {
-            "RoomId": id, "RoomName": format!("meeting {id}"), "RoomType": "Meeting", "Owner_Account": "owner1",
-            "MaxMemberCount": 50, "MaxSeatCount": 0, "IsVideoDisabled": false, "IsAudioDisabled": false,
-            "IsMessageDisabled": false, "IsScreenSharingDisabled": true, "IsCloudRecordingDisabled": false,
-            "CustomInfo": "", "ScheduleStartTime": 0, "ScheduleEndTime": 0, "RoomStatus": "Running",
-            "IsSeatEnabled": false, "TakeSeatMode": "None", "CreateTime": at / 1000
-        },
-        "ScheduleInviteeList_Account": []
-    })
-}
-
-fn members_body(id: &str, count: u64, at: u64) -> Value {
-    json!({
-        "CallbackCommand": ENTER, "Operator_Account": "u1", "EventTime": at,
-        "RoomId": id, "MemberCount": count, "Type": "Enter", "MemberList_Account": ["u1"]
-    })
+    for id in rooms {
+        fake.add_room(id, 1, 300);
+    }
 }
 
 /// POSTs a callback; the status (0: no answer) and the body.

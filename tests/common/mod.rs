@@ -190,6 +190,21 @@ impl Fake {
         }
     }
 
+    /// The fake now knows room `id`, with `members` of `max` (so polls do not call it gone).
+    pub fn add_room(&self, id: &str, members: u64, max: u64) {
+        self.with(|s| {
+            s.rooms.insert(
+                id.to_owned(),
+                FakeRoom {
+                    info: room_info(id, members, max),
+                    fail_next: vec![],
+                    gone: false,
+                    fault: None,
+                },
+            )
+        });
+    }
+
     pub fn with<R>(&self, f: impl FnOnce(&mut FakeState) -> R) -> R {
         f(&mut self.state.lock().unwrap())
     }
@@ -699,5 +714,31 @@ pub fn renice_this_thread(nice: i32) -> bool {
             .stdout(Stdio::null())
             .status()
             .is_ok_and(|s| s.success())
+    })
+}
+
+pub const CREATE: &str = "Room.CallbackAfterCreateRoom";
+pub const ENTER: &str = "Room.CallbackAfterMemberEnter";
+
+/// A `Room.CallbackAfterCreateRoom` body as Tencent sends it (no MemberCount).
+pub fn create_body(id: &str, at: u64) -> Value {
+    json!({
+        "CallbackCommand": CREATE, "Operator_Account": "owner1", "EventTime": at,
+        "RoomInfo": {
+            "RoomId": id, "RoomName": format!("meeting {id}"), "RoomType": "Meeting", "Owner_Account": "owner1",
+            "MaxMemberCount": 50, "MaxSeatCount": 0, "IsVideoDisabled": false, "IsAudioDisabled": false,
+            "IsMessageDisabled": false, "IsScreenSharingDisabled": true, "IsCloudRecordingDisabled": false,
+            "CustomInfo": "", "ScheduleStartTime": 0, "ScheduleEndTime": 0, "RoomStatus": "Running",
+            "IsSeatEnabled": false, "TakeSeatMode": "None", "CreateTime": at / 1000
+        },
+        "ScheduleInviteeList_Account": []
+    })
+}
+
+/// A `Room.CallbackAfterMemberEnter` body with the new `count`.
+pub fn members_body(id: &str, count: u64, at: u64) -> Value {
+    json!({
+        "CallbackCommand": ENTER, "Operator_Account": "u1", "EventTime": at,
+        "RoomId": id, "MemberCount": count, "Type": "Enter", "MemberList_Account": ["u1"]
     })
 }
