@@ -1,7 +1,7 @@
 //! Keeps a listener's connections within bounds, so that clients that never
 //! finish (or idle forever) cost neither descriptors nor service: at most
-//! `max` open at once (a new one evicts the oldest idle one, or waits while
-//! all are busy), none waiting
+//! `max` open at once, counted until their sockets are dropped (a new one
+//! evicts the oldest idle one, or waits while all are busy), none waiting
 //! for its first request headers past 10 s, none idle between requests past a minute.
 
 use std::collections::HashMap;
@@ -23,6 +23,9 @@ pub const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 /// burst of real clients does not evict itself before its requests are
 /// read; short, so a flood of silent ones is cycled through quickly.
 pub const EVICT_AFTER: Duration = Duration::from_millis(250);
+/// How long to wait for a closing connection's task to drop its socket
+/// (its end wakes the waiter sooner).
+const CLOSING_WAIT: Duration = Duration::from_millis(10);
 /// How often the timeouts are enforced.
 const SWEEP_EVERY: Duration = Duration::from_millis(500);
 
@@ -103,27 +106,31 @@ impl Connections {
         self.table().open.len()
     }
 
-    /// Admits a new connection, evicting the one idle longest (at least
-    /// [`EVICT_AFTER`]) when the listener is full; otherwise `Err` with how
-    /// long until the oldest idle one may be evicted (`None`: all are busy).
+    /// Admits a new connection when the listener has room. When it is full,
+    /// evicts the connection idle longest (at least [`EVICT_AFTER`]) and
+    /// answers `Err` with how long to wait: until the evicted one has closed
+    /// (a connection counts until its socket is dropped, so the cap bounds
+    /// descriptors), or until one may be evicted (`None`: all are busy).
     pub fn admit(&self) -> Result<Admitted, Option<Duration>> {
         let mut table = self.table();
         if table.open.len() >= self.inner.max {
+            if table.open.values().any(|e| e.close.is_cancelled()) {
+                return Err(Some(CLOSING_WAIT));
+            }
             let now = Instant::now();
-            let (id, since) = table
+            let (since, close) = table
                 .open
-                .iter()
-                .filter(|(_, e)| e.busy == 0)
-                .min_by_key(|(_, e)| e.since)
-                .map(|(id, e)| (*id, e.since))
+                .values()
+                .filter(|e| e.busy == 0)
+                .min_by_key(|e| e.since)
+                .map(|e| (e.since, e.close.clone()))
                 .ok_or(None)?;
             let evictable_in = (since + EVICT_AFTER).saturating_duration_since(now);
-            if !evictable_in.is_zero() {
-                return Err(Some(evictable_in));
+            if evictable_in.is_zero() {
+                close.cancel();
+                return Err(Some(CLOSING_WAIT));
             }
-            if let Some(entry) = table.open.remove(&id) {
-                entry.close.cancel();
-            }
+            return Err(Some(evictable_in));
         }
         table.next_id += 1;
         let id = table.next_id;
@@ -162,21 +169,19 @@ impl Connections {
         }
     }
 
-    /// Closes connections past [`HEADER_TIMEOUT`] or [`IDLE_TIMEOUT`].
+    /// Closes connections past [`HEADER_TIMEOUT`] or [`IDLE_TIMEOUT`]; each
+    /// leaves the table when its task has dropped it.
     fn close_expired(&self, now: Instant) {
-        let mut table = self.table();
-        table.open.retain(|_, e| {
+        for e in self.table().open.values() {
             let limit = if e.served == 0 {
                 HEADER_TIMEOUT
             } else {
                 IDLE_TIMEOUT
             };
-            let expired = e.busy == 0 && now.duration_since(e.since) >= limit;
-            if expired {
+            if e.busy == 0 && now.duration_since(e.since) >= limit {
                 e.close.cancel();
             }
-            !expired
-        });
+        }
     }
 
     /// Marks a request of connection `id` begun; the guard ends it.
@@ -264,9 +269,21 @@ mod tests {
         );
         tokio::time::advance(EVICT_AFTER).await;
         let busy = second.track();
-        let third = connections.admit().expect("admitted by evicting the idle first");
+        assert_eq!(
+            connections.admit().err(),
+            Some(Some(CLOSING_WAIT)),
+            "the idle first is evicted, and counts until it has closed"
+        );
         assert!(first.close.is_cancelled());
         assert!(!second.close.is_cancelled());
+        assert_eq!(
+            connections.admit().err(),
+            Some(Some(CLOSING_WAIT)),
+            "no second eviction meanwhile"
+        );
+        assert_eq!(connections.open(), 2);
+        drop(first);
+        let third = connections.admit().expect("admitted once the first has closed");
         let _busy_too = third.track();
         assert_eq!(
             connections.admit().err(),
@@ -286,8 +303,11 @@ mod tests {
         tokio::time::sleep(HEADER_TIMEOUT + SWEEP_EVERY).await;
         assert!(silent.close.is_cancelled());
         assert!(!kept.close.is_cancelled());
+        drop(silent);
+        assert_eq!(connections.open(), 1);
         tokio::time::sleep(IDLE_TIMEOUT - HEADER_TIMEOUT).await;
         assert!(kept.close.is_cancelled());
+        drop(kept);
         assert_eq!(connections.open(), 0);
     }
 }
