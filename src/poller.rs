@@ -22,7 +22,7 @@ use crate::api::{ApiClient, CallError, ErrorClass};
 use crate::metrics::{SelfMetrics, TIER_PASS, TIER_WATCH};
 use crate::room::unix_now_ms;
 use crate::store::Store;
-use crate::watch::{pass_bound, Eligibility, Watch, WatchSettings};
+use crate::watch::{Eligibility, Watch, WatchSettings};
 
 /// Retries after the first attempt, for retryable failures only.
 pub const MAX_RETRIES: u32 = 2;
@@ -113,9 +113,7 @@ impl Poller {
             let rate = this.client.budget().effective();
             let mut calls = this.calls_per_pass(schedule.rooms.len());
             let shortest = this.shortest_pass(schedule.rooms.len());
-            running
-                .watch
-                .set_horizon(this.longest_pass(&schedule, calls, running.watch.settings()));
+            this.tell_watch(&schedule, &mut running);
             if shortest > schedule.interval && !warned_stretch && !first {
                 warned_stretch = true;
                 tracing::warn!(
@@ -142,7 +140,7 @@ impl Poller {
                     continue;
                 }
                 let slot = loop {
-                    let watch_at = running.watch.next_poll_at();
+                    let watch_at = running.watch.next_poll_at(this.client.budget().sustained());
                     tokio::select! {
                         _ = shutdown.cancelled() => break None,
                         update = next_reload(&mut reloads) => {
@@ -195,7 +193,7 @@ impl Poller {
                 // still out, but not before this pass's calls have left the budget's queue.
                 let next = (pass_start + schedule.interval.max(planned).max(scheduled_in))
                     .max(this.client.budget().reserved_until());
-                let watch_at = running.watch.next_poll_at();
+                let watch_at = running.watch.next_poll_at(this.client.budget().sustained());
                 tokio::select! {
                     _ = shutdown.cancelled() => break 'passes,
                     _ = tokio::time::sleep_until(next) => {
@@ -258,6 +256,7 @@ impl Poller {
                 running.queue_catch_up(added);
             }
         }
+        self.tell_watch(schedule, running);
         running.show_watched(self);
     }
 
@@ -266,10 +265,13 @@ impl Poller {
         Duration::from_secs_f64(self.calls_per_pass(rooms) as f64 / self.client.budget().sustained())
     }
 
-    /// The longest a pass may take with the watch tier at its share (the
-    /// horizon within which a rising room is worth watching).
-    fn longest_pass(&self, schedule: &Schedule, calls: usize, watch: WatchSettings) -> Duration {
-        pass_bound(&watch, schedule.interval, calls, self.client.budget().sustained())
+    /// Tells the watch tier what the regular pass needs now (its horizon and
+    /// what it leaves to full rooms).
+    fn tell_watch(&self, schedule: &Schedule, running: &mut Running) {
+        let calls = self.calls_per_pass(schedule.rooms.len());
+        running
+            .watch
+            .set_pass(schedule.interval, calls, self.client.budget().sustained());
     }
 
     /// get_room_info calls plus a seat call for each room known to have seats.

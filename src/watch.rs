@@ -95,22 +95,43 @@ impl Urgency {
     }
 }
 
+impl Urgency {
+    /// How long after its last poll the room is due again: a riser whose
+    /// expected fill is far off is polled when half the time to it has
+    /// passed, at most [`MAX_SPACING`] watch intervals apart; everything
+    /// else every interval.
+    pub fn spacing(&self, interval: Duration) -> Duration {
+        match *self {
+            Urgency::Filling { seconds } => {
+                secs(seconds / 2.0).clamp(interval, MAX_SPACING * interval)
+            }
+            _ => interval,
+        }
+    }
+}
+
+/// The most watch intervals between two polls of a rising room.
+pub const MAX_SPACING: u32 = 2;
+
 /// Polls kept per room at most; only the baseline of the rise and the ones
 /// after it are needed (a few at one poll per watch interval).
 const MAX_SAMPLES: usize = 8;
 
+/// What decides whether a room is watched, besides its own polls.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Rules {
+    /// `polling.watch.threshold`.
+    pub threshold: f64,
+    /// A room rising fast enough to fill within this qualifies below the
+    /// threshold too (it would fill before the regular pass sees it again).
+    pub horizon: Duration,
+    /// No rise over less than this does not yet make a room flat.
+    pub min_span: Duration,
+}
+
 /// Whether a room whose latest poll is `last` is watched, and how urgently;
 /// `prev` is the earlier poll the rise is measured from.
-/// `horizon`: a room rising fast enough to fill within it qualifies below
-/// the threshold too (it would fill before the regular pass sees it again).
-/// No rise over less than `min_span` does not yet make a room flat.
-pub fn urgency(
-    last: Sample,
-    prev: Option<Sample>,
-    threshold: f64,
-    horizon: Duration,
-    min_span: Duration,
-) -> Option<Urgency> {
+pub fn urgency(last: Sample, prev: Option<Sample>, rules: &Rules) -> Option<Urgency> {
     if last.max == 0 {
         return None;
     }
@@ -119,6 +140,7 @@ pub fn urgency(
     }
     let share = last.members as f64 / last.max as f64;
     let headroom = (last.max - last.members) as f64;
+    let horizon = rules.horizon.as_secs_f64();
     let fill_in = prev
         .filter(|p| last.members > p.members && last.at > p.at)
         .map(|p| {
@@ -126,11 +148,9 @@ pub fn urgency(
             headroom / rate
         });
     match fill_in {
-        Some(seconds) if share >= threshold || seconds <= horizon.as_secs_f64() => {
-            Some(Urgency::Filling { seconds })
-        }
-        _ if share < threshold => None,
-        _ if prev.is_some_and(|p| last.at.duration_since(p.at) >= min_span) => Some(Urgency::Near {
+        Some(seconds) if share >= rules.threshold || seconds <= horizon => Some(Urgency::Filling { seconds }),
+        _ if share < rules.threshold => None,
+        _ if prev.is_some_and(|p| last.at.duration_since(p.at) >= rules.min_span) => Some(Urgency::Near {
             headroom: headroom / last.max as f64,
         }),
         _ => Some(Urgency::Unknown {
@@ -171,6 +191,8 @@ pub enum Eligibility {
 pub struct Watch {
     settings: WatchSettings,
     horizon: Duration,
+    /// Calls per second the regular pass needs to keep its interval.
+    pass_need: f64,
     /// Watch polls begin once every room has been polled (the first pass).
     started: bool,
     tracks: HashMap<String, Track>,
@@ -198,14 +220,14 @@ impl Track {
             .flatten()
     }
 
-    /// When the room is next due a watch poll.
-    fn due(&self, interval: Duration) -> Instant {
+    /// When the room is next due a watch poll, `spacing` after its last poll.
+    fn due(&self, spacing: Duration) -> Instant {
         let polled = self.last().map(|s| s.at);
         let last = match (polled, self.last_attempt) {
             (Some(p), Some(a)) => p.max(a),
             (p, a) => p.or(a).unwrap_or_else(Instant::now),
         };
-        last + interval
+        last + spacing
     }
 }
 
@@ -218,6 +240,15 @@ struct Watched {
 }
 
 impl Watched {
+    /// When the room may have its next watch poll: when due; a full room
+    /// `full_spacing` after its last poll, or never.
+    fn ready_at(&self, interval: Duration, full_spacing: Option<Duration>) -> Option<Instant> {
+        match self.urgency {
+            Urgency::Full => full_spacing.map(|spacing| self.due - interval + spacing),
+            _ => Some(self.due),
+        }
+    }
+
     /// The urgency as of `now`: a riser's expected fill comes closer while it
     /// waits (and may be overdue), so a room not polled for a while moves up.
     fn urgency_at(&self, now: Instant) -> Urgency {
@@ -251,9 +282,12 @@ impl Watch {
         }
     }
 
-    /// Sets the rise horizon (see [`urgency`]): the longest pass now.
-    pub fn set_horizon(&mut self, horizon: Duration) {
-        self.horizon = horizon;
+    /// The regular pass now: `calls` per `interval` at `sustained`. Sets the
+    /// rise horizon (see [`urgency`]) to the longest pass, [`pass_bound`],
+    /// and what the pass needs to keep its interval (see [`Watch::rates`]).
+    pub fn set_pass(&mut self, interval: Duration, calls: usize, sustained: f64) {
+        self.horizon = pass_bound(&self.settings, interval, calls, sustained);
+        self.pass_need = calls as f64 / interval.as_secs_f64().max(1e-3);
     }
 
     /// Lets watch polls begin (after the first pass).
@@ -292,7 +326,7 @@ impl Watch {
         if let Some(track) = self.tracks.get_mut(room) {
             track.last_attempt = Some(at);
             if let Some(w) = self.watched.get_mut(room) {
-                w.due = track.due(interval);
+                w.due = track.due(w.urgency.spacing(interval));
             }
         }
     }
@@ -313,14 +347,34 @@ impl Watch {
         self.watched.get(room).map(|w| w.urgency)
     }
 
-    /// Calls per second the tier takes now: one poll per watched room per
-    /// interval, capped at `max_share` of `sustained`; 0 while it polls nothing.
-    pub fn rate(&self, sustained: f64) -> f64 {
+    /// Calls per second the tier takes now ([`Watch::rate`]'s parts): the
+    /// rooms not yet full at one poll per [`Urgency::spacing`], capped at
+    /// `max_share` of `sustained`; then full rooms, one poll per interval,
+    /// from what neither that nor the pass at its own interval needs (and
+    /// within the same cap). A full room is known news: re-checking it never
+    /// stretches the pass. 0 while it polls nothing.
+    pub fn rates(&self, sustained: f64) -> (f64, f64) {
         if !self.active() {
-            return 0.0;
+            return (0.0, 0.0);
         }
-        let wanted = self.watched.len() as f64 / self.settings.interval.as_secs_f64();
-        wanted.min(self.settings.max_share * sustained)
+        let interval = self.settings.interval;
+        let (mut filling, mut full) = (0.0, 0.0);
+        for w in self.watched.values() {
+            match w.urgency {
+                Urgency::Full => full += 1.0 / interval.as_secs_f64(),
+                u => filling += 1.0 / u.spacing(interval).as_secs_f64(),
+            }
+        }
+        let cap = self.settings.max_share * sustained;
+        let filling = filling.min(cap);
+        let spare = (sustained - self.pass_need - filling).max(0.0);
+        (filling, full.min(spare).min(cap - filling))
+    }
+
+    /// Calls per second the tier takes now: both parts of [`Watch::rates`].
+    pub fn rate(&self, sustained: f64) -> f64 {
+        let (filling, full) = self.rates(sustained);
+        filling + full
     }
 
     /// How long a regular pass of `calls` takes now: spread over `interval`,
@@ -332,32 +386,48 @@ impl Watch {
 
     /// When the next watch poll may start: the pacer's next slot or the
     /// earliest due room, whichever is later; `None` while nothing is watched.
-    pub fn next_poll_at(&self) -> Option<Instant> {
+    pub fn next_poll_at(&self, sustained: f64) -> Option<Instant> {
         if !self.active() {
             return None;
         }
-        let earliest = self.watched.values().map(|w| w.due).min()?;
+        let full_spacing = self.full_spacing(sustained);
+        let earliest = self
+            .watched
+            .values()
+            .filter_map(|w| w.ready_at(self.settings.interval, full_spacing))
+            .min()?;
         Some(self.next_slot.map_or(earliest, |slot| slot.max(earliest)))
     }
 
+    /// How often each full room is re-checked with what [`Watch::rates`]
+    /// leaves them: every interval, or less often; `None`: not at all.
+    fn full_spacing(&self, sustained: f64) -> Option<Duration> {
+        let (_, full) = self.rates(sustained);
+        let rooms = self.watched.values().filter(|w| w.urgency == Urgency::Full).count();
+        (full > 0.0).then(|| self.settings.interval.max(secs(rooms as f64 / full)))
+    }
+
     /// The room to poll now, if the pacer allows one: the most urgent due
-    /// room that is pollable (ties: the longest due). Advances the pacer when
-    /// any room was due, picked or not, so a due room that is busy does not
-    /// make the caller spin.
+    /// room that is pollable (ties: the longest due). The pacer spaces watch
+    /// polls at the tier's share, so it never takes more; its rooms' due
+    /// times keep it to what [`Watch::rate`] plans. It advances when any room
+    /// was due, picked or not, so a due room that is busy does not make the
+    /// caller spin.
     pub fn pick(
         &mut self,
         now: Instant,
         sustained: f64,
         eligibility: impl Fn(&str) -> Eligibility,
     ) -> Option<String> {
-        let rate = self.rate(sustained);
-        if rate <= 0.0 || self.next_slot.is_some_and(|slot| slot > now) {
+        let cap = self.settings.max_share * sustained;
+        if !self.active() || cap <= 0.0 || self.next_slot.is_some_and(|slot| slot > now) {
             return None;
         }
+        let (interval, full_spacing) = (self.settings.interval, self.full_spacing(sustained));
         let mut due: Vec<(&String, Watched)> = self
             .watched
             .iter()
-            .filter(|(_, w)| w.due <= now)
+            .filter(|(_, w)| w.ready_at(interval, full_spacing).is_some_and(|at| at <= now))
             .map(|(room, w)| (room, *w))
             .collect();
         let any_due = !due.is_empty();
@@ -383,7 +453,7 @@ impl Watch {
             self.watched.remove(&room);
         }
         if any_due {
-            self.next_slot = Some(self.next_slot.map_or(now, |slot| slot.max(now)) + secs(1.0 / rate));
+            self.next_slot = Some(self.next_slot.map_or(now, |slot| slot.max(now)) + secs(1.0 / cap));
         }
         if let Some(room) = &picked {
             self.attempted(room, now);
@@ -399,22 +469,26 @@ impl Watch {
         let Some(track) = self.tracks.get(room) else {
             return;
         };
-        let urgency = match track.last() {
-            Some(last) if self.settings.enabled => urgency(
-                last,
-                track.baseline(),
-                self.settings.threshold,
-                self.horizon,
-                2 * self.settings.interval,
-            ),
-            _ => None,
+        let rules = Rules {
+            threshold: self.settings.threshold,
+            horizon: self.horizon,
+            min_span: 2 * self.settings.interval,
         };
-        match urgency {
+        let Some(last) = track.last().filter(|_| self.settings.enabled) else {
+            self.watched.remove(room);
+            return;
+        };
+        match urgency(last, track.baseline(), &rules) {
             Some(urgency) => {
-                let due = track.due(self.settings.interval);
-                let polled = track.last().map_or_else(Instant::now, |s| s.at);
-                self.watched
-                    .insert(room.to_owned(), Watched { urgency, due, polled });
+                let due = track.due(urgency.spacing(self.settings.interval));
+                self.watched.insert(
+                    room.to_owned(),
+                    Watched {
+                        urgency,
+                        due,
+                        polled: last.at,
+                    },
+                );
             }
             None => {
                 self.watched.remove(room);
@@ -428,17 +502,29 @@ mod tests {
     use super::*;
 
     const S: Duration = Duration::from_secs(1);
+    /// The budget of the tests that do not vary it.
+    const SUSTAINED: f64 = 200.0;
 
     fn settings() -> WatchSettings {
         WatchSettings::default()
     }
 
-    /// A started tier with a long horizon, as the poller has it after the first pass.
+    /// A started tier with a 100 s horizon and a pass that needs almost no
+    /// budget, as the poller has it after the first pass.
     fn started(settings: WatchSettings) -> Watch {
         let mut watch = Watch::new(settings);
-        watch.set_horizon(100 * S);
+        watch.set_pass(100 * S, 1, 1.0);
         watch.start();
         watch
+    }
+
+    /// A rate in thousandths of a call per second, to compare sums of rates.
+    fn milli(rate: f64) -> i64 {
+        (rate * 1000.0).round() as i64
+    }
+
+    fn millis((a, b): (f64, f64)) -> (i64, i64) {
+        (milli(a), milli(b))
     }
 
     fn sample(members: u64, max: u64, at: Instant) -> Sample {
@@ -449,15 +535,13 @@ mod tests {
     async fn which_rooms_qualify() {
         let t0 = Instant::now();
         let t1 = t0 + 10 * S;
-        let horizon = 60 * S;
+        let rules = Rules {
+            threshold: 0.8,
+            horizon: 60 * S,
+            min_span: 10 * S,
+        };
         let at = |members, prev: Option<u64>| {
-            urgency(
-                sample(members, 100, t1),
-                prev.map(|p| sample(p, 100, t0)),
-                0.8,
-                horizon,
-                10 * S,
-            )
+            urgency(sample(members, 100, t1), prev.map(|p| sample(p, 100, t0)), &rules)
         };
         // Below the threshold and flat or falling: not watched.
         assert_eq!(at(50, None), None);
@@ -469,7 +553,7 @@ mod tests {
         assert_eq!(at(90, Some(95)), Some(Urgency::Near { headroom: 0.1 }));
         let moments_ago = Some(sample(90, 100, t1 - 5 * S));
         assert_eq!(
-            urgency(sample(90, 100, t1), moments_ago, 0.8, horizon, 10 * S),
+            urgency(sample(90, 100, t1), moments_ago, &rules),
             Some(Urgency::Unknown { headroom: 0.1 })
         );
         // Rising 1 member/s with 20 to go: fills in 20 s.
@@ -480,9 +564,10 @@ mod tests {
         assert_eq!(at(40, Some(39)), None);
         assert_eq!(at(100, Some(90)), Some(Urgency::Full));
         // No capacity known: never.
-        assert_eq!(urgency(sample(5, 0, t1), None, 0.8, horizon, 10 * S), None);
+        assert_eq!(urgency(sample(5, 0, t1), None, &rules), None);
         // A threshold of 1 watches full rooms only (and rooms about to fill).
-        assert_eq!(urgency(sample(99, 100, t1), None, 1.0, horizon, 10 * S), None);
+        let all_in = Rules { threshold: 1.0, ..rules };
+        assert_eq!(urgency(sample(99, 100, t1), None, &all_in), None);
         // The order: unknown, then the soonest to fill, then near, then full.
         let mut all = vec![
             Urgency::Full,
@@ -570,14 +655,14 @@ mod tests {
         watch.observe("near", 95, 100, t0);
         tokio::time::advance(10 * S).await;
         assert_eq!(watch.pick(Instant::now(), 200.0, |_| Eligibility::Pollable), None);
-        assert_eq!(watch.rate(200.0), 0.0);
+        assert_eq!(milli(watch.rate(200.0)), 0);
         watch.start();
-        assert_eq!(watch.rate(200.0), 0.2);
+        assert_eq!(milli(watch.rate(200.0)), 200);
         watch.reconfigure(WatchSettings {
             enabled: false,
             ..settings()
         });
-        assert_eq!((watch.watched(), watch.next_poll_at()), (0, None));
+        assert_eq!((watch.watched(), watch.next_poll_at(SUSTAINED)), (0, None));
         assert_eq!(watch.pick(Instant::now(), 200.0, |_| Eligibility::Pollable), None);
     }
 
@@ -587,7 +672,7 @@ mod tests {
         let end = Instant::now() + run;
         let mut polls: HashMap<String, usize> = HashMap::new();
         while Instant::now() < end {
-            let Some(at) = watch.next_poll_at() else {
+            let Some(at) = watch.next_poll_at(sustained) else {
                 break;
             };
             if at >= end {
@@ -612,7 +697,7 @@ mod tests {
         for i in 0..100 {
             watch.observe(&format!("r{i}"), 90, 100, t0);
         }
-        assert_eq!(watch.rate(10.0), 5.0);
+        assert_eq!(milli(watch.rate(10.0)), 5000);
         tokio::time::advance(5 * S).await;
         let polls = drive(&mut watch, 10.0, 60 * S).await;
         let total: usize = polls.values().sum();
@@ -633,24 +718,23 @@ mod tests {
         for (room, before, now) in [
             ("full", 100, 100),
             ("flat", 95, 95),
-            ("slow", 80, 82),
+            ("slow", 70, 85),
             ("fast", 60, 85),
         ] {
             watch.observe(room, before, 100, t0);
             watch.observe(room, now, 100, t0 + 10 * S);
         }
         assert_eq!(watch.urgency_of("fast"), Some(Urgency::Filling { seconds: 6.0 }));
-        assert!(
-            matches!(watch.urgency_of("slow"), Some(Urgency::Filling { seconds }) if (seconds - 90.0).abs() < 1e-9)
-        );
+        assert_eq!(watch.urgency_of("slow"), Some(Urgency::Filling { seconds: 10.0 }));
         tokio::time::advance(20 * S).await;
-        // All four are due; a budget of 1/s leaves the tier 0.5/s (0.8/s
-        // wanted): one poll every 2 s. The risers are due again (5 s) before
-        // the full room's turn comes: it gets what is left, here nothing.
+        // All four are due; a budget of 1/s leaves the tier 0.5/s (0.6/s
+        // wanted by the three not full): one poll every 2 s. The risers are
+        // due again (5 s) before the full room's turn comes: it gets what is
+        // left of the share, here nothing.
         let mut order = Vec::new();
         let start = Instant::now();
         for _ in 0..6 {
-            let at = watch.next_poll_at().expect("rooms watched");
+            let at = watch.next_poll_at(1.0).expect("rooms watched");
             tokio::time::sleep_until(at).await;
             let room = watch
                 .pick(Instant::now(), 1.0, |_| Eligibility::Pollable)
@@ -659,6 +743,68 @@ mod tests {
         }
         assert_eq!(order, vec!["fast", "slow", "flat", "fast", "slow", "flat"]);
         assert_eq!(Instant::now() - start, 10 * S);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_riser_far_from_full_is_polled_less_often_as_it_nears() {
+        let mut watch = started(settings());
+        let t0 = Instant::now();
+        // 80% and rising 0.2 members/s: full 100 s after t0.
+        let members = |at: Instant| (80 + at.duration_since(t0).as_secs_f64() as u64 / 5).min(100);
+        watch.observe("a", 80, 100, t0);
+        watch.observe("a", 82, 100, t0 + 10 * S);
+        tokio::time::advance(10 * S).await;
+        let mut polls = vec![Instant::now()];
+        while polls.len() < 11 {
+            let at = watch.next_poll_at(SUSTAINED).expect("watched");
+            tokio::time::sleep_until(at).await;
+            let now = Instant::now();
+            if let Some(room) = watch.pick(now, SUSTAINED, |_| Eligibility::Pollable) {
+                watch.observe(&room, members(now), 100, now);
+                polls.push(now);
+            }
+        }
+        let gaps: Vec<u128> = polls.windows(2).map(|w| (w[1] - w[0]).as_millis()).collect();
+        // Half the expected time to fill, between 1 and 2 intervals: 20 s to
+        // go and more is 10 s; the last 10 s, 5 s.
+        assert_eq!(
+            gaps,
+            [10_000, 10_000, 10_000, 10_000, 10_000, 10_000, 10_000, 10_000, 5_000, 5_000]
+        );
+        // Full at 100 s, seen by the poll at 100 s.
+        assert_eq!(polls.last().map(|at| (at.duration_since(t0), members(*at))), Some((100 * S, 100)));
+        // 10 polls from 82% until it fills, where one every interval makes 18.
+        assert_eq!(polls.iter().filter(|&&at| at.duration_since(t0) < 100 * S).count(), 10);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn full_rooms_take_only_what_the_pass_leaves() {
+        let mut watch = started(settings());
+        let t0 = Instant::now();
+        for i in 0..10 {
+            watch.observe(&format!("full{i}"), 100, 100, t0);
+            watch.observe(&format!("near{i}"), 90, 100, t0);
+        }
+        // A pass of 30 calls per 30 s leaves 10 - 1 - 2 of a 10/s budget:
+        // the full rooms get their poll every interval, 2/s.
+        watch.set_pass(30 * S, 30, 10.0);
+        assert_eq!(millis(watch.rates(10.0)), (2000, 2000));
+        // 10,000 calls per 30 s need more than the budget: the full rooms get
+        // none, so they do not stretch the pass.
+        watch.set_pass(30 * S, 10_000, 10.0);
+        assert_eq!(millis(watch.rates(10.0)), (2000, 0));
+        assert_eq!(watch.pass_length(30 * S, 10_000, 10.0), 1250 * S);
+        tokio::time::advance(5 * S).await;
+        let polls = drive(&mut watch, 10.0, 60 * S).await;
+        assert!(polls.keys().all(|room| room.starts_with("near")), "{polls:?}");
+        assert_eq!(polls.values().sum::<usize>(), 120, "{polls:?}");
+        // And within the share (5/s): 20 rooms not full take 4/s, which
+        // leaves 1/s of it to the full rooms, though the pass needs little.
+        watch.set_pass(30 * S, 30, 10.0);
+        for i in 10..20 {
+            watch.observe(&format!("near{i}"), 90, 100, Instant::now());
+        }
+        assert_eq!(millis(watch.rates(10.0)), (4000, 1000));
     }
 
     #[tokio::test(start_paused = true)]
@@ -723,7 +869,7 @@ mod tests {
         for i in 0..300 {
             watch.observe(&format!("r{i}"), 90, 100, t0);
         }
-        assert_eq!(watch.rate(sustained), 60.0);
+        assert_eq!(milli(watch.rate(sustained)), 60000);
         assert_eq!(watch.pass_length(interval, 10_000, sustained).as_millis(), 71_428);
         // 2,000 rooms would want 400/s: capped at half, the pass is at its bound, twice off.
         for i in 300..2_000 {
@@ -759,8 +905,8 @@ mod tests {
         });
         assert_eq!(watch.watched(), 2);
         // The new interval: both due 2 s after their poll.
-        assert_eq!(watch.next_poll_at(), Some(t0 + 2 * S));
-        assert_eq!(watch.rate(200.0), 1.0);
+        assert_eq!(watch.next_poll_at(SUSTAINED), Some(t0 + 2 * S));
+        assert_eq!(milli(watch.rate(200.0)), 1000);
         // A smaller share caps the same two rooms: a quarter of 2/s.
         watch.reconfigure(WatchSettings {
             threshold: 0.6,
@@ -768,6 +914,6 @@ mod tests {
             max_share: 0.25,
             ..settings()
         });
-        assert_eq!(watch.rate(2.0), 0.5);
+        assert_eq!(milli(watch.rate(2.0)), 500);
     }
 }
