@@ -177,9 +177,15 @@ fn run(
             None => missed += 1,
         }
     }
-    late_after.sort_unstable();
+    // Counted per 10 s of the window: where the late ones were.
+    let mut per_10s = vec![0usize; (window.as_secs() / 10 + 1) as usize];
+    for at in &late_after {
+        if let Some(n) = per_10s.get_mut((at / 10) as usize) {
+            *n += 1;
+        }
+    }
     println!(
-        "  tier {}: {} fills seen later than 15 s, at these seconds after the first pass: {late_after:?}",
+        "  tier {}: {} fills seen later than 15 s; per 10 s after the first pass: {per_10s:?}",
         if on { "on" } else { "off" },
         late_after.len()
     );

@@ -94,7 +94,7 @@ impl SelfMetrics {
         .expect("valid metric");
         let rooms_watched = IntGauge::new(
             "roomengine_rooms_watched",
-            "Rooms in the watch tier now (close to capacity or filling fast), polled again every polling.watch.interval.",
+            "Rooms in the watch tier now (close to capacity, filling fast, or full), polled again within two polling.watch.interval.",
         )
         .expect("valid metric");
         let polls = IntCounterVec::new(

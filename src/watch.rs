@@ -102,9 +102,7 @@ impl Urgency {
     /// else every interval.
     pub fn spacing(&self, interval: Duration) -> Duration {
         match *self {
-            Urgency::Filling { seconds } => {
-                secs(seconds / 2.0).clamp(interval, MAX_SPACING * interval)
-            }
+            Urgency::Filling { seconds } => secs(seconds / 2.0).clamp(interval, MAX_SPACING * interval),
             _ => interval,
         }
     }
@@ -403,7 +401,11 @@ impl Watch {
     /// leaves them: every interval, or less often; `None`: not at all.
     fn full_spacing(&self, sustained: f64) -> Option<Duration> {
         let (_, full) = self.rates(sustained);
-        let rooms = self.watched.values().filter(|w| w.urgency == Urgency::Full).count();
+        let rooms = self
+            .watched
+            .values()
+            .filter(|w| w.urgency == Urgency::Full)
+            .count();
         (full > 0.0).then(|| self.settings.interval.max(secs(rooms as f64 / full)))
     }
 
@@ -566,7 +568,10 @@ mod tests {
         // No capacity known: never.
         assert_eq!(urgency(sample(5, 0, t1), None, &rules), None);
         // A threshold of 1 watches full rooms only (and rooms about to fill).
-        let all_in = Rules { threshold: 1.0, ..rules };
+        let all_in = Rules {
+            threshold: 1.0,
+            ..rules
+        };
         assert_eq!(urgency(sample(99, 100, t1), None, &all_in), None);
         // The order: unknown, then the soonest to fill, then near, then full.
         let mut all = vec![
@@ -772,9 +777,18 @@ mod tests {
             [10_000, 10_000, 10_000, 10_000, 10_000, 10_000, 10_000, 10_000, 5_000, 5_000]
         );
         // Full at 100 s, seen by the poll at 100 s.
-        assert_eq!(polls.last().map(|at| (at.duration_since(t0), members(*at))), Some((100 * S, 100)));
+        assert_eq!(
+            polls.last().map(|at| (at.duration_since(t0), members(*at))),
+            Some((100 * S, 100))
+        );
         // 10 polls from 82% until it fills, where one every interval makes 18.
-        assert_eq!(polls.iter().filter(|&&at| at.duration_since(t0) < 100 * S).count(), 10);
+        assert_eq!(
+            polls
+                .iter()
+                .filter(|&&at| at.duration_since(t0) < 100 * S)
+                .count(),
+            10
+        );
     }
 
     #[tokio::test(start_paused = true)]
