@@ -1,30 +1,8 @@
-//! The watch tier: rooms whose last poll put them close to capacity, or whose
-//! member count is rising fast enough to fill before the pass comes back,
-//! are polled again every `polling.watch.interval`, inside the one budget.
-//! This file holds the tier's rules; the poller drives them.
-//!
-//! - **Which rooms**: `MemberCount / MaxMemberCount >= threshold`, or a rise
-//!   between its polls that, kept up, fills the room within the longest pass
-//!   ([`pass_bound`]). The rise is measured from the newest poll at least two
-//!   watch intervals before the latest one (or the oldest kept), so two polls
-//!   between the same pair of changes do not read as flat. Rooms whose
-//!   member count arrives by callbacks are left out (the poller asks the
-//!   store at pick time).
-//! - **Order** when more rooms are due than the share serves ([`Urgency`]):
-//!   rooms near capacity whose rate is not known yet (one poll tells), then
-//!   the room expected to fill soonest (headroom ÷ rise rate, counted from
-//!   its last poll), then rooms near capacity but not rising (least headroom
-//!   first), then rooms already full, with what is left: a full room is
-//!   known news.
-//! - **Share**: watch polls are paced by their own pacer at
-//!   `min(max_share × sustained, watched rooms ÷ interval)` ([`Watch::rate`]),
-//!   and the regular pass is spread at the sustained rate minus that
-//!   ([`Watch::pass_length`]), so the two never ask for more than the budget
-//!   gives, and a pass never takes longer than [`pass_bound`]: at most
-//!   `1 / (1 - max_share)` times the pass without the tier.
-//!
-//! Watch polls are get_room_info only (one call each); seat usage is
-//! refreshed by the regular pass.
+//! The watch tier's rules: which rooms are watched ([`urgency`]), how often
+//! ([`Urgency::spacing`]), in what order when the share is short
+//! ([`Urgency::order`]), and how much of the budget it takes ([`Watch::rates`])
+//! so that no pass outlasts [`pass_bound`]. The poller drives them; the
+//! reasoning and the measurements are in `docs/freshness.md`.
 
 use std::cmp::Ordering;
 use std::collections::{HashMap, VecDeque};
