@@ -71,9 +71,7 @@ impl Urgency {
         let (a, b) = (rank(self), rank(other));
         a.0.cmp(&b.0).then(a.1.total_cmp(&b.1))
     }
-}
 
-impl Urgency {
     /// How long after its last poll the room is due again: a riser whose
     /// expected fill is far off is polled when half the time to it has
     /// passed, at most [`MAX_SPACING`] watch intervals apart; everything
