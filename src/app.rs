@@ -195,14 +195,10 @@ pub async fn run(
         web_config: web.web_config.clone(),
         max_connections: web.max_connections,
     };
-    serve(serving, shutdown.clone())
-        .await
-        .map_err(|e| format!("HTTP server failed: {e}"))?;
+    serve(serving, shutdown.clone()).await;
     if let Some(receiver) = receiver {
-        match receiver.await {
-            Ok(Ok(())) => {}
-            Ok(Err(e)) => tracing::error!(error = %e, "callback server failed"),
-            Err(e) => tracing::error!(error = %e, "callback server task failed"),
+        if let Err(e) = receiver.await {
+            tracing::error!(error = %e, "callback server task failed");
         }
     }
 

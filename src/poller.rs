@@ -111,9 +111,8 @@ impl Poller {
         'passes: while !shutdown.is_cancelled() {
             let pass_start = Instant::now();
             let rate = this.client.budget().effective();
-            let mut calls = this.calls_per_pass(schedule.rooms.len());
-            let shortest = this.shortest_pass(schedule.rooms.len());
-            this.tell_watch(&schedule, &mut running);
+            let mut calls = this.tell_watch(&schedule, &mut running);
+            let shortest = this.shortest_pass(calls);
             if shortest > schedule.interval && !warned_stretch && !first {
                 warned_stretch = true;
                 tracing::warn!(
@@ -144,9 +143,8 @@ impl Poller {
                     tokio::select! {
                         _ = shutdown.cancelled() => break None,
                         update = next_reload(&mut reloads) => {
-                            this.apply(update, &mut schedule, &mut running);
                             // The rest of this pass follows the new settings and room count.
-                            calls = this.calls_per_pass(schedule.rooms.len());
+                            calls = this.apply(update, &mut schedule, &mut running);
                         }
                         Some(done) = running.tasks.join_next_with_id(), if !running.tasks.is_empty() => {
                             running.collect(&this, done);
@@ -228,7 +226,8 @@ impl Poller {
     /// Takes a reload into the schedule: removed rooms leave the turns, new
     /// rooms join the end of the turns and get a catch-up pass now (through
     /// the same budget, in-flight limit and busy check as every other poll).
-    fn apply(&self, update: Reschedule, schedule: &mut Schedule, running: &mut Running) {
+    /// Returns the calls of a pass now.
+    fn apply(&self, update: Reschedule, schedule: &mut Schedule, running: &mut Running) -> usize {
         match update {
             Reschedule::Settings {
                 interval,
@@ -256,22 +255,24 @@ impl Poller {
                 running.queue_catch_up(added);
             }
         }
-        self.tell_watch(schedule, running);
+        let calls = self.tell_watch(schedule, running);
         running.show_watched(self);
+        calls
     }
 
-    /// How long a pass of `rooms` takes at the rate the budget really sustains.
-    fn shortest_pass(&self, rooms: usize) -> Duration {
-        Duration::from_secs_f64(self.calls_per_pass(rooms) as f64 / self.client.budget().sustained())
+    /// How long a pass of `calls` takes at the rate the budget really sustains.
+    fn shortest_pass(&self, calls: usize) -> Duration {
+        Duration::from_secs_f64(calls as f64 / self.client.budget().sustained())
     }
 
     /// Tells the watch tier what the regular pass needs now (its horizon and
-    /// what it leaves to full rooms).
-    fn tell_watch(&self, schedule: &Schedule, running: &mut Running) {
+    /// what it leaves to full rooms); returns the calls of a pass.
+    fn tell_watch(&self, schedule: &Schedule, running: &mut Running) -> usize {
         let calls = self.calls_per_pass(schedule.rooms.len());
         running
             .watch
             .set_pass(schedule.interval, calls, self.client.budget().sustained());
+        calls
     }
 
     /// get_room_info calls plus a seat call for each room known to have seats.

@@ -17,17 +17,13 @@ use tokio::net::TcpListener;
 use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 use tower::ServiceExt;
-use tower_http::timeout::RequestBodyTimeoutLayer;
 
 use crate::basic_auth::{self, BasicAuth};
 use crate::connections::{Admitted, Connections, GuardedBody};
 use crate::web_config::WebConfigWatch;
-use crate::BoxError;
 
 /// A client that has not finished its TLS handshake by then is dropped.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
-/// A request body still arriving after this is cut off.
-pub const BODY_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Pending connections the kernel keeps for a listener: a flood of
 /// half-open clients then waits there instead of being refused outright.
@@ -61,14 +57,15 @@ pub struct Serving {
 }
 
 /// Serves until `shutdown` is cancelled, then lets the responses in flight finish.
-pub async fn serve(serving: Serving, shutdown: CancellationToken) -> Result<(), BoxError> {
+pub async fn serve(serving: Serving, shutdown: CancellationToken) {
     let Serving {
         listener,
         app,
         web_config,
         max_connections,
     } = serving;
-    let mut app = app.layer(RequestBodyTimeoutLayer::new(BODY_TIMEOUT));
+    // The only route that reads a body, the callback receiver, times it out itself.
+    let mut app = app;
     if let Some(web) = &web_config {
         // Every route, the landing page and /-/healthy included, as the exporter-toolkit does.
         app = app.layer(axum::middleware::from_fn_with_state(
@@ -126,7 +123,6 @@ pub async fn serve(serving: Serving, shutdown: CancellationToken) -> Result<(), 
     }
     drop(listener);
     graceful.shutdown().await;
-    Ok(())
 }
 
 /// One admitted connection and what serving it needs.

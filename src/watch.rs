@@ -328,21 +328,30 @@ impl Watch {
     /// within the same cap). A full room is known news: re-checking it never
     /// stretches the pass. 0 while it polls nothing.
     pub fn rates(&self, sustained: f64) -> (f64, f64) {
+        let (filling, full, _) = self.plan(sustained);
+        (filling, full)
+    }
+
+    /// [`Watch::rates`], and how many rooms are full.
+    fn plan(&self, sustained: f64) -> (f64, f64, usize) {
         if !self.active() {
-            return (0.0, 0.0);
+            return (0.0, 0.0, 0);
         }
         let interval = self.settings.interval;
-        let (mut filling, mut full) = (0.0, 0.0);
+        let (mut filling, mut full_rooms) = (0.0, 0);
         for w in self.watched.values() {
             match w.urgency {
-                Urgency::Full => full += 1.0 / interval.as_secs_f64(),
+                Urgency::Full => full_rooms += 1,
                 u => filling += 1.0 / u.spacing(interval).as_secs_f64(),
             }
         }
         let cap = self.settings.max_share * sustained;
         let filling = filling.min(cap);
         let spare = (sustained - self.pass_need - filling).max(0.0);
-        (filling, full.min(spare).min(cap - filling))
+        let full = (full_rooms as f64 / interval.as_secs_f64())
+            .min(spare)
+            .min(cap - filling);
+        (filling, full, full_rooms)
     }
 
     /// Calls per second the tier takes now: both parts of [`Watch::rates`].
@@ -376,12 +385,7 @@ impl Watch {
     /// How often each full room is re-checked with what [`Watch::rates`]
     /// leaves them: every interval, or less often; `None`: not at all.
     fn full_spacing(&self, sustained: f64) -> Option<Duration> {
-        let (_, full) = self.rates(sustained);
-        let rooms = self
-            .watched
-            .values()
-            .filter(|w| w.urgency == Urgency::Full)
-            .count();
+        let (_, full, rooms) = self.plan(sustained);
         (full > 0.0).then(|| self.settings.interval.max(secs(rooms as f64 / full)))
     }
 

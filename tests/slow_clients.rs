@@ -148,8 +148,7 @@ async fn three_thousand_half_open_connections_per_listener_cost_neither_descript
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_callback_body_that_trickles_is_cut_off_and_changes_nothing() {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+async fn a_callback_body_that_trickles_or_stalls_is_cut_off_and_changes_nothing() {
     let fake = Fake::start(0).await;
     let callback_port = free_port();
     let yaml = format!(
@@ -158,10 +157,37 @@ async fn a_callback_body_that_trickles_is_cut_off_and_changes_nothing() {
     );
     let exporter = Exporter::start_yaml(&yaml, &[]);
     exporter.wait_ready(Duration::from_secs(10)).await;
+    // One byte a second (the whole body would take most of a minute), then
+    // the head and not one byte of the body.
+    for (what, pace) in [("trickling", Some(Duration::from_secs(1))), ("stalled", None)] {
+        let (answer, cut_after) = slow_body(callback_port, pace).await;
+        println!(
+            "slow clients: a {what} body was answered {:?} after {cut_after:?}",
+            answer.lines().next()
+        );
+        assert!(
+            answer.starts_with("HTTP/1.1 408 Request Timeout\r\n"),
+            "{what}: {answer}"
+        );
+        assert!(
+            answer.ends_with("callback body not received within 5s\n"),
+            "{what}: {answer}"
+        );
+        assert!(
+            cut_after < Duration::from_secs(7),
+            "{what}: cut after {cut_after:?}"
+        );
+    }
+    let text = exporter.metrics().await;
+    assert!(!text.contains("room_id=\"meet-1\""), "nothing changed");
+}
+
+/// Sends a member callback's head, then its body a byte per `pace` (none at
+/// all without one); returns the answer and how long it took.
+async fn slow_body(port: u16, pace: Option<Duration>) -> (String, Duration) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let body = json!({"EventTime": now_ms(), "RoomId": "meet-1", "MemberCount": 3}).to_string();
-    let mut tcp = tokio::net::TcpStream::connect(("127.0.0.1", callback_port))
-        .await
-        .unwrap();
+    let mut tcp = tokio::net::TcpStream::connect(("127.0.0.1", port)).await.unwrap();
     let head = format!(
         "POST /callback?SdkAppid={SDKAPPID}&CallbackCommand=Room.CallbackAfterMemberEnter HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n",
         body.len()
@@ -169,30 +195,20 @@ async fn a_callback_body_that_trickles_is_cut_off_and_changes_nothing() {
     tcp.write_all(head.as_bytes()).await.unwrap();
     let started = Instant::now();
     let (mut reader, mut writer) = tcp.into_split();
-    // One byte a second: the whole body would take most of a minute.
     let trickle = tokio::spawn(async move {
+        let Some(pace) = pace else {
+            return std::future::pending().await;
+        };
         for byte in body.bytes() {
             if writer.write_all(&[byte]).await.is_err() {
                 break;
             }
-            tokio::time::sleep(Duration::from_secs(1)).await;
+            tokio::time::sleep(pace).await;
         }
     });
     let mut answer = Vec::new();
     let _ = tokio::time::timeout(Duration::from_secs(15), reader.read_to_end(&mut answer)).await;
     let cut_after = started.elapsed();
     trickle.abort();
-    let answer = String::from_utf8_lossy(&answer);
-    println!(
-        "slow clients: a trickling body was answered {:?} after {cut_after:?}",
-        answer.lines().next()
-    );
-    assert!(answer.starts_with("HTTP/1.1 408 Request Timeout\r\n"), "{answer}");
-    assert!(
-        answer.ends_with("callback body not received within 5s\n"),
-        "{answer}"
-    );
-    assert!(cut_after < Duration::from_secs(7), "cut after {cut_after:?}");
-    let text = exporter.metrics().await;
-    assert!(!text.contains("room_id=\"meet-1\""), "nothing changed");
+    (String::from_utf8_lossy(&answer).into_owned(), cut_after)
 }

@@ -134,8 +134,6 @@ pub enum EventKind {
     Change,
 }
 
-// Callbacks are nearly every job: boxing them would cost an allocation each.
-#[allow(clippy::large_enum_variant)]
 enum Job {
     Callback {
         // Boxed, so that the queue's small jobs do not take a RoomEvent's room each.
@@ -298,8 +296,13 @@ impl Writer {
     fn run(mut self, queue: mpsc::Receiver<Job>) {
         // Other replicas' changes could not be read: try again soon.
         let mut remote_owed = false;
+        // The last commit failed: overdue forgets wait a retry's time, not 10 ms.
+        let mut commit_failed = false;
         loop {
             let mut wait = self.next_forget_in().unwrap_or(Duration::from_secs(3600));
+            if commit_failed {
+                wait = wait.max(REMOTE_RETRY);
+            }
             if remote_owed {
                 wait = wait.min(REMOTE_RETRY);
             }
@@ -329,7 +332,7 @@ impl Writer {
                 }
             }
             self.due_forgets(&mut batch);
-            self.commit(batch);
+            commit_failed = !self.commit(batch);
             if remote {
                 match self.backend.take_remote() {
                     Ok(changes) => {
@@ -443,13 +446,14 @@ impl Writer {
     }
 
     /// Commits the batch, then shows it and acknowledges; on failure puts
-    /// the records back as they were and answers every callback the error.
-    fn commit(&mut self, batch: Batch) {
+    /// the records back as they were, answers every callback the error and
+    /// returns false.
+    fn commit(&mut self, batch: Batch) -> bool {
         if batch.before.is_empty() {
             for ack in batch.acks {
                 let _ = ack.send(Ok(()));
             }
-            return;
+            return true;
         }
         let started = Instant::now();
         let changes: Vec<(&str, Option<&Record>)> = batch
@@ -480,7 +484,7 @@ impl Writer {
                             .to_owned(),
                     ));
                 }
-                return;
+                return false;
             }
         };
         self.metrics.state_up.set(1);
@@ -496,16 +500,23 @@ impl Writer {
         if !batch.forget.is_empty() {
             tracing::debug!(rooms = batch.forget.len(), "destroyed rooms forgotten");
         }
-        self.absorb_remote(
-            merged
-                .into_iter()
-                .map(|(room, record)| (room, Some(record)))
-                .collect(),
-        );
-        self.count_discovered();
+        let keys_changed = !batch.forget.is_empty() || batch.before.values().any(Option::is_none);
+        if merged.is_empty() {
+            if keys_changed {
+                self.count_discovered();
+            }
+        } else {
+            self.absorb_remote(
+                merged
+                    .into_iter()
+                    .map(|(room, record)| (room, Some(record)))
+                    .collect(),
+            );
+        }
         for ack in batch.acks {
             let _ = ack.send(Ok(()));
         }
+        true
     }
 
     /// Takes other replicas' records of rooms into the set, the store and the turns.
@@ -598,5 +609,61 @@ impl Writer {
             .filter(|room| !self.configured.contains(*room))
             .count();
         self.metrics.rooms_discovered.set(discovered as i64);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    /// Loads one room destroyed an hour ago; every commit fails.
+    struct Failing {
+        commits: Arc<AtomicUsize>,
+    }
+
+    impl StateBackend for Failing {
+        fn load(&mut self) -> Result<Vec<(String, Record)>, String> {
+            let destroyed = Record {
+                destroyed_at_ms: Some(unix_now_ms() - 3_600_000),
+                ..Record::default()
+            };
+            Ok(vec![("gone-1".into(), destroyed)])
+        }
+        fn commit(&mut self, _: &[(&str, Option<&Record>)]) -> Result<Vec<(String, Record)>, String> {
+            self.commits.fetch_add(1, Ordering::Relaxed);
+            Err("disk full".into())
+        }
+        fn describe(&self) -> String {
+            "failing".into()
+        }
+    }
+
+    #[test]
+    fn a_failing_backend_is_retried_once_a_second_not_in_a_loop() {
+        let commits = Arc::new(AtomicUsize::new(0));
+        let options = Options {
+            configured: Vec::new(),
+            forget_after: Duration::from_secs(600),
+            backend: Box::new(Failing {
+                commits: commits.clone(),
+            }),
+        };
+        let (poller, _turns) = tokio_mpsc::unbounded_channel();
+        let metrics = Arc::new(SelfMetrics::new());
+        let (room_set, _) = RoomSet::start(
+            options,
+            Arc::new(Store::new::<&str>(&[])),
+            metrics.clone(),
+            poller,
+        )
+        .expect("starts");
+        std::thread::sleep(Duration::from_millis(2_500));
+        // The overdue forget: at once, then once per second (with a 10 ms
+        // floor on the wait it was tried ~250 times).
+        let tried = commits.load(Ordering::Relaxed);
+        assert!((2..=4).contains(&tried), "{tried} commits in 2.5 s");
+        assert_eq!(metrics.state_errors.get() as usize, tried);
+        drop(room_set);
     }
 }
