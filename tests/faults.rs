@@ -9,6 +9,7 @@ mod common;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
+use bytes::Bytes;
 use common::{assert_no_secrets, rooms, value, worst_window, Exporter, Fake, Fault};
 
 const RATE: usize = 20;
@@ -220,11 +221,21 @@ async fn row2_http_502_with_html_body() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn row3_truncated_and_malformed_json() {
-    let (fake, exporter) = start(5, &[]).await;
+    let (fake, exporter) = start(6, &[]).await;
+    // An OK envelope without its Response is as undecodable as the others.
+    let no_response =
+        Bytes::from_static(br#"{"ActionStatus":"OK","ErrorCode":0,"ErrorInfo":"","RequestId":"fake"}"#);
     let faults = [
         ("room-0001", Fault::TruncatedJson),
         ("room-0002", Fault::MalformedJson),
         ("room-0003", Fault::ConnectionCut),
+        (
+            "room-0004",
+            Fault::Body {
+                body: no_response,
+                declared: true,
+            },
+        ),
     ];
     let (text, down_after) = fault_until_counted(
         &fake,
@@ -235,7 +246,7 @@ async fn row3_truncated_and_malformed_json() {
         Duration::from_secs(15),
     )
     .await;
-    for id in ["room-0004", "room-0005"] {
+    for id in ["room-0005", "room-0006"] {
         assert_eq!(up(&text, id), Some(1.0), "{id} stays up");
     }
     assert_eq!(

@@ -140,9 +140,9 @@ impl ApiClient {
                 API_GET_ROOM_INFO,
                 "room_engine_http_srv/get_room_info",
                 serde_json::json!({ "RoomId": room_id }),
+                required,
             )
-            .await?
-            .ok_or_else(no_response)?;
+            .await?;
         resp.room_info.ok_or_else(|| {
             CallError::transport("decode", ErrorClass::Retryable, "answer has no Response.RoomInfo")
         })
@@ -156,17 +156,17 @@ impl ApiClient {
                 API_GET_SEAT_LIST,
                 "room_engine_http_mic/get_seat_list",
                 serde_json::json!({ "RoomId": room_id }),
+                required,
             )
-            .await?
-            .ok_or_else(no_response)?;
+            .await?;
         Ok(SeatUsage::count(&resp.seat_list))
     }
 
     /// `room_config/get_callback`: the app's callback URL and commands.
     pub async fn get_callback(&self, permit: Permit) -> Result<CallbackSetting, CallError> {
         let body = serde_json::json!({});
-        let setting = self.call(permit, "get_callback", "room_config/get_callback", body);
-        setting.await?.ok_or_else(no_response)
+        self.call(permit, "get_callback", "room_config/get_callback", body, required)
+            .await
     }
 
     /// `room_config/set_callback` (replaces what is set) or, with `update`,
@@ -184,18 +184,21 @@ impl ApiClient {
         };
         let body = serde_json::json!({ "Url": url, "CallbackCommandList": commands });
         // The answer carries nothing but the envelope.
-        let _: Option<serde::de::IgnoredAny> = self.call(permit, api, command, body).await?;
-        Ok(())
+        let nothing = |_: Option<serde::de::IgnoredAny>| Ok(());
+        self.call(permit, api, command, body, nothing).await
     }
 
-    /// One call: `Ok(None)` when the answer is OK without a `Response`.
-    async fn call<T: DeserializeOwned>(
+    /// One call, counted: `extract` takes what the answer says (`None`: OK
+    /// without a `Response`) before the budget and the error counter see
+    /// the outcome.
+    async fn call<T: DeserializeOwned, R>(
         &self,
         _permit: Permit,
         api: &str,
         command: &str,
         body: serde_json::Value,
-    ) -> Result<Option<T>, CallError> {
+        extract: impl FnOnce(Option<T>) -> Result<R, CallError>,
+    ) -> Result<R, CallError> {
         let target = self.target();
         let (usersig, expires_at) = target.signer.current();
         self.metrics.usersig_expiry.set(expires_at as f64);
@@ -210,7 +213,7 @@ impl ApiClient {
 
         self.metrics.requests.with_label_values(&[api]).inc();
         let started = Instant::now();
-        let result = self.send(url, body, target.timeout).await;
+        let result = self.send(url, body, target.timeout).await.and_then(extract);
         self.metrics
             .duration
             .with_label_values(&[api])
@@ -305,8 +308,9 @@ impl ApiClient {
     }
 }
 
-fn no_response() -> CallError {
-    CallError::transport("decode", ErrorClass::Retryable, "answer has no Response")
+/// An answer whose `Response` is needed.
+fn required<T>(response: Option<T>) -> Result<T, CallError> {
+    response.ok_or_else(|| CallError::transport("decode", ErrorClass::Retryable, "answer has no Response"))
 }
 
 fn too_large() -> CallError {
