@@ -165,6 +165,22 @@ fn field<T: for<'de> Deserialize<'de>>(name: &str, value: &Value) -> Result<T, S
 mod tests {
     use super::*;
 
+    #[test]
+    fn every_handled_command_parses_and_nothing_else_does() {
+        // The receiver labels by `COMMANDS` and decodes by `Command::parse`:
+        // a name in one list only would be counted as "other".
+        for name in crate::callbacks::COMMANDS {
+            assert!(Command::parse(name).is_some(), "{name}");
+        }
+        for name in [
+            "Room.CallbackAfterSomethingElse",
+            "",
+            "room.callbackaftercreateroom",
+        ] {
+            assert_eq!(Command::parse(name), None, "{name}");
+        }
+    }
+
     fn event(command: &str, body: &str) -> Result<RoomEvent, String> {
         decode(Command::parse(command).expect("handled"), body.as_bytes())
     }
