@@ -203,6 +203,30 @@ async fn a_created_room_is_polled_and_its_members_are_live_and_ordered_by_event_
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_destroy_of_a_configured_room_shows_at_once_though_no_callback_came_before() {
+    let fake = Fake::start(1).await;
+    // Polled once at start, then not for a minute: only the callback can tell.
+    let r = start(
+        &fake,
+        "  interval: 60s\n  rate_limit: 20\n  timeout: 4s",
+        "",
+        &["room-0001"],
+    );
+    wait_ready(&r.exporter).await;
+    let exists = "roomengine_room_exists{room_id=\"room-0001\"}";
+    assert_eq!(value(&r.exporter.metrics().await, exists), Some(1.0));
+    fake.with(|s| s.rooms.get_mut("room-0001").expect("fake room").gone = true);
+    let body = json!({"CallbackCommand": DESTROY, "EventTime": now_ms(), "RoomId": "room-0001"});
+    assert_eq!(
+        post_callback(r.callbacks, DESTROY, &body, "").await,
+        (200, OK.into())
+    );
+    let text = r.exporter.metrics().await;
+    assert_eq!(value(&text, exists), Some(0.0), "acknowledged, so shown");
+    assert_eq!(value(&text, "roomengine_rooms_discovered"), Some(0.0));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_destroyed_room_shows_exists_0_is_no_longer_polled_then_is_forgotten_and_can_return() {
     let fake = Fake::start(1).await;
     fake.add_room("meet-1", 5, 50);

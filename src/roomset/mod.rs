@@ -360,9 +360,12 @@ impl Writer {
         let now = unix_now_ms();
         if !self.records.contains_key(room) {
             // An old callback about an unknown room is most likely about a
-            // forgotten one (destroyed more than forget_after ago).
+            // forgotten one (destroyed more than forget_after ago); so is a
+            // destroy, unless the room is configured (it is polled, with or
+            // without a record).
             let stale = event.update.at_ms < now.saturating_sub(self.forget_after.as_millis() as u64);
-            if event.kind == EventKind::Destroy || stale {
+            let forgotten = event.kind == EventKind::Destroy && !self.configured.contains(room);
+            if forgotten || stale {
                 return;
             }
         }
