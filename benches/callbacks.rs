@@ -353,7 +353,7 @@ fn room_id(index: usize) -> String {
 }
 
 fn now_ms() -> u64 {
-    roomengine_exporter::room::unix_now_ms()
+    roomengine_exporter::clock::unix_now_ms()
 }
 
 fn free_port() -> u16 {

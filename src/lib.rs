@@ -8,6 +8,7 @@ pub mod app;
 pub mod basic_auth;
 pub mod budget;
 pub mod callbacks;
+pub mod clock;
 pub mod config;
 pub mod connections;
 pub mod demo;

@@ -19,8 +19,9 @@ use tokio_util::sync::CancellationToken;
 
 use crate::api::model::{RoomInfo, SeatUsage};
 use crate::api::{ApiClient, CallError, ErrorClass};
+use crate::clock::{unix_now_f64, unix_now_ms};
 use crate::metrics::{SelfMetrics, TIER_PASS, TIER_WATCH};
-use crate::room::unix_now_ms;
+use crate::roomset::Reschedule;
 use crate::store::Store;
 use crate::watch::{Eligibility, Watch, WatchSettings};
 
@@ -47,22 +48,6 @@ pub struct Poller {
     /// Told of every room the API answered 100004 for, with when that call
     /// was sent (the room set stops polling discovered rooms and forgets them later).
     pub on_gone: OnGone,
-}
-
-/// A change to the schedule, from a reload or the room set.
-#[derive(Debug, Clone)]
-pub enum Reschedule {
-    /// A reload's polling settings.
-    Settings {
-        interval: Duration,
-        seat_usage: bool,
-        watch: WatchSettings,
-    },
-    /// Rooms joining the turns (polled at once, then every pass) or leaving them.
-    Rooms {
-        added: Vec<String>,
-        removed: Vec<String>,
-    },
 }
 
 /// How one room's poll ended, for the pass summary.
@@ -698,11 +683,4 @@ impl PassSummary {
 
 fn round_ms(d: Duration) -> Duration {
     Duration::from_millis(d.as_millis() as u64)
-}
-
-pub fn unix_now_f64() -> f64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs_f64())
-        .unwrap_or(0.0)
 }

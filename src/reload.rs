@@ -11,10 +11,11 @@ use tokio_util::sync::CancellationToken;
 
 use crate::api::ApiClient;
 use crate::budget::Budget;
+use crate::clock::unix_now_f64;
 use crate::config::{self, Config, SecretSource};
 use crate::metrics::SelfMetrics;
-use crate::poller::{unix_now_f64, Reschedule};
 use crate::probe::Prober;
+use crate::roomset::Reschedule;
 use crate::roomset::RoomSet;
 
 /// The parts a reload reconfigures.

@@ -243,14 +243,6 @@ const FIELD_ORDER: [Field; FIELD_COUNT] = [
     Field::Exists,
 ];
 
-/// Wall-clock Unix milliseconds, the unit of `EventTime`.
-pub fn unix_now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -19,8 +19,9 @@ use std::sync::{Mutex, MutexGuard, RwLock, RwLockReadGuard};
 use bytes::Bytes;
 
 use crate::api::model::{RoomInfo, SeatUsage};
+use crate::clock::unix_now_ms;
 use crate::exposition::{in_family_order, render_room, RenderedRoom, RoomSnapshot, FAMILIES};
-use crate::room::{unix_now_ms, Field, RoomUpdate};
+use crate::room::{Field, RoomUpdate};
 
 /// Rooms per shard: small enough that rebuilding a shard on each poll is
 /// cheap (microseconds), large enough that a scrape copies few buffers.

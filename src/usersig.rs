@@ -5,7 +5,7 @@
 use std::fmt;
 use std::io::{Read, Write};
 use std::sync::Mutex;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine;
@@ -15,6 +15,8 @@ use flate2::Compression;
 use hmac::{Hmac, Mac};
 use serde_json::{json, Value};
 use sha2::Sha256;
+
+use crate::clock::unix_now;
 
 use crate::config::SecretKey;
 
@@ -197,13 +199,6 @@ pub fn verify(
         return Err(VerifyError::BadSignature);
     }
     Ok(claims)
-}
-
-pub fn unix_now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0)
 }
 
 /// Hands out the current UserSig, signing a new one only when 80% of the

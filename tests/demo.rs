@@ -9,7 +9,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use roomengine_exporter::config::SecretKey;
-use roomengine_exporter::usersig;
+use roomengine_exporter::{clock, usersig};
 use serde_json::Value;
 
 /// A running `roomengine-exporter`, killed if the test fails before stopping it.
@@ -151,7 +151,7 @@ async fn simulate_takes_its_flags_and_key_from_the_command_line_and_stops_on_sig
         &SecretKey::new(KEY.into()),
         20_030_819,
         "ops",
-        usersig::unix_now(),
+        clock::unix_now(),
         3600,
     );
     let url = format!(

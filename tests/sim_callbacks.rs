@@ -14,7 +14,7 @@ use roomengine_exporter::config::SecretKey;
 use roomengine_exporter::sim::{
     callback_sign, CallbackStats, SimHandle, SimOptions, Simulator, CALLBACK_COMMANDS,
 };
-use roomengine_exporter::usersig;
+use roomengine_exporter::{clock, usersig};
 use serde_json::{json, Value};
 
 const KEY: &str = "test-secret-key-1234567890abcdef";
@@ -99,7 +99,7 @@ impl Rig {
             &SecretKey::new(KEY.into()),
             SDKAPPID,
             ADMIN,
-            usersig::unix_now(),
+            clock::unix_now(),
             3600,
         );
         let answer: Value = self
@@ -170,7 +170,7 @@ impl Rig {
 }
 
 fn now_ms() -> u64 {
-    usersig::unix_now() * 1000
+    clock::unix_now() * 1000
 }
 
 /// The query every callback carries, Sign and RequestTime checked and removed.
@@ -179,7 +179,7 @@ fn check_query(r: &Received, command: &str) {
     let time = query.remove("RequestTime").expect("RequestTime");
     let sign = query.remove("Sign").expect("Sign");
     let time: u64 = time.parse().expect("RequestTime is Unix seconds");
-    assert!(time.abs_diff(usersig::unix_now()) <= 60, "{time}");
+    assert!(time.abs_diff(clock::unix_now()) <= 60, "{time}");
     assert_eq!(sign, callback_sign(TOKEN, time));
     let expected: BTreeMap<String, String> = [
         ("tenant", "a"),

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use reqwest::{Method, StatusCode};
 use roomengine_exporter::config::SecretKey;
 use roomengine_exporter::sim::{RoomInfo, SimHandle, SimOptions, Simulator};
-use roomengine_exporter::usersig;
+use roomengine_exporter::{clock, usersig};
 use serde_json::{json, Value};
 
 const KEY: &str = "5bd2850fff3ecb11d7c805251c51ee463a25727bddc2385f3fa8bfee1bb93b5e";
@@ -76,7 +76,7 @@ impl Call {
             path: path.into(),
             sdkappid: SDKAPPID.to_string(),
             identifier: ADMIN.into(),
-            usersig: usersig::sign(&key(), SDKAPPID, ADMIN, usersig::unix_now(), 86_400),
+            usersig: usersig::sign(&key(), SDKAPPID, ADMIN, clock::unix_now(), 86_400),
             random: Some("99999999".into()),
             contenttype: Some("json".into()),
             body: body.to_string(),
@@ -297,20 +297,20 @@ async fn a_body_without_room_id_is_100002() {
 async fn an_unknown_sdkappid_is_60006() {
     let call = Call {
         sdkappid: "1400000001".into(),
-        ..Call::room_info("room-0001").signed_as(1_400_000_001, ADMIN, &key(), usersig::unix_now())
+        ..Call::room_info("room-0001").signed_as(1_400_000_001, ADMIN, &key(), clock::unix_now())
     };
     expect_code(call, 60006).await;
 }
 
 #[tokio::test]
 async fn an_sdkappid_that_differs_from_the_usersigs_is_70014() {
-    let call = Call::room_info("room-0001").signed_as(1_400_000_001, ADMIN, &key(), usersig::unix_now());
+    let call = Call::room_info("room-0001").signed_as(1_400_000_001, ADMIN, &key(), clock::unix_now());
     expect_code(call, 70014).await;
 }
 
 #[tokio::test]
 async fn an_identifier_that_differs_from_the_usersigs_is_70013() {
-    let call = Call::room_info("room-0001").signed_as(SDKAPPID, "someone_else", &key(), usersig::unix_now());
+    let call = Call::room_info("room-0001").signed_as(SDKAPPID, "someone_else", &key(), clock::unix_now());
     expect_code(call, 70013).await;
 }
 
@@ -325,7 +325,7 @@ async fn a_usersig_that_does_not_decode_is_70003() {
 
 #[tokio::test]
 async fn an_expired_usersig_is_70001() {
-    let issued = usersig::unix_now() - 86_400 - 60;
+    let issued = clock::unix_now() - 86_400 - 60;
     let call = Call::room_info("room-0001").signed_as(SDKAPPID, ADMIN, &key(), issued);
     expect_code(call, 70001).await;
 }
@@ -333,7 +333,7 @@ async fn an_expired_usersig_is_70001() {
 #[tokio::test]
 async fn a_usersig_made_with_another_key_is_70009() {
     let other = SecretKey::new("another-apps-secret-key".into());
-    let call = Call::room_info("room-0001").signed_as(SDKAPPID, ADMIN, &other, usersig::unix_now());
+    let call = Call::room_info("room-0001").signed_as(SDKAPPID, ADMIN, &other, clock::unix_now());
     expect_code(call, 70009).await;
 }
 
@@ -350,7 +350,7 @@ async fn an_empty_usersig_is_70002() {
 async fn a_valid_usersig_of_someone_not_admin_is_60010() {
     let call = Call {
         identifier: "user_1".into(),
-        ..Call::room_info("room-0001").signed_as(SDKAPPID, "user_1", &key(), usersig::unix_now())
+        ..Call::room_info("room-0001").signed_as(SDKAPPID, "user_1", &key(), clock::unix_now())
     };
     expect_code(call, 60010).await;
 }

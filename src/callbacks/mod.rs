@@ -118,9 +118,7 @@ async fn handle(receiver: &Receiver, request: Request) -> Result<&'static str, R
         ));
     }
     let query = Query::parse(request.uri().query().unwrap_or(""));
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs());
+    let now = crate::clock::unix_now();
     auth::check(&query, receiver.sdkappid, receiver.token.as_ref(), now).map_err(|r| match r {
         Refusal::SdkAppid(m) => refused("sdkappid", StatusCode::FORBIDDEN, m),
         Refusal::Signature(m) => refused("signature", StatusCode::UNAUTHORIZED, m),

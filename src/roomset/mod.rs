@@ -16,10 +16,11 @@ use std::time::{Duration, Instant};
 use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc as tokio_mpsc, oneshot};
 
+use crate::clock::unix_now_ms;
 use crate::metrics::SelfMetrics;
-use crate::poller::Reschedule;
-use crate::room::{unix_now_ms, RoomFacts, RoomUpdate};
+use crate::room::{RoomFacts, RoomUpdate};
 use crate::store::{RoomChanges, Store};
+use crate::watch::WatchSettings;
 
 pub use self::redis::RedisState;
 pub use sqlite::SqliteState;
@@ -115,6 +116,22 @@ pub fn open_redis(
     sdkappid: u64,
 ) -> Result<Box<dyn StateBackend>, String> {
     Ok(Box::new(RedisState::open(config, sdkappid)?))
+}
+
+/// A change to the schedule, from a reload or the room set.
+#[derive(Debug, Clone)]
+pub enum Reschedule {
+    /// A reload's polling settings.
+    Settings {
+        interval: Duration,
+        seat_usage: bool,
+        watch: WatchSettings,
+    },
+    /// Rooms joining the turns (polled at once, then every pass) or leaving them.
+    Rooms {
+        added: Vec<String>,
+        removed: Vec<String>,
+    },
 }
 
 /// What one callback means for the room set.

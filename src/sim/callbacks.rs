@@ -15,7 +15,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::world::{Change, Event, Leaving, Seat};
 use super::Shared;
-use crate::usersig::unix_now;
+use crate::clock::unix_now;
 
 /// The commands the simulator can send (exactly those the exporter handles);
 /// set_callback refuses any other name.

@@ -4,7 +4,7 @@
 
 use std::sync::atomic::{AtomicI64, Ordering};
 
-use crate::usersig::unix_now;
+use crate::clock::unix_now;
 
 /// Unix time as the simulator sees it. Only UserSig expiry reads it; the rooms'
 /// own timeline advances in ticks (see `world`), so moving this clock never

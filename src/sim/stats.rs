@@ -210,9 +210,7 @@ impl Stats {
             return;
         }
         let at = Instant::now();
-        let at_unix = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0.0, |d| d.as_secs_f64());
+        let at_unix = crate::clock::unix_now_f64();
         let mut c = self.lock();
         let room_left = MAX_FILLS.saturating_sub(c.fills.len());
         c.fills.extend(

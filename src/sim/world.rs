@@ -5,7 +5,6 @@
 //! record, it also notes each change as a plain [`Event`] for the callbacks.
 
 use std::collections::BTreeMap;
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
@@ -249,11 +248,7 @@ pub struct Event {
     pub event_time_ms: u64,
 }
 
-fn wall_clock_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
-}
+use crate::clock::unix_now_ms as wall_clock_ms;
 
 /// Fields `update_room_info` may change.
 const UPDATABLE: &[&str] = &[
