@@ -1,0 +1,530 @@
+//! The room set's writer thread, the only owner of the records: it turns
+//! jobs (callbacks, 100004 answers, reloads, other replicas' changes) into a
+//! [`Change`], commits it to the backend and then fans it out in one place
+//! (`Writer::fan_out`): the store, the poller's turns, the metrics, the acks.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::mpsc;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio::sync::{mpsc as tokio_mpsc, oneshot};
+
+use super::backend::{Record, StateBackend};
+use super::event::{EventKind, Reschedule, RoomEvent};
+use crate::clock::unix_now_ms;
+use crate::metrics::SelfMetrics;
+use crate::room::RoomUpdate;
+use crate::store::{RoomChanges, Store};
+
+/// Callbacks the writer takes into one transaction at most.
+const MAX_BATCH: usize = 4096;
+/// How soon the writer reads other replicas' changes again after failing to.
+const REMOTE_RETRY: Duration = Duration::from_secs(1);
+/// What a callback's sender is told when the backend failed; the detail (a
+/// path, a Redis address) is in the log, not sent to the caller.
+const STORE_FAILED: &str =
+    "cannot store the callback now: the room set's state backend failed (see the exporter's log)";
+
+pub(super) enum Job {
+    Callback {
+        // Boxed, so that the queue's small jobs do not take a RoomEvent's room each.
+        event: Box<RoomEvent>,
+        done: oneshot::Sender<Result<(), String>>,
+    },
+    Configured {
+        rooms: Vec<String>,
+        done: oneshot::Sender<RoomChanges>,
+    },
+    Gone {
+        room_id: String,
+        /// When the call that got 100004 was sent.
+        at_ms: u64,
+    },
+    /// Another replica changed the shared room set.
+    Remote,
+}
+
+/// What a batch, a reload or other replicas changed: everything outside the
+/// records that must follow, applied by [`Writer::fan_out`] only once the
+/// change is durable.
+#[derive(Default)]
+pub(super) struct Change {
+    /// Rooms the store starts to hold.
+    pub show: Vec<String>,
+    /// Callback updates to show, in order.
+    pub updates: Vec<(String, RoomUpdate)>,
+    /// Rooms whose whole record is shown again (other replicas wrote it).
+    pub refresh: Vec<String>,
+    /// Rooms the store drops (forgotten, or no longer configured).
+    pub hide: Vec<String>,
+    pub start_polling: Vec<String>,
+    pub stop_polling: Vec<String>,
+    /// Whether rooms joined or left the set (the discovered count changes).
+    pub membership: bool,
+    pub acks: Vec<oneshot::Sender<Result<(), String>>>,
+}
+
+/// One batch on its way to the backend.
+#[derive(Default)]
+pub(super) struct Batch {
+    /// Records as they were before the batch, to restore if the commit fails.
+    before: HashMap<String, Option<Record>>,
+    change: Change,
+}
+
+/// The writer thread's state.
+pub(super) struct Writer {
+    pub configured: HashSet<String>,
+    pub records: HashMap<String, Record>,
+    pub forget_after: Duration,
+    pub backend: Box<dyn StateBackend>,
+    pub store: Arc<Store>,
+    pub metrics: Arc<SelfMetrics>,
+    pub poller: tokio_mpsc::UnboundedSender<Reschedule>,
+}
+
+impl Writer {
+    pub fn run(mut self, queue: mpsc::Receiver<Job>) {
+        // Other replicas' changes could not be read: try again soon.
+        let mut remote_owed = false;
+        // The last commit failed: overdue forgets wait a retry's time, not 10 ms.
+        let mut commit_failed = false;
+        loop {
+            let mut wait = self.next_forget_in().unwrap_or(Duration::from_secs(3600));
+            if commit_failed {
+                wait = wait.max(REMOTE_RETRY);
+            }
+            if remote_owed {
+                wait = wait.min(REMOTE_RETRY);
+            }
+            let first = match queue.recv_timeout(wait) {
+                Ok(job) => Some(job),
+                Err(mpsc::RecvTimeoutError::Timeout) => None,
+                Err(mpsc::RecvTimeoutError::Disconnected) => return,
+            };
+            let mut batch = Batch::default();
+            let mut configured = Vec::new();
+            let mut remote = std::mem::take(&mut remote_owed);
+            for job in first
+                .into_iter()
+                .chain(std::iter::from_fn(|| queue.try_recv().ok()))
+            {
+                match job {
+                    Job::Callback { event, done } => {
+                        self.take(&event, &mut batch);
+                        batch.change.acks.push(done);
+                    }
+                    Job::Gone { room_id, at_ms } => self.destroyed(&room_id, at_ms, &mut batch),
+                    Job::Configured { rooms, done } => configured.push((rooms, done)),
+                    Job::Remote => remote = true,
+                }
+                if batch.change.acks.len() >= MAX_BATCH {
+                    break;
+                }
+            }
+            self.due_forgets(&mut batch);
+            commit_failed = !self.commit(batch);
+            if remote {
+                match self.backend.take_remote() {
+                    Ok(changes) => {
+                        self.metrics.state_up.set(1);
+                        let change = self.absorb_remote(changes);
+                        self.fan_out(change);
+                    }
+                    Err(e) => {
+                        self.metrics.state_up.set(0);
+                        self.metrics.state_errors.inc();
+                        tracing::warn!(error = %e, "cannot read the other replicas' changes; retrying");
+                        remote_owed = true;
+                    }
+                }
+            }
+            // After the batch, so a reload sees every room its callbacks added.
+            for (rooms, done) in configured {
+                let (answer, change) = self.set_configured(rooms);
+                self.fan_out(change);
+                let _ = done.send(answer);
+            }
+        }
+    }
+
+    /// Applies one callback to the records (not yet to the store).
+    fn take(&mut self, event: &RoomEvent, batch: &mut Batch) {
+        let room = &event.room_id;
+        let now = unix_now_ms();
+        if !self.records.contains_key(room) {
+            // An old callback about an unknown room is most likely about a
+            // forgotten one (destroyed more than forget_after ago); so is a
+            // destroy, unless the room is configured (it is polled, with or
+            // without a record).
+            let stale = event.update.at_ms < now.saturating_sub(self.forget_after.as_millis() as u64);
+            let forgotten = event.kind == EventKind::Destroy && !self.configured.contains(room);
+            if forgotten || stale {
+                return;
+            }
+        }
+        let before = self.records.get(room).cloned();
+        let record = self.records.entry(room.clone()).or_default();
+        let was_alive = before.as_ref().is_some_and(|r| r.destroyed_at_ms.is_none());
+        if !record.facts.merge(&event.update) && before.is_some() {
+            return;
+        }
+        record.last_callback_ms = record.last_callback_ms.max(event.update.at_ms);
+        let alive = record.facts.exists != Some(false);
+        record.destroyed_at_ms = match (alive, record.destroyed_at_ms) {
+            (true, _) => None,
+            (false, Some(at)) => Some(at),
+            (false, None) => Some(now),
+        };
+        let change = &mut batch.change;
+        change.membership |= before.is_none();
+        batch.before.entry(room.clone()).or_insert(before.clone());
+        change.updates.push((room.clone(), event.update.clone()));
+        if !self.configured.contains(room) {
+            if alive && !was_alive {
+                change.show.push(room.clone());
+                change.start_polling.push(room.clone());
+            } else if !alive && (was_alive || before.is_none()) {
+                change.stop_polling.push(room.clone());
+            }
+        }
+    }
+
+    /// The API said a discovered room does not exist: stop polling it, forget it later.
+    fn destroyed(&mut self, room: &str, at_ms: u64, batch: &mut Batch) {
+        if self.configured.contains(room) {
+            return;
+        }
+        let Some(record) = self.records.get_mut(room) else {
+            return;
+        };
+        if record.destroyed_at_ms.is_some() {
+            return;
+        }
+        // In the facts too, so that other replicas' records agree (Record::absorb).
+        let mut facts = record.facts.clone();
+        facts.merge(&RoomUpdate::gone(at_ms));
+        if facts.exists != Some(false) {
+            // A callback newer than the call says it exists.
+            return;
+        }
+        batch
+            .before
+            .entry(room.to_owned())
+            .or_insert(Some(record.clone()));
+        record.facts = facts;
+        record.destroyed_at_ms = Some(unix_now_ms());
+        batch.change.stop_polling.push(room.to_owned());
+    }
+
+    fn next_forget_in(&self) -> Option<Duration> {
+        let forget = self.forget_after.as_millis() as u64;
+        let now = unix_now_ms();
+        self.records
+            .iter()
+            .filter(|(room, _)| !self.configured.contains(*room))
+            .filter_map(|(_, r)| r.destroyed_at_ms)
+            .min()
+            .map(|at| Duration::from_millis((at + forget).saturating_sub(now)).max(Duration::from_millis(10)))
+    }
+
+    fn due_forgets(&mut self, batch: &mut Batch) {
+        let horizon = unix_now_ms().saturating_sub(self.forget_after.as_millis() as u64);
+        let due: Vec<String> = self
+            .records
+            .iter()
+            .filter(|(room, r)| {
+                !self.configured.contains(*room) && r.destroyed_at_ms.is_some_and(|at| at <= horizon)
+            })
+            .map(|(room, _)| room.clone())
+            .collect();
+        for room in due {
+            let before = self.records.remove(&room);
+            batch.before.entry(room.clone()).or_insert(before);
+            batch.change.hide.push(room);
+            batch.change.membership = true;
+        }
+    }
+
+    /// Commits the batch and fans out its change; on failure puts the
+    /// records back as they were, answers every callback the error and
+    /// returns false.
+    fn commit(&mut self, batch: Batch) -> bool {
+        let Batch { before, mut change } = batch;
+        if before.is_empty() {
+            self.fan_out(change);
+            return true;
+        }
+        let started = Instant::now();
+        let changes: Vec<(&str, Option<&Record>)> = before
+            .keys()
+            .map(|room| (room.as_str(), self.records.get(room)))
+            .collect();
+        let result = self.backend.commit(&changes);
+        self.metrics
+            .state_commit_duration
+            .observe(started.elapsed().as_secs_f64());
+        match result {
+            Ok(merged) => {
+                self.metrics.state_up.set(1);
+                if !merged.is_empty() {
+                    // Fields other replicas wrote follow the batch's own, and
+                    // the callbacks are answered after both.
+                    let remote = merged.into_iter().map(|(room, record)| (room, Some(record)));
+                    let mut theirs = self.absorb_remote(remote.collect());
+                    theirs.acks = std::mem::take(&mut change.acks);
+                    self.fan_out(change);
+                    change = theirs;
+                }
+                self.fan_out(change);
+                true
+            }
+            Err(e) => {
+                self.metrics.state_up.set(0);
+                self.metrics.state_errors.inc();
+                tracing::error!(error = %e, state = %self.backend.describe(), "cannot store callbacks; answering 503");
+                for (room, record) in before {
+                    match record {
+                        Some(record) => self.records.insert(room, record),
+                        None => self.records.remove(&room),
+                    };
+                }
+                for ack in change.acks {
+                    let _ = ack.send(Err(STORE_FAILED.to_owned()));
+                }
+                false
+            }
+        }
+    }
+
+    /// Makes a durable change visible: the store first (so an acknowledged
+    /// callback is on /metrics at its answer), then the poller's turns, the
+    /// discovered count, and last the acknowledgements.
+    fn fan_out(&self, change: Change) {
+        self.store.add_rooms(&change.show);
+        self.store.record_callbacks(&change.updates);
+        for room in &change.refresh {
+            if let Some(record) = self.records.get(room) {
+                self.store
+                    .record_facts(room, &record.facts, record.last_callback_ms);
+            }
+        }
+        self.store.remove_rooms(&change.hide);
+        if !change.start_polling.is_empty() || !change.stop_polling.is_empty() {
+            let _ = self.poller.send(Reschedule::Rooms {
+                added: change.start_polling,
+                removed: change.stop_polling,
+            });
+        }
+        if change.membership {
+            self.count_discovered();
+        }
+        for ack in change.acks {
+            let _ = ack.send(Ok(()));
+        }
+    }
+
+    /// Takes other replicas' records of rooms into the set; what the store
+    /// and the turns must follow is returned.
+    fn absorb_remote(&mut self, changes: Vec<(String, Option<Record>)>) -> Change {
+        let mut change = Change {
+            membership: true,
+            ..Change::default()
+        };
+        for (room, theirs) in changes {
+            let configured = self.configured.contains(&room);
+            let Some(theirs) = theirs else {
+                if self.records.remove(&room).is_some() && !configured {
+                    change.hide.push(room);
+                }
+                continue;
+            };
+            let was_alive = self.records.get(&room).map(|r| r.destroyed_at_ms.is_none());
+            let record = self.records.entry(room.clone()).or_default();
+            if !record.absorb(&theirs) {
+                continue;
+            }
+            let alive = record.destroyed_at_ms.is_none();
+            change.show.push(room.clone());
+            change.refresh.push(room.clone());
+            if !configured && was_alive != Some(alive) {
+                if alive {
+                    change.start_polling.push(room);
+                } else if was_alive.is_some() {
+                    change.stop_polling.push(room);
+                }
+            }
+        }
+        change
+    }
+
+    /// A reload's room list: configured rooms join or leave; a room that
+    /// leaves the configuration but was discovered stays.
+    fn set_configured(&mut self, rooms: Vec<String>) -> (RoomChanges, Change) {
+        let wanted: HashSet<String> = rooms.iter().cloned().collect();
+        let mut answer = RoomChanges::default();
+        let mut change = Change {
+            membership: true,
+            ..Change::default()
+        };
+        let left: Vec<String> = self
+            .configured
+            .iter()
+            .filter(|room| !wanted.contains(*room))
+            .cloned()
+            .collect();
+        for room in &left {
+            match self.records.get(room) {
+                Some(record) if record.destroyed_at_ms.is_none() => {}
+                Some(_) => answer.removed.push(room.clone()),
+                None => {
+                    answer.removed.push(room.clone());
+                    change.hide.push(room.clone());
+                }
+            }
+        }
+        for room in &rooms {
+            if self.configured.contains(room) {
+                continue;
+            }
+            let polled_already = self
+                .records
+                .get(room)
+                .is_some_and(|r| r.destroyed_at_ms.is_none());
+            if !polled_already {
+                answer.added.push(room.clone());
+            }
+        }
+        self.configured = wanted;
+        change.show = answer.added.clone();
+        change.start_polling = answer.added.clone();
+        change.stop_polling = answer.removed.clone();
+        (answer, change)
+    }
+
+    pub fn count_discovered(&self) {
+        let discovered = self
+            .records
+            .keys()
+            .filter(|room| !self.configured.contains(*room))
+            .count();
+        self.metrics.rooms_discovered.set(discovered as i64);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::room::{Field, Fields};
+    use crate::roomset::MemoryState;
+
+    fn writer(configured: &[&str]) -> (Writer, tokio_mpsc::UnboundedReceiver<Reschedule>) {
+        let (poller, turns) = tokio_mpsc::unbounded_channel();
+        let writer = Writer {
+            configured: configured.iter().map(|r| r.to_string()).collect(),
+            records: HashMap::new(),
+            forget_after: Duration::from_secs(600),
+            backend: Box::new(MemoryState),
+            store: Arc::new(Store::new(configured)),
+            metrics: Arc::new(SelfMetrics::new()),
+            poller,
+        };
+        (writer, turns)
+    }
+
+    fn event(room: &str, kind: EventKind, at_ms: u64) -> RoomEvent {
+        let update = match kind {
+            EventKind::Destroy => RoomUpdate::gone(at_ms),
+            _ => RoomUpdate {
+                fields: Fields::NONE.with(Field::Exists),
+                exists: true,
+                at_ms,
+                ..RoomUpdate::default()
+            },
+        };
+        RoomEvent {
+            room_id: room.into(),
+            kind,
+            update,
+        }
+    }
+
+    #[test]
+    fn a_create_for_a_new_room_is_shown_polled_and_counted() {
+        let (mut w, _turns) = writer(&["conf-1"]);
+        let mut batch = Batch::default();
+        w.take(&event("new-1", EventKind::Create, unix_now_ms()), &mut batch);
+        let change = &batch.change;
+        assert_eq!(change.show, ["new-1"]);
+        assert_eq!(change.start_polling, ["new-1"]);
+        assert!(change.stop_polling.is_empty() && change.hide.is_empty());
+        assert_eq!(change.updates.len(), 1);
+        assert!(change.membership);
+        assert_eq!(batch.before.get("new-1"), Some(&None));
+    }
+
+    #[test]
+    fn a_destroy_of_a_configured_room_is_shown_but_keeps_its_turn() {
+        let (mut w, _turns) = writer(&["conf-1"]);
+        let mut batch = Batch::default();
+        w.take(&event("conf-1", EventKind::Destroy, unix_now_ms()), &mut batch);
+        let change = &batch.change;
+        assert_eq!(change.updates.len(), 1, "exists 0 is shown");
+        assert!(
+            change.stop_polling.is_empty(),
+            "a configured room is always polled"
+        );
+        assert!(change.show.is_empty());
+    }
+
+    #[test]
+    fn a_destroy_of_an_unknown_discovered_room_changes_nothing() {
+        let (mut w, _turns) = writer(&[]);
+        let mut batch = Batch::default();
+        w.take(&event("gone-1", EventKind::Destroy, unix_now_ms()), &mut batch);
+        assert!(batch.before.is_empty() && batch.change.updates.is_empty());
+        assert!(!batch.change.membership);
+    }
+
+    #[test]
+    fn a_committed_batch_reaches_the_store_the_turns_and_the_metrics_at_once() {
+        let (mut w, mut turns) = writer(&[]);
+        let mut batch = Batch::default();
+        w.take(&event("new-1", EventKind::Create, unix_now_ms()), &mut batch);
+        let (done, mut answer) = oneshot::channel();
+        batch.change.acks.push(done);
+        assert!(w.commit(batch));
+        assert!(w.store.contains("new-1"));
+        assert_eq!(w.metrics.rooms_discovered.get(), 1);
+        match turns.try_recv() {
+            Ok(Reschedule::Rooms { added, removed }) => {
+                assert_eq!((added, removed), (vec!["new-1".to_string()], vec![]));
+            }
+            other => panic!("no turn change: {other:?}"),
+        }
+        assert_eq!(answer.try_recv(), Ok(Ok(())));
+    }
+
+    #[test]
+    fn a_reload_adds_and_removes_configured_rooms_but_keeps_discovered_ones() {
+        let (mut w, mut turns) = writer(&["conf-1", "conf-2"]);
+        let mut batch = Batch::default();
+        w.take(&event("conf-2", EventKind::Create, unix_now_ms()), &mut batch);
+        assert!(w.commit(batch));
+        let (answer, change) = w.set_configured(vec!["conf-1".into(), "conf-3".into()]);
+        w.fan_out(change);
+        assert_eq!(answer.added, ["conf-3"]);
+        assert!(
+            answer.removed.is_empty(),
+            "conf-2 is alive by callback: it stays, discovered"
+        );
+        assert!(w.store.contains("conf-2") && w.store.contains("conf-3"));
+        assert_eq!(w.metrics.rooms_discovered.get(), 1);
+        let last = std::iter::from_fn(|| turns.try_recv().ok()).last();
+        assert!(
+            matches!(&last, Some(Reschedule::Rooms { added, removed }) if added == &["conf-3"] && removed.is_empty()),
+            "{last:?}"
+        );
+    }
+}
