@@ -105,6 +105,7 @@ pub async fn run(
                 .as_ref()
                 .map_or(Duration::from_secs(600), |c| c.forget_after),
             backend,
+            limits: roomset::Limits::default(),
         },
         store.clone(),
         metrics.clone(),

@@ -259,6 +259,11 @@ impl SelfMetrics {
         self.runtimes.lock().unwrap_or_else(|p| p.into_inner())
     }
 
+    /// The registry, for a subsystem that registers metrics of its own.
+    pub fn registry(&self) -> &Registry {
+        &self.registry
+    }
+
     /// Appends the text exposition of every self-metric to `out`.
     pub fn render_into(&self, out: &mut Vec<u8>) {
         for (name, runtime) in self.lock_runtimes().iter() {

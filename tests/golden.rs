@@ -12,7 +12,9 @@ use std::time::Duration;
 use roomengine_exporter::config::SecretKey;
 use roomengine_exporter::sim::{SimOptions, Simulator};
 
-use common::{create_body, free_port, members_body, now_ms, post_callback, value, Exporter, CREATE, ENTER, KEY};
+use common::{
+    create_body, free_port, members_body, now_ms, post_callback, value, Exporter, CREATE, ENTER, KEY,
+};
 
 const GOLDEN: &str = "tests/fixtures/metrics.golden.prom";
 const MASK: &str = "<masked>";
@@ -88,9 +90,8 @@ async fn the_whole_scrape_of_a_fixed_world_matches_the_golden_file() {
     let (status, _) = post_callback(callbacks, ENTER, &members_body(&configured[0], 7, now_ms()), "").await;
     assert_eq!(status, 200);
     // Refused: another app's callback.
-    let wrong_app = format!(
-        "http://127.0.0.1:{port}/callback?SdkAppid=1&CallbackCommand={ENTER}&contenttype=json"
-    );
+    let wrong_app =
+        format!("http://127.0.0.1:{port}/callback?SdkAppid=1&CallbackCommand={ENTER}&contenttype=json");
     let refused = reqwest::Client::new()
         .post(wrong_app)
         .json(&members_body(&configured[1], 3, now_ms()))
@@ -104,7 +105,8 @@ async fn the_whole_scrape_of_a_fixed_world_matches_the_golden_file() {
         std::fs::write(GOLDEN, &got).expect("write the golden file");
         return;
     }
-    let want = std::fs::read_to_string(GOLDEN).expect("tests/fixtures/metrics.golden.prom (UPDATE_GOLDEN=1 writes it)");
+    let want = std::fs::read_to_string(GOLDEN)
+        .expect("tests/fixtures/metrics.golden.prom (UPDATE_GOLDEN=1 writes it)");
     if got != want {
         let diff: Vec<String> = diff_lines(&want, &got);
         panic!(
@@ -121,7 +123,13 @@ async fn the_whole_scrape_of_a_fixed_world_matches_the_golden_file() {
 fn diff_lines(want: &str, got: &str) -> Vec<String> {
     let wants: std::collections::HashSet<&str> = want.lines().collect();
     let gots: std::collections::HashSet<&str> = got.lines().collect();
-    let gone = want.lines().filter(|l| !gots.contains(l)).map(|l| format!("- {l}"));
-    let new = got.lines().filter(|l| !wants.contains(l)).map(|l| format!("+ {l}"));
+    let gone = want
+        .lines()
+        .filter(|l| !gots.contains(l))
+        .map(|l| format!("- {l}"));
+    let new = got
+        .lines()
+        .filter(|l| !wants.contains(l))
+        .map(|l| format!("+ {l}"));
     gone.chain(new).collect()
 }

@@ -31,7 +31,15 @@ const LAYERS: &[&[&str]] = &[
     &["usersig", "budget"],
     &["room"],
     &["api/model"],
-    &["watch", "connections", "clock", "metrics", "shutdown", "priority", "logging"],
+    &[
+        "watch",
+        "connections",
+        "clock",
+        "metrics",
+        "shutdown",
+        "priority",
+        "logging",
+    ],
 ];
 
 /// One file's module path (`roomset::writer`) and its text without unit tests.
@@ -55,7 +63,13 @@ fn sources() -> BTreeMap<PathBuf, Source> {
                     Some(at) => text[..at].to_owned(),
                     None => text,
                 };
-                out.insert(path.clone(), Source { module: module_of(&path), text });
+                out.insert(
+                    path.clone(),
+                    Source {
+                        module: module_of(&path),
+                        text,
+                    },
+                );
             }
         }
     }
@@ -76,7 +90,9 @@ fn module_of(path: &Path) -> Vec<String> {
 /// The file that `module` (or its longest existing prefix) lives in.
 fn file_of(module: &[String]) -> Option<PathBuf> {
     for len in (1..=module.len()).rev() {
-        let base: PathBuf = std::iter::once("src".to_owned()).chain(module[..len].iter().cloned()).collect();
+        let base: PathBuf = std::iter::once("src".to_owned())
+            .chain(module[..len].iter().cloned())
+            .collect();
         for candidate in [base.with_extension("rs"), base.join("mod.rs")] {
             if candidate.is_file() {
                 return Some(candidate);
@@ -283,7 +299,11 @@ fn every_use_goes_down_the_layer_table() {
             }
         }
     }
-    assert!(wrong.is_empty(), "back-edges:\n{}", wrong.into_iter().collect::<Vec<_>>().join("\n"));
+    assert!(
+        wrong.is_empty(),
+        "back-edges:\n{}",
+        wrong.into_iter().collect::<Vec<_>>().join("\n")
+    );
 }
 
 #[test]
@@ -294,10 +314,16 @@ fn only_app_uses_the_poller_and_metrics_uses_nothing() {
         for (target, path) in targets {
             let to = unit_of(&target);
             if to == "poller" && !matches!(from.as_str(), "poller" | "app") {
-                wrong.push(format!("{} uses crate::{path}: only app may use the poller", file.display()));
+                wrong.push(format!(
+                    "{} uses crate::{path}: only app may use the poller",
+                    file.display()
+                ));
             }
             if from == "metrics" || from == "clock" {
-                wrong.push(format!("{} uses crate::{path}: {from} uses nothing of the crate", file.display()));
+                wrong.push(format!(
+                    "{} uses crate::{path}: {from} uses nothing of the crate",
+                    file.display()
+                ));
             }
         }
     }
@@ -312,7 +338,10 @@ fn one_wall_clock() {
             readers.push(file.display().to_string());
         }
     }
-    assert!(readers.is_empty(), "read the wall clock through crate::clock: {readers:?}");
+    assert!(
+        readers.is_empty(),
+        "read the wall clock through crate::clock: {readers:?}"
+    );
 }
 
 #[test]

@@ -3,6 +3,7 @@
 //! receiver, the poller and reloads talk to; `writer` owns the records,
 //! `backend` keeps them, `event` holds the messages in and out.
 
+mod admission;
 mod backend;
 mod event;
 mod redis;
@@ -16,11 +17,17 @@ use std::time::Duration;
 
 use tokio::sync::{mpsc as tokio_mpsc, oneshot};
 
+use crate::clock::unix_now_ms;
 use crate::metrics::SelfMetrics;
 use crate::store::{RoomChanges, Store};
+use admission::{LimitMetrics, RefusalLog};
 use writer::{Job, Writer};
 
+/// How often refused rooms are logged at most.
+const REFUSAL_LOG_EVERY: Duration = Duration::from_secs(60);
+
 pub use self::redis::RedisState;
+pub use admission::{Limits, Refusal, RoomIdFilter, DEFAULT_MAX_CLOCK_SKEW, DEFAULT_MAX_ROOMS};
 pub use backend::{open_redis, open_sqlite, MemoryState, Record, StateBackend};
 pub use event::{EventKind, Reschedule, RoomEvent};
 pub use sqlite::SqliteState;
@@ -36,6 +43,7 @@ pub struct Options {
     pub configured: Vec<String>,
     pub forget_after: Duration,
     pub backend: Box<dyn StateBackend>,
+    pub limits: Limits,
 }
 
 impl RoomSet {
@@ -51,6 +59,7 @@ impl RoomSet {
             configured,
             forget_after,
             mut backend,
+            limits,
         } = options;
         let (loaded, up) = match backend.load() {
             Ok(loaded) => (loaded, true),
@@ -64,6 +73,12 @@ impl RoomSet {
         if up {
             tracing::info!(state = %backend.describe(), rooms = loaded.len(), "room set loaded");
         }
+        let limit_metrics = LimitMetrics::register(metrics.registry());
+        limit_metrics.max_rooms.set(limits.max_rooms as i64);
+        limit_metrics
+            .rooms
+            .with_label_values(&["configured"])
+            .set(configured.len() as i64);
         let mut writer = Writer {
             configured: configured.iter().cloned().collect(),
             records: HashMap::with_capacity(loaded.len()),
@@ -72,10 +87,19 @@ impl RoomSet {
             store,
             metrics,
             poller,
+            limits,
+            limit_metrics,
+            live: 0,
+            refusals: RefusalLog::new(REFUSAL_LOG_EVERY),
         };
         let mut held = configured.clone();
         let mut polled = configured;
-        for (room, record) in loaded {
+        let now = unix_now_ms();
+        for (room, mut record) in loaded {
+            // Kept rooms beyond a lowered cap stay (they were acknowledged).
+            if writer.limits.clamp_record(&mut record, now) {
+                writer.limit_metrics.clock_skew.inc();
+            }
             if !writer.configured.contains(&room) {
                 held.push(room.clone());
                 if record.destroyed_at_ms.is_none() {
@@ -92,6 +116,12 @@ impl RoomSet {
         }
         writer.metrics.state_up.set(i64::from(up));
         writer.count_discovered();
+        writer.live = writer.count_live();
+        writer
+            .limit_metrics
+            .rooms
+            .with_label_values(&["discovered"])
+            .set(writer.live as i64);
         let (jobs, queue) = mpsc::channel();
         let waker = jobs.clone();
         writer.backend.on_remote_change(Box::new(move || {
@@ -130,6 +160,11 @@ impl RoomSet {
         answer.await.unwrap_or_default()
     }
 
+    /// A reload's `callbacks.max_rooms`, `room_ids` and `max_clock_skew`.
+    pub fn set_limits(&self, limits: Limits) {
+        let _ = self.jobs.send(Job::Limits(Box::new(limits)));
+    }
+
     /// The API answered 100004 for `room_id` to a call sent at `at_ms`: a
     /// discovered room is destroyed (unless a newer callback says it exists).
     pub fn report_gone(&self, room_id: &str, at_ms: u64) {
@@ -143,7 +178,6 @@ impl RoomSet {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::clock::unix_now_ms;
     use std::sync::atomic::{AtomicUsize, Ordering};
 
     /// Loads one room destroyed an hour ago; every commit fails.
@@ -177,6 +211,7 @@ mod tests {
             backend: Box::new(Failing {
                 commits: commits.clone(),
             }),
+            limits: Limits::default(),
         };
         let (poller, _turns) = tokio_mpsc::unbounded_channel();
         let metrics = Arc::new(SelfMetrics::new());

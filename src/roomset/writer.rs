@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::{mpsc as tokio_mpsc, oneshot};
 
+use super::admission::{LimitMetrics, Limits, Refusal, RefusalLog};
 use super::backend::{Record, StateBackend};
 use super::event::{EventKind, Reschedule, RoomEvent};
 use crate::clock::unix_now_ms;
@@ -43,6 +44,8 @@ pub(super) enum Job {
     },
     /// Another replica changed the shared room set.
     Remote,
+    /// A reload's admission rules.
+    Limits(Box<Limits>),
 }
 
 /// What a batch, a reload or other replicas changed: everything outside the
@@ -70,6 +73,8 @@ pub(super) struct Change {
 pub(super) struct Batch {
     /// Records as they were before the batch, to restore if the commit fails.
     before: HashMap<String, Option<Record>>,
+    /// The live discovered count before the batch, restored with them.
+    live_before: usize,
     change: Change,
 }
 
@@ -82,6 +87,11 @@ pub(super) struct Writer {
     pub store: Arc<Store>,
     pub metrics: Arc<SelfMetrics>,
     pub poller: tokio_mpsc::UnboundedSender<Reschedule>,
+    pub limits: Limits,
+    pub limit_metrics: LimitMetrics,
+    /// Discovered rooms not destroyed: what counts against `max_rooms`.
+    pub live: usize,
+    pub refusals: RefusalLog,
 }
 
 impl Writer {
@@ -103,7 +113,10 @@ impl Writer {
                 Err(mpsc::RecvTimeoutError::Timeout) => None,
                 Err(mpsc::RecvTimeoutError::Disconnected) => return,
             };
-            let mut batch = Batch::default();
+            let mut batch = Batch {
+                live_before: self.live,
+                ..Batch::default()
+            };
             let mut configured = Vec::new();
             let mut remote = std::mem::take(&mut remote_owed);
             for job in first
@@ -118,6 +131,7 @@ impl Writer {
                     Job::Gone { room_id, at_ms } => self.destroyed(&room_id, at_ms, &mut batch),
                     Job::Configured { rooms, done } => configured.push((rooms, done)),
                     Job::Remote => remote = true,
+                    Job::Limits(limits) => self.set_limits(*limits, &mut batch),
                 }
                 if batch.change.acks.len() >= MAX_BATCH {
                     break;
@@ -153,12 +167,20 @@ impl Writer {
     fn take(&mut self, event: &RoomEvent, batch: &mut Batch) {
         let room = &event.room_id;
         let now = unix_now_ms();
+        let (at_ms, skewed) = self.limits.clamp(event.update.at_ms, now);
+        let update = RoomUpdate {
+            at_ms,
+            ..event.update.clone()
+        };
+        if skewed {
+            self.limit_metrics.clock_skew.inc();
+        }
         if !self.records.contains_key(room) {
             // An old callback about an unknown room is most likely about a
             // forgotten one (destroyed more than forget_after ago); so is a
             // destroy, unless the room is configured (it is polled, with or
             // without a record).
-            let stale = event.update.at_ms < now.saturating_sub(self.forget_after.as_millis() as u64);
+            let stale = update.at_ms < now.saturating_sub(self.forget_after.as_millis() as u64);
             let forgotten = event.kind == EventKind::Destroy && !self.configured.contains(room);
             if forgotten || stale {
                 return;
@@ -167,20 +189,36 @@ impl Writer {
         let before = self.records.get(room).cloned();
         let record = self.records.entry(room.clone()).or_default();
         let was_alive = before.as_ref().is_some_and(|r| r.destroyed_at_ms.is_none());
-        if !record.facts.merge(&event.update) && before.is_some() {
+        if !record.facts.merge(&update) && before.is_some() {
             return;
         }
-        record.last_callback_ms = record.last_callback_ms.max(event.update.at_ms);
+        record.last_callback_ms = record.last_callback_ms.max(update.at_ms);
         let alive = record.facts.exists != Some(false);
         record.destroyed_at_ms = match (alive, record.destroyed_at_ms) {
             (true, _) => None,
             (false, Some(at)) => Some(at),
             (false, None) => Some(now),
         };
+        if !self.configured.contains(room) {
+            if alive && !was_alive {
+                if let Err(why) = self.limits.admit(room, self.live) {
+                    // Changes nothing: the record goes back as it was.
+                    match &before {
+                        Some(record) => self.records.insert(room.clone(), record.clone()),
+                        None => self.records.remove(room),
+                    };
+                    self.refused(why);
+                    return;
+                }
+                self.live += 1;
+            } else if !alive && was_alive {
+                self.live -= 1;
+            }
+        }
         let change = &mut batch.change;
         change.membership |= before.is_none();
         batch.before.entry(room.clone()).or_insert(before.clone());
-        change.updates.push((room.clone(), event.update.clone()));
+        change.updates.push((room.clone(), update));
         if !self.configured.contains(room) {
             if alive && !was_alive {
                 change.show.push(room.clone());
@@ -215,6 +253,7 @@ impl Writer {
             .or_insert(Some(record.clone()));
         record.facts = facts;
         record.destroyed_at_ms = Some(unix_now_ms());
+        self.live -= 1;
         batch.change.stop_polling.push(room.to_owned());
     }
 
@@ -251,7 +290,11 @@ impl Writer {
     /// records back as they were, answers every callback the error and
     /// returns false.
     fn commit(&mut self, batch: Batch) -> bool {
-        let Batch { before, mut change } = batch;
+        let Batch {
+            before,
+            live_before,
+            mut change,
+        } = batch;
         if before.is_empty() {
             self.fan_out(change);
             return true;
@@ -284,6 +327,7 @@ impl Writer {
                 self.metrics.state_up.set(0);
                 self.metrics.state_errors.inc();
                 tracing::error!(error = %e, state = %self.backend.describe(), "cannot store callbacks; answering 503");
+                self.live = live_before;
                 for (room, record) in before {
                     match record {
                         Some(record) => self.records.insert(room, record),
@@ -320,6 +364,10 @@ impl Writer {
         if change.membership {
             self.count_discovered();
         }
+        self.limit_metrics
+            .rooms
+            .with_label_values(&["discovered"])
+            .set(self.live as i64);
         for ack in change.acks {
             let _ = ack.send(Ok(()));
         }
@@ -340,6 +388,10 @@ impl Writer {
                 }
                 continue;
             };
+            let mut theirs = theirs;
+            if self.limits.clamp_record(&mut theirs, unix_now_ms()) {
+                self.limit_metrics.clock_skew.inc();
+            }
             let was_alive = self.records.get(&room).map(|r| r.destroyed_at_ms.is_none());
             let record = self.records.entry(room.clone()).or_default();
             if !record.absorb(&theirs) {
@@ -356,6 +408,7 @@ impl Writer {
                 }
             }
         }
+        self.live = self.count_live();
         change
     }
 
@@ -397,10 +450,60 @@ impl Writer {
             }
         }
         self.configured = wanted;
+        self.live = self.count_live();
+        self.limit_metrics
+            .rooms
+            .with_label_values(&["configured"])
+            .set(self.configured.len() as i64);
         change.show = answer.added.clone();
         change.start_polling = answer.added.clone();
         change.stop_polling = answer.removed.clone();
         (answer, change)
+    }
+
+    /// Discovered rooms not destroyed, counted afresh.
+    pub fn count_live(&self) -> usize {
+        self.records
+            .iter()
+            .filter(|(room, r)| r.destroyed_at_ms.is_none() && !self.configured.contains(*room))
+            .count()
+    }
+
+    /// Counts a refused room, and logs the refusals at most once a minute.
+    fn refused(&mut self, why: Refusal) {
+        self.limit_metrics.refused.with_label_values(&[why.label()]).inc();
+        if let Some(counts) = self.refusals.refused(why, Instant::now()) {
+            let [room_limit, filtered] = counts;
+            tracing::warn!(
+                room_limit,
+                filtered,
+                max_rooms = self.limits.max_rooms,
+                "callbacks named rooms the room set did not take (answered OK; counted in roomengine_callbacks_rooms_refused_total)"
+            );
+        }
+    }
+
+    /// A reload's admission rules; discovered rooms the new filters refuse
+    /// are forgotten now (rooms beyond a lowered cap stay: they were taken).
+    fn set_limits(&mut self, limits: Limits, batch: &mut Batch) {
+        self.limits = limits;
+        self.limit_metrics.max_rooms.set(self.limits.max_rooms as i64);
+        let filtered: Vec<String> = self
+            .records
+            .keys()
+            .filter(|room| !self.configured.contains(*room) && !self.limits.room_ids.admits(room))
+            .cloned()
+            .collect();
+        for room in filtered {
+            let before = self.records.remove(&room);
+            if before.as_ref().is_some_and(|r| r.destroyed_at_ms.is_none()) {
+                self.live -= 1;
+                batch.change.stop_polling.push(room.clone());
+            }
+            batch.before.entry(room.clone()).or_insert(before);
+            batch.change.hide.push(room);
+            batch.change.membership = true;
+        }
     }
 
     pub fn count_discovered(&self) {
@@ -429,6 +532,10 @@ mod tests {
             store: Arc::new(Store::new(configured)),
             metrics: Arc::new(SelfMetrics::new()),
             poller,
+            limits: Limits::default(),
+            limit_metrics: LimitMetrics::register(&prometheus::Registry::new()),
+            live: 0,
+            refusals: RefusalLog::new(Duration::from_secs(60)),
         };
         (writer, turns)
     }
@@ -526,5 +633,84 @@ mod tests {
             matches!(&last, Some(Reschedule::Rooms { added, removed }) if added == &["conf-3"] && removed.is_empty()),
             "{last:?}"
         );
+    }
+    fn capped(max_rooms: usize, deny: &[&str]) -> Writer {
+        let (mut w, _turns) = writer(&["conf-1"]);
+        let deny: Vec<String> = deny.iter().map(|d| d.to_string()).collect();
+        w.limits = Limits {
+            max_rooms,
+            room_ids: crate::roomset::RoomIdFilter::new(&[], &deny).expect("valid"),
+            ..Limits::default()
+        };
+        w
+    }
+
+    fn refused(w: &Writer, reason: &str) -> u64 {
+        w.limit_metrics.refused.with_label_values(&[reason]).get()
+    }
+
+    #[test]
+    fn a_room_beyond_the_cap_changes_nothing_and_is_counted() {
+        let mut w = capped(2, &[]);
+        let mut batch = Batch::default();
+        for room in ["a", "b", "c"] {
+            w.take(&event(room, EventKind::Create, unix_now_ms()), &mut batch);
+        }
+        assert_eq!(batch.change.start_polling, ["a", "b"]);
+        assert!(!w.records.contains_key("c"), "no record for a refused room");
+        assert_eq!((w.live, refused(&w, "room_limit")), (2, 1));
+        // Configured rooms never count and are never refused.
+        w.take(&event("conf-1", EventKind::Change, unix_now_ms()), &mut batch);
+        assert_eq!(batch.change.updates.len(), 3);
+        // A destroyed room frees its slot at once.
+        w.take(&event("a", EventKind::Destroy, unix_now_ms()), &mut batch);
+        w.take(&event("c", EventKind::Create, unix_now_ms()), &mut batch);
+        assert_eq!(batch.change.start_polling, ["a", "b", "c"]);
+        assert_eq!((w.live, refused(&w, "room_limit")), (2, 1));
+    }
+
+    #[test]
+    fn a_filtered_room_is_not_taken_and_a_reload_forgets_the_ones_it_filters() {
+        let mut w = capped(10, &["tmp-.*"]);
+        let mut batch = Batch::default();
+        w.take(&event("tmp-1", EventKind::Create, unix_now_ms()), &mut batch);
+        w.take(&event("meet-1", EventKind::Create, unix_now_ms()), &mut batch);
+        assert_eq!(batch.change.start_polling, ["meet-1"]);
+        assert_eq!(refused(&w, "filtered"), 1);
+        assert!(w.commit(batch));
+        let mut batch = Batch::default();
+        let deny = vec!["meet-.*".to_string()];
+        w.set_limits(
+            Limits {
+                room_ids: crate::roomset::RoomIdFilter::new(&[], &deny).expect("valid"),
+                ..Limits::default()
+            },
+            &mut batch,
+        );
+        assert_eq!(batch.change.hide, ["meet-1"]);
+        assert_eq!(batch.change.stop_polling, ["meet-1"]);
+        assert_eq!(w.live, 0);
+    }
+
+    #[test]
+    fn an_event_time_years_ahead_is_applied_as_of_now_so_a_later_poll_wins() {
+        let (mut w, _turns) = writer(&["conf-1"]);
+        let mut batch = Batch::default();
+        let now = unix_now_ms();
+        let mut ahead = event("conf-1", EventKind::Change, now + 10 * 365 * 86_400_000);
+        ahead.update.fields = ahead.update.fields.with(Field::Members);
+        ahead.update.info.member_count = 9;
+        w.take(&ahead, &mut batch);
+        assert_eq!(w.limit_metrics.clock_skew.get(), 1);
+        let stamp = batch.change.updates[0].1.at_ms;
+        assert!((now..now + 5_000).contains(&stamp), "{stamp} vs {now}");
+        let record = &w.records["conf-1"];
+        assert!(record.last_callback_ms < now + 5_000);
+        // A poll sent a moment later is newer.
+        let mut facts = record.facts.clone();
+        let mut poll = RoomUpdate::polled(Default::default(), None, now + 5_000);
+        poll.info.member_count = 4;
+        facts.merge(&poll);
+        assert_eq!(facts.info.member_count, 4);
     }
 }
