@@ -32,7 +32,7 @@ impl Refusal {
 }
 
 /// Room ID patterns, each matching the whole ID.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 pub struct RoomIdFilter {
     allow: Option<RegexSet>,
     deny: Option<RegexSet>,
@@ -53,15 +53,6 @@ impl RoomIdFilter {
         let denied = self.deny.as_ref().is_some_and(|d| d.is_match(room_id));
         let allowed = self.allow.as_ref().is_none_or(|a| a.is_match(room_id));
         allowed && !denied
-    }
-}
-
-impl Default for RoomIdFilter {
-    fn default() -> Self {
-        RoomIdFilter {
-            allow: None,
-            deny: None,
-        }
     }
 }
 
