@@ -8,7 +8,7 @@ use serde::Deserialize;
 use url::Url;
 
 use super::error::duration;
-use super::secrets::{load_secret, SecretKey, SecretSource, DEFAULT_SECRET_ENV};
+use super::secrets::{SecretKey, SecretKeys, SecretSource, DEFAULT_SECRET_ENV};
 
 /// Tencent data centres and their REST API domains.
 pub(super) const REGIONS: &[(&str, &str)] = &[
@@ -64,18 +64,14 @@ pub(super) fn validate(raw: RawApp, secrets: &dyn SecretSource, errors: &mut Vec
     }
 
     // Neither source set means the default variable, so a bare config still finds its key.
-    let secret_env = match (&raw.secret_key_env, &raw.secret_key_file) {
-        (None, None) => Some(DEFAULT_SECRET_ENV.to_owned()),
-        _ => raw.secret_key_env,
-    };
-    let secret_key = load_secret(
-        secret_env,
-        raw.secret_key_file,
-        "app.secret_key",
-        "the SecretKey",
-        secrets,
-        errors,
-    );
+    let secret_key = SecretKeys {
+        key: "app.secret_key",
+        what: "the SecretKey",
+        env: raw.secret_key_env,
+        file: raw.secret_key_file,
+        default_env: Some(DEFAULT_SECRET_ENV),
+    }
+    .load(secrets, errors);
 
     let endpoint = match (raw.endpoint, raw.region) {
         (Some(endpoint), _) => endpoint_url(&endpoint, errors),

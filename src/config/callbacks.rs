@@ -9,7 +9,7 @@ use serde::Deserialize;
 use url::Url;
 
 use super::error::duration;
-use super::secrets::{load_optional_secret, SecretKey, SecretSource};
+use super::secrets::{SecretKey, SecretKeys, SecretSource};
 
 /// Default of `callbacks.max_connections`: well below the usual 1,024 descriptors.
 pub const DEFAULT_CALLBACK_CONNECTIONS: usize = 512;
@@ -79,14 +79,14 @@ pub(super) fn validate(
     if forget_after.is_some_and(|d| d < Duration::from_secs(1)) {
         errors.push("callbacks.forget_after: must be at least 1s".to_owned());
     }
-    let token = load_optional_secret(
-        raw.token_env,
-        raw.token_file,
-        "callbacks.token",
-        "the callback token",
-        secrets,
-        errors,
-    );
+    let token = SecretKeys {
+        key: "callbacks.token",
+        what: "the callback token",
+        env: raw.token_env,
+        file: raw.token_file,
+        default_env: None,
+    }
+    .load(secrets, errors);
     let max_connections = match raw.max_connections.unwrap_or(DEFAULT_CALLBACK_CONNECTIONS as i64) {
         n if n < 1 => {
             errors.push(format!("callbacks.max_connections: {n} must be at least 1"));
@@ -96,14 +96,14 @@ pub(super) fn validate(
     };
     let redis = raw.redis_url.and_then(|url| {
         let url = redis_url(&url, errors)?;
-        let password = load_optional_secret(
-            raw.redis_password_env,
-            raw.redis_password_file,
-            "callbacks.redis_password",
-            "the Redis password",
-            secrets,
-            errors,
-        );
+        let password = SecretKeys {
+            key: "callbacks.redis_password",
+            what: "the Redis password",
+            env: raw.redis_password_env,
+            file: raw.redis_password_file,
+            default_env: None,
+        }
+        .load(secrets, errors);
         Some(RedisConfig { url, password })
     });
     let state_file = match (&redis, raw.state_file) {

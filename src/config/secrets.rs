@@ -48,69 +48,64 @@ impl SecretSource for ProcessSecrets {
     }
 }
 
-/// A secret from `{key}_env` (a variable's name) or `{key}_file`, exactly
-/// one of them; `what` names it in errors, which never show its value.
-pub(super) fn load_secret(
-    env: Option<String>,
-    file: Option<String>,
-    key: &str,
-    what: &str,
-    secrets: &dyn SecretSource,
-    errors: &mut Vec<String>,
-) -> Option<SecretKey> {
-    let (secret, source) = match (env, file) {
-        (Some(_), Some(_)) => {
-            errors.push(format!("{key}_env, {key}_file: set only one source for {what}"));
-            return None;
-        }
-        (None, Some(path)) => match secrets.read_file(Path::new(&path)) {
-            Ok(text) => (text.trim().to_owned(), format!("{key}_file: {path}")),
-            Err(e) => {
-                errors.push(format!("{key}_file: cannot read {path}: {e}"));
-                return None;
-            }
-        },
-        (env, None) => {
-            let name = env.unwrap_or_default();
-            if name.is_empty() {
-                errors.push(format!("{key}_env: empty variable name"));
-                return None;
-            }
-            match secrets.env(&name) {
-                Some(v) => (
-                    v.trim().to_owned(),
-                    format!("{key}_env: environment variable {name}"),
-                ),
-                None => {
-                    errors.push(format!(
-                        "{key}_env: environment variable {name} is not set (it must hold {what})"
-                    ));
-                    return None;
-                }
-            }
-        }
-    };
-    if secret.is_empty() {
-        errors.push(format!("{source} is empty (it must hold {what})"));
-        return None;
-    }
-    Some(SecretKey::new(secret))
+/// One secret's two possible sources as the YAML gave them, and how errors name it.
+pub(super) struct SecretKeys<'a> {
+    /// The keys' common prefix: `{key}_env` and `{key}_file`.
+    pub key: &'a str,
+    /// What the secret is, in error texts ("the SecretKey").
+    pub what: &'a str,
+    pub env: Option<String>,
+    pub file: Option<String>,
+    /// The variable read when neither key is set; `None`: there is no secret then.
+    pub default_env: Option<&'a str>,
 }
 
-/// An optional secret (the callback token, the Redis password): `None`
-/// when neither `{key}_env` nor `{key}_file` is set.
-pub(super) fn load_optional_secret(
-    env: Option<String>,
-    file: Option<String>,
-    key: &str,
-    what: &str,
-    secrets: &dyn SecretSource,
-    errors: &mut Vec<String>,
-) -> Option<SecretKey> {
-    if env.is_none() && file.is_none() {
-        return None;
+impl SecretKeys<'_> {
+    /// The secret from exactly one of its sources; errors never show its value.
+    pub(super) fn load(self, secrets: &dyn SecretSource, errors: &mut Vec<String>) -> Option<SecretKey> {
+        let (key, what) = (self.key, self.what);
+        let env = match (self.env, &self.file) {
+            (None, None) => Some(self.default_env?.to_owned()),
+            (env, _) => env,
+        };
+        let (secret, source) = match (env, self.file) {
+            (Some(_), Some(_)) => {
+                errors.push(format!("{key}_env, {key}_file: set only one source for {what}"));
+                return None;
+            }
+            (None, Some(path)) => match secrets.read_file(Path::new(&path)) {
+                Ok(text) => (text.trim().to_owned(), format!("{key}_file: {path}")),
+                Err(e) => {
+                    errors.push(format!("{key}_file: cannot read {path}: {e}"));
+                    return None;
+                }
+            },
+            (env, None) => {
+                let name = env.unwrap_or_default();
+                if name.is_empty() {
+                    errors.push(format!("{key}_env: empty variable name"));
+                    return None;
+                }
+                match secrets.env(&name) {
+                    Some(v) => (
+                        v.trim().to_owned(),
+                        format!("{key}_env: environment variable {name}"),
+                    ),
+                    None => {
+                        errors.push(format!(
+                            "{key}_env: environment variable {name} is not set (it must hold {what})"
+                        ));
+                        return None;
+                    }
+                }
+            }
+        };
+        if secret.is_empty() {
+            errors.push(format!("{source} is empty (it must hold {what})"));
+            return None;
+        }
+        Some(SecretKey::new(secret))
     }
-    load_secret(env, file, key, what, secrets, errors)
 }
 
 #[cfg(test)]
