@@ -17,6 +17,10 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
+/// The API's documented cap on calls per second for one SDKAppID: no
+/// configured `rate_limit` may exceed it.
+pub const API_RATE_LIMIT: u32 = 200;
+
 /// Slack added to the one-second window, so that jitter between a call
 /// leaving and reaching the server cannot squeeze `rate_limit + 1` arrivals
 /// into one second there. It costs throughput: a full budget sends
@@ -213,7 +217,7 @@ impl Budget {
                     allowed => {
                         st.last_release = Some(if waited { allowed.unwrap_or(now) } else { now });
                         st.sent.push_back(now);
-                        while st.sent.len() > crate::config::API_RATE_LIMIT as usize {
+                        while st.sent.len() > API_RATE_LIMIT as usize {
                             st.sent.pop_front();
                         }
                         return;
@@ -243,7 +247,7 @@ impl Budget {
         st.granted.push_back(slot);
         // Keep enough grants for the largest limit a reload may set, so that raising
         // the limit never lets a window fill past the grants it no longer remembers.
-        while st.granted.len() > crate::config::API_RATE_LIMIT as usize {
+        while st.granted.len() > API_RATE_LIMIT as usize {
             st.granted.pop_front();
         }
         Ok(slot)

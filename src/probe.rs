@@ -17,8 +17,8 @@ use tokio::time::Instant;
 use crate::api::{ApiClient, ErrorClass};
 use crate::clock::unix_now_f64;
 use crate::clock::unix_now_ms;
-use crate::config::validate_room_id;
 use crate::exposition::{render_room, write_families, RoomSnapshot, CONTENT_TYPE};
+use crate::room::validate_room_id;
 use crate::room::RoomUpdate;
 
 /// Probes served at once; more wait (within their deadline) for a place.

@@ -243,6 +243,25 @@ const FIELD_ORDER: [Field; FIELD_COUNT] = [
     Field::Exists,
 ];
 
+/// Room IDs are at most 48 bytes (Room Engine's limit).
+pub const MAX_ROOM_ID_BYTES: usize = 48;
+
+/// A room ID as Room Engine accepts it: non-empty, at most
+/// [`MAX_ROOM_ID_BYTES`]. The error names the problem, not the key: callers
+/// prefix where the ID came from.
+pub fn validate_room_id(room: &str) -> Result<(), String> {
+    if room.is_empty() {
+        Err("room ID is empty".to_owned())
+    } else if room.len() > MAX_ROOM_ID_BYTES {
+        Err(format!(
+            "room ID {room:?} is {} bytes, longer than the limit of {MAX_ROOM_ID_BYTES}",
+            room.len()
+        ))
+    } else {
+        Ok(())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -6,7 +6,7 @@ use serde::Deserialize;
 use serde_json::{Map, Value};
 
 use crate::api::model::{RoomInfo, Seat, SeatUsage};
-use crate::config::validate_room_id;
+use crate::room::validate_room_id;
 use crate::room::{Field, Fields, RoomUpdate, INFO_KEYS};
 use crate::roomset::{EventKind, RoomEvent};
 

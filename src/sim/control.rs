@@ -16,7 +16,7 @@ use serde_json::{Map, Value};
 
 use super::world::{EditError, Editor, Room};
 use super::Shared;
-use crate::config::MAX_ROOM_ID_BYTES;
+use crate::room::MAX_ROOM_ID_BYTES;
 
 pub(crate) fn routes() -> Router<Arc<Shared>> {
     Router::new()

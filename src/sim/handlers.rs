@@ -19,7 +19,8 @@ use serde_json::{json, Map, Value};
 use super::callbacks::Setting;
 use super::world::{EditError, Editor, Room};
 use super::{Shared, SimOptions};
-use crate::config::{SecretKey, MAX_ROOM_ID_BYTES};
+use crate::config::SecretKey;
+use crate::room::MAX_ROOM_ID_BYTES;
 use crate::usersig;
 
 pub(crate) fn routes() -> Router<Arc<Shared>> {
