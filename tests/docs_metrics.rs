@@ -33,7 +33,9 @@ fn documented() -> BTreeMap<String, String> {
         for (i, piece) in first.split('`').enumerate() {
             let is_name = i % 2 == 1
                 && (piece.starts_with("roomengine_") || piece.starts_with("process_"))
-                && piece.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_');
+                && piece
+                    .chars()
+                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_');
             if is_name {
                 families.insert(piece.to_owned(), (*kind).to_owned());
             }
@@ -56,7 +58,9 @@ fn differences(doc: &BTreeMap<String, String>, seen: &BTreeMap<String, String>) 
     let mut out = Vec::new();
     for (name, kind) in seen {
         match doc.get(name) {
-            None => out.push(format!("{name} ({kind}) is exposed but docs/metrics.md does not list it")),
+            None => out.push(format!(
+                "{name} ({kind}) is exposed but docs/metrics.md does not list it"
+            )),
             Some(documented) if documented != kind => out.push(format!(
                 "{name} is a {kind} on /metrics but docs/metrics.md says {documented}"
             )),
@@ -75,9 +79,13 @@ fn differences(doc: &BTreeMap<String, String>, seen: &BTreeMap<String, String>) 
 #[test]
 fn the_doc_table_parser_reads_names_and_types() {
     let doc = documented();
-    assert_eq!(doc.get("roomengine_room_members").map(String::as_str), Some("gauge"));
     assert_eq!(
-        doc.get("roomengine_api_request_duration_seconds").map(String::as_str),
+        doc.get("roomengine_room_members").map(String::as_str),
+        Some("gauge")
+    );
+    assert_eq!(
+        doc.get("roomengine_api_request_duration_seconds")
+            .map(String::as_str),
         Some("histogram")
     );
     let seen = exposed("# HELP x_total X.\n# TYPE x_total counter\nx_total 1\n");
