@@ -37,16 +37,12 @@ const RECOVERY_PER_SECOND: f64 = 0.10;
 /// long recovered.
 const MIN_SHARE: f64 = 0.25;
 /// Permits that had to wait (for the window, or behind a holder that did)
-/// go at least this share of the pace after the previous one. Holders that
-/// woke late together go as one burst; unspaced, the window guard would
-/// release the same burst again a window later, and so on: in a 10-minute
-/// soak at a saturated budget the calls in flight at once crept from 7 to 13,
-/// and the connections kept for them from 8 to 13. The gap is counted from
-/// the instant the previous permit was free to go, not from when its holder
-/// really woke: counted from real sends, every late wake-up pushed back all
-/// the holders queued behind it, and with 20 scrapers keeping both cores busy
-/// the budget reached 91.7% instead of 98.3%. Holders that are merely late
-/// (nobody waited) are not spaced either, for the same reason.
+/// go at least this share of the pace after the previous one: holders that
+/// woke late together would otherwise leave as one burst, and the window
+/// guard would release the same burst again a window later. The gap counts
+/// from when the previous permit was free to go, not from its holder's real
+/// wake-up, and merely late holders are not spaced, so one late wake-up
+/// does not push back every holder queued behind it.
 const MIN_GAP_SHARE: f64 = 0.75;
 
 /// Proof that a call was granted by the budget; API calls require one, so no

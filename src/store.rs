@@ -3,10 +3,9 @@
 //! a reload fills freed places first, then appends); each shard keeps its
 //! rooms' lines concatenated per family, and only there.
 //!
-//! Why shards: a scrape that gathered each family's lines from 10,000 separate
-//! per-room buffers spent its time on cache misses (45 ms measured by
-//! `benches/scrape.rs`); copying ~160 contiguous shard buffers per family is
-//! a plain memcpy. A poll renders its room and splices the lines into a new
+//! Why shards: gathering each family's lines from thousands of separate
+//! per-room buffers is dominated by cache misses; copying a few contiguous
+//! shard buffers per family is a plain memcpy. A poll renders its room and splices the lines into a new
 //! copy of the shard's text under the shard's mutex, then swaps it in one
 //! `Arc` store, so a scrape sees either the old or the new lines of a room,
 //! never half of its update. The text is the only copy of the lines: memory
