@@ -4,6 +4,7 @@
 //! (group commit) and only then updates the store and the poller's turns
 //! and acknowledges; it also forgets destroyed rooms after `forget_after`.
 
+mod metrics;
 mod redis;
 mod sqlite;
 
@@ -17,11 +18,11 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc as tokio_mpsc, oneshot};
 
 use crate::clock::unix_now_ms;
-use crate::metrics::SelfMetrics;
 use crate::room::{RoomFacts, RoomUpdate};
 use crate::store::{RoomChanges, Store};
 use crate::watch::WatchSettings;
 
+pub use self::metrics::RoomSetMetrics;
 pub use self::redis::RedisState;
 pub use sqlite::SqliteState;
 
@@ -189,7 +190,7 @@ impl RoomSet {
     pub fn start(
         options: Options,
         store: Arc<Store>,
-        metrics: Arc<SelfMetrics>,
+        metrics: RoomSetMetrics,
         poller: tokio_mpsc::UnboundedSender<Reschedule>,
     ) -> Result<(RoomSet, Vec<String>), String> {
         let Options {
@@ -292,7 +293,7 @@ struct Writer {
     forget_after: Duration,
     backend: Box<dyn StateBackend>,
     store: Arc<Store>,
-    metrics: Arc<SelfMetrics>,
+    metrics: RoomSetMetrics,
     poller: tokio_mpsc::UnboundedSender<Reschedule>,
 }
 
@@ -670,7 +671,7 @@ mod tests {
             }),
         };
         let (poller, _turns) = tokio_mpsc::unbounded_channel();
-        let metrics = Arc::new(SelfMetrics::new());
+        let metrics = RoomSetMetrics::new(&prometheus::Registry::new());
         let (room_set, _) = RoomSet::start(
             options,
             Arc::new(Store::new::<&str>(&[])),
