@@ -7,7 +7,7 @@ use serde_json::{Map, Value};
 
 use crate::api::model::{RoomInfo, Seat, SeatUsage};
 use crate::config::validate_room_id;
-use crate::room::{Field, Fields, RoomUpdate, INFO_KEYS};
+use crate::room::{Field, Fields, RoomUpdate};
 use crate::roomset::{EventKind, RoomEvent};
 
 use super::command::Command;
@@ -113,13 +113,11 @@ fn info_update(info: &Map<String, Value>) -> Result<RoomUpdate, String> {
     let decoded: RoomInfo =
         serde_json::from_value(Value::Object(info.clone())).map_err(|e| format!("RoomInfo: {e}"))?;
     let mut fields = Fields::NONE;
-    for (key, field) in INFO_KEYS {
-        if info.get(key).is_some_and(|v| !v.is_null()) {
+    for field in Field::ALL {
+        let present = field.info_key().and_then(|key| info.get(key));
+        if present.is_some_and(|v| !v.is_null()) {
             fields = fields.with(field);
         }
-    }
-    if info.get("MemberCount").is_some_and(|v| !v.is_null()) {
-        fields = fields.with(Field::Members);
     }
     Ok(RoomUpdate {
         fields,
