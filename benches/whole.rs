@@ -22,9 +22,8 @@ use std::sync::Arc;
 use common::{
     ms, percentile, proc, secs_from_env, section_enabled, sim_and_exporter, timed_get, url, Polling,
 };
-use roomengine_exporter::api::ApiClient;
+use roomengine_exporter::api::{ApiClient, ApiMetrics};
 use roomengine_exporter::budget::Budget;
-use roomengine_exporter::metrics::SelfMetrics;
 use roomengine_exporter::sim::PeriodStats;
 
 /// The API's cap, passes as short as the budget allows, seat usage on (the default).
@@ -198,7 +197,12 @@ fn client_path_cost() {
     let config = roomengine_exporter::config::parse(&yaml, &common::BenchSecrets).expect("bench config");
     // 100,000/s: pacing (10 us) far below the cost of a call.
     let budget = Arc::new(Budget::new(100_000));
-    let client = ApiClient::new(&config, budget.clone(), Arc::new(SelfMetrics::new())).expect("client");
+    let client = ApiClient::new(
+        &config,
+        budget.clone(),
+        ApiMetrics::new(&prometheus::Registry::new()),
+    )
+    .expect("client");
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()

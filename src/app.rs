@@ -10,15 +10,15 @@ use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
 
-use crate::api::ApiClient;
-use crate::budget::Budget;
-use crate::callbacks::{self, Receiver};
+use crate::api::{ApiClient, ApiMetrics};
+use crate::budget::{Budget, BudgetMetrics};
+use crate::callbacks::{self, CallbackMetrics, Receiver};
 use crate::config::{Config, ProcessSecrets};
 use crate::metrics::SelfMetrics;
 use crate::poller::Poller;
 use crate::probe::Prober;
-use crate::reload::{self, Reloader};
-use crate::roomset::{self, MemoryState, RoomSet, StateBackend};
+use crate::reload::{self, ConfigMetrics, Reloader};
+use crate::roomset::{self, MemoryState, RoomSet, RoomSetMetrics, StateBackend};
 use crate::serve::{serve, Serving};
 use crate::server::{router, AppState};
 use crate::store::Store;
@@ -72,13 +72,19 @@ pub async fn run(
         config.callbacks.as_ref().map_or(0, |c| c.max_connections),
     );
 
+    // One registry; each part gets the metrics it owns, registered in it.
     let metrics = Arc::new(SelfMetrics::new());
+    let registry = metrics.registry();
     metrics.watch_runtime("http", tokio::runtime::Handle::current());
     let budget = Arc::new(Budget::new(config.rate_limit));
-    metrics.rate_limit.set(f64::from(config.rate_limit));
-    metrics.rate_limit_effective.set(budget.effective());
-    metrics.rooms_configured.set(config.rooms.len() as i64);
-    let client = Arc::new(ApiClient::new(&config, budget.clone(), metrics.clone())?);
+    let budget_metrics = BudgetMetrics::new(registry);
+    let shown = budget.clone();
+    metrics.refresh_on_scrape(move || budget_metrics.show(&shown));
+    let client = Arc::new(ApiClient::new(
+        &config,
+        budget.clone(),
+        ApiMetrics::new(registry),
+    )?);
     let store = Arc::new(Store::new::<String>(&[]));
     let ready = Arc::new(AtomicBool::new(false));
     let prober = Arc::new(Prober::new(
@@ -108,7 +114,7 @@ pub async fn run(
             limits: roomset::Limits::default(),
         },
         store.clone(),
-        metrics.clone(),
+        RoomSetMetrics::new(registry),
         reschedule.clone(),
     )?;
     let gone_to = room_set.clone();
@@ -138,7 +144,7 @@ pub async fn run(
                 sdkappid: config.sdkappid,
                 token: c.token.clone(),
                 room_set: room_set.clone(),
-                metrics: metrics.clone(),
+                metrics: CallbackMetrics::new(registry),
             });
             let serving = Serving {
                 listener,
@@ -171,7 +177,7 @@ pub async fn run(
             budget: budget.clone(),
             client,
             room_set,
-            metrics: metrics.clone(),
+            metrics: ConfigMetrics::new(registry),
             prober: prober.clone(),
             poller: reschedule,
         },

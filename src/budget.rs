@@ -255,6 +255,35 @@ impl Budget {
     }
 }
 
+/// The budget's metrics, set from it just before each scrape: the
+/// effective rate moves with every answer, so it is read when asked for.
+pub struct BudgetMetrics {
+    rate_limit: prometheus::Gauge,
+    effective: prometheus::Gauge,
+}
+
+impl BudgetMetrics {
+    pub fn new(registry: &prometheus::Registry) -> BudgetMetrics {
+        use crate::metrics::Register;
+        BudgetMetrics {
+            rate_limit: registry.gauge(
+                "roomengine_rate_limit_requests_per_second",
+                "Configured call budget (polling.rate_limit): no one-second window holds more calls.",
+            ),
+            effective: registry.gauge(
+                "roomengine_rate_limit_effective_requests_per_second",
+                "Call rate in use after back-off: halved on rate-limited answers (at most once a second, not below a quarter of the limit), restored gradually.",
+            ),
+        }
+    }
+
+    /// Sets both gauges from `budget`.
+    pub fn show(&self, budget: &Budget) {
+        self.rate_limit.set(f64::from(budget.configured()));
+        self.effective.set(budget.effective());
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

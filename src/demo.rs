@@ -10,11 +10,10 @@ use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
 use crate::api::model::CallbackSetting;
-use crate::api::ApiClient;
+use crate::api::{ApiClient, ApiMetrics};
 use crate::app::{self, WebOptions};
 use crate::budget::Budget;
 use crate::config::{CallbacksConfig, Config, SecretKey, DEFAULT_CALLBACK_CONNECTIONS};
-use crate::metrics::SelfMetrics;
 use crate::sim::{self, SimHandle, SimOptions, Simulator};
 use crate::BoxError;
 
@@ -115,7 +114,7 @@ pub async fn run(args: DemoArgs) -> Result<(), BoxError> {
 /// Registers the exporter's receiver with the simulator, as a user does with Tencent.
 async fn register(config: &Config, url: &str) -> Result<(), BoxError> {
     let budget = std::sync::Arc::new(Budget::new(config.rate_limit));
-    let client = ApiClient::new(config, budget, std::sync::Arc::new(SelfMetrics::new()))?;
+    let client = ApiClient::new(config, budget, ApiMetrics::new(&prometheus::Registry::new()))?;
     crate::register::register(&client, &CallbackSetting::default(), url).await?;
     Ok(())
 }

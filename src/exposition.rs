@@ -7,7 +7,7 @@ use std::fmt::Write as _;
 use std::ops::Range;
 use std::sync::{Mutex, OnceLock};
 
-use crate::api::model::{ROOM_STATUSES, TAKE_SEAT_MODES};
+use crate::api::model::{SeatUsage, ROOM_STATUSES, TAKE_SEAT_MODES};
 use crate::room::{Field, RoomFacts};
 
 /// The Content-Type of the Prometheus text format we serve.
@@ -15,43 +15,192 @@ pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
 
 const POLLED: &str = "(from background polling of get_room_info and Room Engine callbacks; see roomengine_room_last_success_timestamp_seconds)";
 
-/// One metric family of the room contract.
+/// One metric family of the room contract: everything about it in one
+/// entry, as kube-state-metrics' family generators have it.
 pub struct Family {
     pub name: &'static str,
     pub help: &'static str,
+    /// The `# TYPE` of the family.
+    pub kind: &'static str,
+    /// Whether a destroyed room keeps its series of this family.
+    kept_when_gone: bool,
+    /// Appends a room's lines of this family (none is fine).
+    render: fn(&RoomSnapshot, &mut Lines<'_>),
 }
 
-macro_rules! families {
-    ($($id:ident = $name:literal, $help:literal;)*) => {
-        /// Each family of [`FAMILIES`], in the same order.
-        #[derive(Clone, Copy)]
-        enum Slot { $($id),* }
-        const SLOTS: &[Slot] = &[$(Slot::$id),*];
-        pub const FAMILIES: &[Family] = &[$(Family { name: $name, help: $help }),*];
-    };
+impl Family {
+    const fn gauge(
+        name: &'static str,
+        help: &'static str,
+        render: fn(&RoomSnapshot, &mut Lines<'_>),
+    ) -> Family {
+        Family {
+            name,
+            help,
+            kind: "gauge",
+            kept_when_gone: false,
+            render,
+        }
+    }
+
+    const fn kept_when_gone(self) -> Family {
+        Family {
+            kept_when_gone: true,
+            ..self
+        }
+    }
 }
 
-families! {
-    Members = "roomengine_room_members", "Members in the room (MemberCount)";
-    MaxMembers = "roomengine_room_max_members", "Member capacity of the room (MaxMemberCount)";
-    MaxSeats = "roomengine_room_max_seats", "Number of seats (microphone positions) in the room (MaxSeatCount)";
-    SeatEnabled = "roomengine_room_seat_enabled", "1 when the room uses seats (IsSeatEnabled)";
-    Status = "roomengine_room_status", "Room status as a state set: 1 for the current RoomStatus, 0 for the others";
-    TakeSeatMode = "roomengine_room_take_seat_mode", "Take-seat mode as a state set: 1 for the current TakeSeatMode, 0 for the others";
-    FeatureDisabled = "roomengine_room_feature_disabled", "1 when the feature is switched off room-wide (Is*Disabled)";
-    Info = "roomengine_room_info", "Static facts about the room; always 1";
-    Created = "roomengine_room_created_timestamp_seconds", "When the room was created (CreateTime, Unix seconds)";
-    ScheduledStart = "roomengine_room_scheduled_start_timestamp_seconds", "Scheduled start of the meeting (ScheduleStartTime, Unix seconds)";
-    ScheduledEnd = "roomengine_room_scheduled_end_timestamp_seconds", "Scheduled end of the meeting (ScheduleEndTime, Unix seconds)";
-    SeatsOccupied = "roomengine_room_seats_occupied", "Seats taken by a member (from get_seat_list, seat-enabled rooms only)";
-    SeatsLocked = "roomengine_room_seats_locked", "Seats locked against taking (IsTakenDisabled, from get_seat_list)";
-    SeatsAudioDisabled = "roomengine_room_seats_audio_disabled", "Seats with audio disabled (from get_seat_list)";
-    SeatsVideoDisabled = "roomengine_room_seats_video_disabled", "Seats with video disabled (from get_seat_list)";
-    Up = "roomengine_room_up", "1 when the last poll of the room returned its info, else 0";
-    Exists = "roomengine_room_exists", "1 when the API returned the room's info, 0 once it answered that the room does not exist (100004)";
-    LastSuccess = "roomengine_room_last_success_timestamp_seconds", "When the room's data was last fetched successfully (Unix seconds)";
-    LastCallback = "roomengine_room_last_callback_timestamp_seconds", "EventTime of the last Room Engine callback applied to the room (Unix seconds)";
-}
+/// The room families, in exposition order. Each series appears once a poll
+/// or callback has told its field's value.
+pub const FAMILIES: &[Family] = &[
+    Family::gauge(
+        "roomengine_room_members",
+        "Members in the room (MemberCount)",
+        |s, out| out.known(s, Field::Members, s.facts.info.member_count),
+    ),
+    Family::gauge(
+        "roomengine_room_max_members",
+        "Member capacity of the room (MaxMemberCount)",
+        |s, out| out.known(s, Field::MaxMembers, s.facts.info.max_member_count),
+    ),
+    Family::gauge(
+        "roomengine_room_max_seats",
+        "Number of seats (microphone positions) in the room (MaxSeatCount)",
+        |s, out| out.known(s, Field::MaxSeats, s.facts.info.max_seat_count),
+    ),
+    Family::gauge(
+        "roomengine_room_seat_enabled",
+        "1 when the room uses seats (IsSeatEnabled)",
+        |s, out| out.known(s, Field::SeatEnabled, u8::from(s.facts.info.is_seat_enabled)),
+    ),
+    Family::gauge(
+        "roomengine_room_status",
+        "Room status as a state set: 1 for the current RoomStatus, 0 for the others",
+        |s, out| {
+            if s.facts.known(Field::Status) {
+                out.state_set("status", &ROOM_STATUSES, &s.facts.info.room_status);
+            }
+        },
+    ),
+    Family::gauge(
+        "roomengine_room_take_seat_mode",
+        "Take-seat mode as a state set: 1 for the current TakeSeatMode, 0 for the others",
+        |s, out| {
+            if s.facts.known(Field::TakeSeatMode) {
+                out.state_set("mode", &TAKE_SEAT_MODES, &s.facts.info.take_seat_mode);
+            }
+        },
+    ),
+    Family::gauge(
+        "roomengine_room_feature_disabled",
+        "1 when the feature is switched off room-wide (Is*Disabled)",
+        |s, out| {
+            let i = &s.facts.info;
+            let features = [
+                (",feature=\"video\"", Field::VideoDisabled, i.is_video_disabled),
+                (",feature=\"audio\"", Field::AudioDisabled, i.is_audio_disabled),
+                (
+                    ",feature=\"message\"",
+                    Field::MessageDisabled,
+                    i.is_message_disabled,
+                ),
+                (
+                    ",feature=\"screen_sharing\"",
+                    Field::ScreenSharingDisabled,
+                    i.is_screen_sharing_disabled,
+                ),
+                (
+                    ",feature=\"cloud_recording\"",
+                    Field::CloudRecordingDisabled,
+                    i.is_cloud_recording_disabled,
+                ),
+            ];
+            for (labels, field, disabled) in features {
+                if s.facts.known(field) {
+                    out.line(labels, u8::from(disabled));
+                }
+            }
+        },
+    ),
+    Family::gauge(
+        "roomengine_room_info",
+        "Static facts about the room; always 1",
+        |s, out| {
+            let f = &s.facts;
+            if f.known(Field::RoomName) || f.known(Field::RoomType) || f.known(Field::Owner) {
+                let labels = format!(
+                    ",room_name=\"{}\",room_type=\"{}\",owner=\"{}\"",
+                    escape(&f.info.room_name),
+                    escape(&f.info.room_type),
+                    escape(&f.info.owner_account)
+                );
+                out.line(&labels, 1);
+            }
+        },
+    ),
+    Family::gauge(
+        "roomengine_room_created_timestamp_seconds",
+        "When the room was created (CreateTime, Unix seconds)",
+        |s, out| out.known(s, Field::CreateTime, s.facts.info.create_time),
+    ),
+    Family::gauge(
+        "roomengine_room_scheduled_start_timestamp_seconds",
+        "Scheduled start of the meeting (ScheduleStartTime, Unix seconds)",
+        |s, out| out.known(s, Field::ScheduleStart, s.facts.info.schedule_start_time),
+    ),
+    Family::gauge(
+        "roomengine_room_scheduled_end_timestamp_seconds",
+        "Scheduled end of the meeting (ScheduleEndTime, Unix seconds)",
+        |s, out| out.known(s, Field::ScheduleEnd, s.facts.info.schedule_end_time),
+    ),
+    Family::gauge(
+        "roomengine_room_seats_occupied",
+        "Seats taken by a member (from get_seat_list, seat-enabled rooms only)",
+        |s, out| out.seats(s, |seats| seats.occupied),
+    ),
+    Family::gauge(
+        "roomengine_room_seats_locked",
+        "Seats locked against taking (IsTakenDisabled, from get_seat_list)",
+        |s, out| out.seats(s, |seats| seats.locked),
+    ),
+    Family::gauge(
+        "roomengine_room_seats_audio_disabled",
+        "Seats with audio disabled (from get_seat_list)",
+        |s, out| out.seats(s, |seats| seats.audio_disabled),
+    ),
+    Family::gauge(
+        "roomengine_room_seats_video_disabled",
+        "Seats with video disabled (from get_seat_list)",
+        |s, out| out.seats(s, |seats| seats.video_disabled),
+    ),
+    Family::gauge(
+        "roomengine_room_up",
+        "1 when the last poll of the room returned its info, else 0",
+        |s, out| out.line("", u8::from(s.up && s.facts.exists != Some(false))),
+    )
+    .kept_when_gone(),
+    Family::gauge(
+        "roomengine_room_exists",
+        "1 when the API returned the room's info, 0 once it answered that the room does not exist (100004)",
+        |s, out| {
+            if let Some(exists) = s.facts.exists {
+                out.line("", u8::from(exists));
+            }
+        },
+    )
+    .kept_when_gone(),
+    Family::gauge(
+        "roomengine_room_last_success_timestamp_seconds",
+        "When the room's data was last fetched successfully (Unix seconds)",
+        |s, out| out.seconds(s.last_success),
+    ),
+    Family::gauge(
+        "roomengine_room_last_callback_timestamp_seconds",
+        "EventTime of the last Room Engine callback applied to the room (Unix seconds)",
+        |s, out| out.seconds(s.last_callback),
+    ),
+];
 
 /// Everything the exporter knows about one room, from which its lines are rendered.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -104,11 +253,14 @@ pub fn render_room(s: &RoomSnapshot) -> RenderedRoom {
         room_id: escape(&s.room_id),
         name: "",
     };
+    let gone = s.facts.exists == Some(false);
     let mut ranges = Vec::with_capacity(FAMILIES.len());
-    for (slot, family) in SLOTS.iter().zip(FAMILIES) {
+    for family in FAMILIES {
         let start = lines.text.len();
-        lines.name = family.name;
-        render_family(*slot, s, &mut lines);
+        if family.kept_when_gone || !gone {
+            lines.name = family.name;
+            (family.render)(s, &mut lines);
+        }
         ranges.push(start..lines.text.len());
     }
     RenderedRoom {
@@ -133,99 +285,37 @@ impl Lines<'_> {
             self.name, self.room_id
         );
     }
-}
 
-fn render_family(slot: Slot, s: &RoomSnapshot, out: &mut Lines<'_>) {
-    const FEATURES: [(&str, Field); 5] = [
-        ("video", Field::VideoDisabled),
-        ("audio", Field::AudioDisabled),
-        ("message", Field::MessageDisabled),
-        ("screen_sharing", Field::ScreenSharingDisabled),
-        ("cloud_recording", Field::CloudRecordingDisabled),
-    ];
-    let f = &s.facts;
-    let gone = f.exists == Some(false);
-    if gone && !matches!(slot, Slot::Up | Slot::Exists) {
-        return;
+    /// The one series of a field's value, once the field is known.
+    fn known(&mut self, s: &RoomSnapshot, field: Field, value: impl std::fmt::Display) {
+        if s.facts.known(field) {
+            self.line("", value);
+        }
     }
-    // Each field's series appears once a poll or callback has told its value.
-    let known = |field| f.known(field);
-    let i = &f.info;
-    match slot {
-        Slot::Up => out.line("", u8::from(s.up && !gone)),
-        Slot::Exists => {
-            if let Some(exists) = f.exists {
-                out.line("", u8::from(exists));
-            }
-        }
-        Slot::Members if known(Field::Members) => out.line("", i.member_count),
-        Slot::MaxMembers if known(Field::MaxMembers) => out.line("", i.max_member_count),
-        Slot::MaxSeats if known(Field::MaxSeats) => out.line("", i.max_seat_count),
-        Slot::SeatEnabled if known(Field::SeatEnabled) => out.line("", u8::from(i.is_seat_enabled)),
-        Slot::Status if known(Field::Status) => state_set(out, "status", &ROOM_STATUSES, &i.room_status),
-        Slot::TakeSeatMode if known(Field::TakeSeatMode) => {
-            state_set(out, "mode", &TAKE_SEAT_MODES, &i.take_seat_mode)
-        }
-        Slot::FeatureDisabled => {
-            let flags = [
-                i.is_video_disabled,
-                i.is_audio_disabled,
-                i.is_message_disabled,
-                i.is_screen_sharing_disabled,
-                i.is_cloud_recording_disabled,
-            ];
-            for ((feature, field), disabled) in FEATURES.iter().zip(flags) {
-                if known(*field) {
-                    out.line(&format!(",feature=\"{feature}\""), u8::from(disabled));
-                }
-            }
-        }
-        Slot::Info if known(Field::RoomName) || known(Field::RoomType) || known(Field::Owner) => out.line(
-            &format!(
-                ",room_name=\"{}\",room_type=\"{}\",owner=\"{}\"",
-                escape(&i.room_name),
-                escape(&i.room_type),
-                escape(&i.owner_account)
-            ),
-            1,
-        ),
-        Slot::Created if known(Field::CreateTime) => out.line("", i.create_time),
-        Slot::ScheduledStart if known(Field::ScheduleStart) => out.line("", i.schedule_start_time),
-        Slot::ScheduledEnd if known(Field::ScheduleEnd) => out.line("", i.schedule_end_time),
-        Slot::LastSuccess => {
-            if let Some(t) = s.last_success {
-                out.line("", format_args!("{t:.3}"));
-            }
-        }
-        Slot::LastCallback => {
-            if let Some(t) = s.last_callback {
-                out.line("", format_args!("{t:.3}"));
-            }
-        }
-        Slot::SeatsOccupied | Slot::SeatsLocked | Slot::SeatsAudioDisabled | Slot::SeatsVideoDisabled => {
-            let Some(seats) = f.seats.as_ref().filter(|_| known(Field::Seats)) else {
-                return;
-            };
-            let value = match slot {
-                Slot::SeatsOccupied => seats.occupied,
-                Slot::SeatsLocked => seats.locked,
-                Slot::SeatsAudioDisabled => seats.audio_disabled,
-                _ => seats.video_disabled,
-            };
-            out.line("", value);
-        }
-        _ => {}
-    }
-}
 
-/// One series per known value; an unknown value gives all zeros and a warning
-/// (once per value, so a new API value cannot flood the log).
-fn state_set(out: &mut Lines<'_>, label: &str, values: &[&str], current: &str) {
-    if !values.contains(&current) {
-        warn_unknown_once(label, current);
+    /// A seat count, once seat usage is known.
+    fn seats(&mut self, s: &RoomSnapshot, count: fn(&SeatUsage) -> u64) {
+        if let Some(seats) = s.facts.seats.as_ref().filter(|_| s.facts.known(Field::Seats)) {
+            self.line("", count(seats));
+        }
     }
-    for v in values {
-        out.line(&format!(",{label}=\"{v}\""), u8::from(*v == current));
+
+    /// A Unix time in seconds, to the millisecond, when there is one.
+    fn seconds(&mut self, at: Option<f64>) {
+        if let Some(t) = at {
+            self.line("", format_args!("{t:.3}"));
+        }
+    }
+
+    /// One series per known value; an unknown value gives all zeros and a
+    /// warning (once per value, so a new API value cannot flood the log).
+    fn state_set(&mut self, label: &str, values: &[&str], current: &str) {
+        if !values.contains(&current) {
+            warn_unknown_once(label, current);
+        }
+        for v in values {
+            self.line(&format!(",{label}=\"{v}\""), u8::from(*v == current));
+        }
     }
 }
 
@@ -302,8 +392,8 @@ fn family_header(index: usize) -> &'static [u8] {
             .iter()
             .map(|f| {
                 format!(
-                    "# HELP {} {} {POLLED}.\n# TYPE {} gauge\n",
-                    f.name, f.help, f.name
+                    "# HELP {} {} {POLLED}.\n# TYPE {} {}\n",
+                    f.name, f.help, f.name, f.kind
                 )
             })
             .collect()

@@ -1,118 +1,89 @@
-//! The exporter's own health metrics (requests, errors, latency, budget,
-//! sweeps, the watch tier, UserSig expiry, callbacks, the room set's state,
-//! tasks, the process), kept in a prometheus crate registry and rendered
-//! after the room families on every scrape.
+//! The exporter's own metrics registry: [`Register`] creates and registers a
+//! metric in one call (each subsystem builds its own struct of metrics with
+//! it), and [`SelfMetrics`] holds what no subsystem owns (build info, the
+//! process, the runtimes' tasks) and renders the whole registry after the
+//! room families on every scrape. Imports nothing from the crate.
 
 use std::sync::Mutex;
 
+use prometheus::core::Collector;
 use prometheus::{
-    Encoder, Gauge, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
-    TextEncoder,
+    Encoder, Gauge, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec,
+    Opts, Registry, TextEncoder,
 };
 
-pub const API_GET_ROOM_INFO: &str = "get_room_info";
-pub const API_GET_SEAT_LIST: &str = "get_seat_list";
 pub const TIER_PASS: &str = "pass";
 pub const TIER_WATCH: &str = "watch";
 
-/// Handles to every self-metric; cheap to share behind an `Arc`.
+/// Creates a metric and registers it in one call. Names and help texts are
+/// literals of this crate, so a clash is a programming error and panics at start.
+pub trait Register {
+    /// Registers `metric` and hands it back.
+    fn add<C: Collector + Clone + 'static>(&self, metric: C) -> C;
+
+    fn counter(&self, name: &str, help: &str) -> IntCounter {
+        self.add(IntCounter::new(name, help).expect("valid metric"))
+    }
+
+    /// A counter vector whose first label's `preset` values exist at 0 from the start.
+    fn counter_vec(&self, name: &str, help: &str, labels: &[&str], preset: &[&str]) -> IntCounterVec {
+        let vec = IntCounterVec::new(Opts::new(name, help), labels).expect("valid metric");
+        for value in preset {
+            vec.with_label_values(&[value]);
+        }
+        self.add(vec)
+    }
+
+    fn gauge(&self, name: &str, help: &str) -> Gauge {
+        self.add(Gauge::new(name, help).expect("valid metric"))
+    }
+
+    fn int_gauge(&self, name: &str, help: &str) -> IntGauge {
+        self.add(IntGauge::new(name, help).expect("valid metric"))
+    }
+
+    fn int_gauge_vec(&self, name: &str, help: &str, labels: &[&str]) -> IntGaugeVec {
+        self.add(IntGaugeVec::new(Opts::new(name, help), labels).expect("valid metric"))
+    }
+
+    fn histogram(&self, name: &str, help: &str, buckets: &[f64]) -> Histogram {
+        let opts = HistogramOpts::new(name, help).buckets(buckets.to_vec());
+        self.add(Histogram::with_opts(opts).expect("valid metric"))
+    }
+
+    fn histogram_vec(&self, name: &str, help: &str, labels: &[&str], buckets: &[f64]) -> HistogramVec {
+        let opts = HistogramOpts::new(name, help).buckets(buckets.to_vec());
+        self.add(HistogramVec::new(opts, labels).expect("valid metric"))
+    }
+}
+
+impl Register for Registry {
+    fn add<C: Collector + Clone + 'static>(&self, metric: C) -> C {
+        self.register(Box::new(metric.clone()))
+            .expect("unique metric names");
+        metric
+    }
+}
+
+/// Work done just before each scrape renders the registry (a gauge that
+/// shows a value owned elsewhere, read when it is asked for).
+type Refresh = Box<dyn Fn() + Send + Sync>;
+
+/// The registry every subsystem registers into, and the metrics no
+/// subsystem owns; cheap to share behind an `Arc`.
 pub struct SelfMetrics {
     registry: Registry,
-    pub requests: IntCounterVec,
-    pub errors: IntCounterVec,
-    pub duration: HistogramVec,
-    pub rate_limit: Gauge,
-    pub rate_limit_effective: Gauge,
-    pub rooms_configured: IntGauge,
+    // The poller's three, until it registers its own.
     pub sweep_duration: Gauge,
     pub rooms_watched: IntGauge,
     pub polls: IntCounterVec,
-    pub usersig_expiry: Gauge,
-    pub config_reload_ok: IntGauge,
-    pub config_reload_success_time: Gauge,
-    pub rooms_discovered: IntGauge,
-    pub callbacks: IntCounterVec,
-    pub callbacks_rejected: IntCounterVec,
-    pub callback_duration: prometheus::Histogram,
-    pub state_up: IntGauge,
-    pub state_errors: prometheus::IntCounter,
-    pub state_commit_duration: prometheus::Histogram,
     runtime_tasks: IntGaugeVec,
-    /// The tokio runtimes whose alive tasks `runtime_tasks` shows, by name.
-    runtimes: Mutex<Vec<(&'static str, tokio::runtime::Handle)>>,
+    refreshes: Mutex<Vec<Refresh>>,
 }
 
 impl SelfMetrics {
     pub fn new() -> SelfMetrics {
         let registry = Registry::new();
-        let requests = IntCounterVec::new(
-            Opts::new(
-                "roomengine_api_requests_total",
-                "Calls sent to the Room Engine API, retries included.",
-            ),
-            &["api"],
-        )
-        .expect("valid metric");
-        let errors = IntCounterVec::new(
-            Opts::new(
-                "roomengine_api_request_errors_total",
-                "Calls to the Room Engine API that failed, by ErrorCode (or timeout, connect, http_NNN, decode, body_too_large).",
-            ),
-            &["api", "code"],
-        )
-        .expect("valid metric");
-        let duration = HistogramVec::new(
-            HistogramOpts::new(
-                "roomengine_api_request_duration_seconds",
-                "Latency of calls to the Room Engine API, from send to decoded answer.",
-            )
-            .buckets(vec![
-                0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
-            ]),
-            &["api"],
-        )
-        .expect("valid metric");
-        let rate_limit = Gauge::new(
-            "roomengine_rate_limit_requests_per_second",
-            "Configured call budget (polling.rate_limit): no one-second window holds more calls.",
-        )
-        .expect("valid metric");
-        let rate_limit_effective = Gauge::new(
-            "roomengine_rate_limit_effective_requests_per_second",
-            "Call rate in use after back-off: halved on rate-limited answers (at most once a second, not below a quarter of the limit), restored gradually.",
-        )
-        .expect("valid metric");
-        let rooms_configured = IntGauge::new(
-            "roomengine_rooms_configured",
-            "Rooms listed in the configuration.",
-        )
-        .expect("valid metric");
-        let sweep_duration = Gauge::new(
-            "roomengine_sweep_duration_seconds",
-            "How long the last full background pass over all configured rooms took.",
-        )
-        .expect("valid metric");
-        let rooms_watched = IntGauge::new(
-            "roomengine_rooms_watched",
-            "Rooms in the watch tier now (close to capacity, filling fast, or full), polled again within two polling.watch.interval.",
-        )
-        .expect("valid metric");
-        let polls = IntCounterVec::new(
-            Opts::new(
-                "roomengine_polls_total",
-                "Room polls ended, by tier: pass (every room once per pass) or watch (rooms close to capacity).",
-            ),
-            &["tier"],
-        )
-        .expect("valid metric");
-        for tier in [TIER_PASS, TIER_WATCH] {
-            polls.with_label_values(&[tier]);
-        }
-        let usersig_expiry = Gauge::new(
-            "roomengine_usersig_expiry_timestamp_seconds",
-            "When the UserSig in use expires (Unix seconds); it is renewed after 80% of its lifetime.",
-        )
-        .expect("valid metric");
         let build_info = IntGauge::with_opts(
             Opts::new(
                 "roomengine_exporter_build_info",
@@ -121,156 +92,66 @@ impl SelfMetrics {
             .const_label("version", env!("CARGO_PKG_VERSION")),
         )
         .expect("valid metric");
-        build_info.set(1);
-        let config_reload_ok = IntGauge::new(
-            "roomengine_config_last_reload_successful",
-            "1 when the last configuration load (start or reload) succeeded; 0 when the last reload failed and the previous configuration is still in use.",
-        )
-        .expect("valid metric");
-        let config_reload_success_time = Gauge::new(
-            "roomengine_config_last_reload_success_timestamp_seconds",
-            "When the configuration in use was loaded (Unix seconds): start or last successful reload.",
-        )
-        .expect("valid metric");
-        let rooms_discovered = IntGauge::new(
-            "roomengine_rooms_discovered",
-            "Rooms known from Room Engine callbacks and not in the configuration (destroyed ones until callbacks.forget_after).",
-        )
-        .expect("valid metric");
-        let callbacks = IntCounterVec::new(
-            Opts::new(
-                "roomengine_callbacks_total",
-                "Callbacks accepted (answered OK), by CallbackCommand; commands the exporter does not handle count as other.",
-            ),
-            &["command"],
-        )
-        .expect("valid metric");
-        for command in crate::callbacks::COMMANDS.iter().chain(&["other"]) {
-            callbacks.with_label_values(&[command]);
-        }
-        let callbacks_rejected = IntCounterVec::new(
-            Opts::new(
-                "roomengine_callbacks_rejected_total",
-                "Callback requests refused with a 4xx and not applied, by reason.",
-            ),
-            &["reason"],
-        )
-        .expect("valid metric");
-        for reason in crate::callbacks::REJECT_REASONS {
-            callbacks_rejected.with_label_values(&[reason]);
-        }
-        let callback_duration = prometheus::Histogram::with_opts(
-            HistogramOpts::new(
-                "roomengine_callback_duration_seconds",
-                "Time from a callback request's headers to its answer (durable storage included).",
-            )
-            .buckets(vec![
-                0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
-            ]),
-        )
-        .expect("valid metric");
-        let state_up = IntGauge::new(
-            "roomengine_state_up",
-            "1 when the last write of the room set to its state backend succeeded; 0 while callbacks are answered 503.",
-        )
-        .expect("valid metric");
-        let state_errors = prometheus::IntCounter::new(
-            "roomengine_state_errors_total",
-            "Batches of callbacks the state backend failed to store (each callback in them was answered 503).",
-        )
-        .expect("valid metric");
-        let state_commit_duration = prometheus::Histogram::with_opts(
-            HistogramOpts::new(
-                "roomengine_state_commit_duration_seconds",
-                "Time to commit one batch of callbacks to the state backend.",
-            )
-            .buckets(vec![
-                0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0,
-            ]),
-        )
-        .expect("valid metric");
-        let runtime_tasks = IntGaugeVec::new(
-            Opts::new(
-                "roomengine_exporter_runtime_tasks",
-                "Tasks alive on the exporter's runtimes (polling: polls in flight and timers; http: connections and the reload watcher). Steady under a steady room list; growth is a leak.",
-            ),
+        registry.add(build_info).set(1);
+        registry
+            .register(Box::new(
+                prometheus::process_collector::ProcessCollector::for_self(),
+            ))
+            .expect("unique metric names");
+        let runtime_tasks = registry.int_gauge_vec(
+            "roomengine_exporter_runtime_tasks",
+            "Tasks alive on the exporter's runtimes (polling: polls in flight and timers; http: connections and the reload watcher). Steady under a steady room list; growth is a leak.",
             &["runtime"],
-        )
-        .expect("valid metric");
-        for c in [
-            Box::new(requests.clone()) as Box<dyn prometheus::core::Collector>,
-            Box::new(errors.clone()),
-            Box::new(duration.clone()),
-            Box::new(rate_limit.clone()),
-            Box::new(rate_limit_effective.clone()),
-            Box::new(rooms_configured.clone()),
-            Box::new(sweep_duration.clone()),
-            Box::new(rooms_watched.clone()),
-            Box::new(polls.clone()),
-            Box::new(usersig_expiry.clone()),
-            Box::new(build_info),
-            Box::new(config_reload_ok.clone()),
-            Box::new(config_reload_success_time.clone()),
-            Box::new(runtime_tasks.clone()),
-            Box::new(rooms_discovered.clone()),
-            Box::new(callbacks.clone()),
-            Box::new(callbacks_rejected.clone()),
-            Box::new(callback_duration.clone()),
-            Box::new(state_up.clone()),
-            Box::new(state_errors.clone()),
-            Box::new(state_commit_duration.clone()),
-            Box::new(prometheus::process_collector::ProcessCollector::for_self()),
-        ] {
-            registry.register(c).expect("unique metric names");
-        }
+        );
         SelfMetrics {
+            sweep_duration: registry.gauge(
+                "roomengine_sweep_duration_seconds",
+                "How long the last full background pass over all configured rooms took.",
+            ),
+            rooms_watched: registry.int_gauge(
+                "roomengine_rooms_watched",
+                "Rooms in the watch tier now (close to capacity, filling fast, or full), polled again within two polling.watch.interval.",
+            ),
+            polls: registry.counter_vec(
+                "roomengine_polls_total",
+                "Room polls ended, by tier: pass (every room once per pass) or watch (rooms close to capacity).",
+                &["tier"],
+                &[TIER_PASS, TIER_WATCH],
+            ),
             registry,
-            requests,
-            errors,
-            duration,
-            rate_limit,
-            rate_limit_effective,
-            rooms_configured,
-            sweep_duration,
-            rooms_watched,
-            polls,
-            usersig_expiry,
-            config_reload_ok,
-            config_reload_success_time,
-            rooms_discovered,
-            callbacks,
-            callbacks_rejected,
-            callback_duration,
-            state_up,
-            state_errors,
-            state_commit_duration,
             runtime_tasks,
-            runtimes: Mutex::new(Vec::new()),
+            refreshes: Mutex::new(Vec::new()),
         }
     }
 
-    /// Shows the alive tasks of `runtime` as `roomengine_exporter_runtime_tasks{runtime="<name>"}`.
-    pub fn watch_runtime(&self, name: &'static str, runtime: tokio::runtime::Handle) {
-        self.runtime_tasks.with_label_values(&[name]).set(0);
-        self.lock_runtimes().push((name, runtime));
-    }
-
-    fn lock_runtimes(&self) -> std::sync::MutexGuard<'_, Vec<(&'static str, tokio::runtime::Handle)>> {
-        self.runtimes.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
-    /// The registry, for a subsystem that registers metrics of its own.
+    /// Where each subsystem registers its metrics.
     pub fn registry(&self) -> &Registry {
         &self.registry
     }
 
+    /// Runs `refresh` before every render, to set a gauge from its source.
+    pub fn refresh_on_scrape(&self, refresh: impl Fn() + Send + Sync + 'static) {
+        self.lock_refreshes().push(Box::new(refresh));
+    }
+
+    /// Shows the alive tasks of `runtime` as `roomengine_exporter_runtime_tasks{runtime="<name>"}`.
+    pub fn watch_runtime(&self, name: &'static str, runtime: tokio::runtime::Handle) {
+        let gauge = self.runtime_tasks.with_label_values(&[name]);
+        gauge.set(0);
+        self.refresh_on_scrape(move || {
+            let alive = runtime.metrics().num_alive_tasks();
+            gauge.set(i64::try_from(alive).unwrap_or(i64::MAX));
+        });
+    }
+
+    fn lock_refreshes(&self) -> std::sync::MutexGuard<'_, Vec<Refresh>> {
+        self.refreshes.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
     /// Appends the text exposition of every self-metric to `out`.
     pub fn render_into(&self, out: &mut Vec<u8>) {
-        for (name, runtime) in self.lock_runtimes().iter() {
-            let alive = runtime.metrics().num_alive_tasks();
-            self.runtime_tasks
-                .with_label_values(&[name])
-                .set(i64::try_from(alive).unwrap_or(i64::MAX));
+        for refresh in self.lock_refreshes().iter() {
+            refresh();
         }
         // Encoding into a Vec only fails on invalid metric families, which we never build.
         if let Err(e) = TextEncoder::new().encode(&self.registry.gather(), out) {
@@ -282,5 +163,35 @@ impl SelfMetrics {
 impl Default for SelfMetrics {
     fn default() -> Self {
         SelfMetrics::new()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_metric_made_by_the_helper_is_rendered_with_its_preset_series() {
+        let metrics = SelfMetrics::new();
+        let hits =
+            metrics
+                .registry()
+                .counter_vec("test_hits_total", "Hits, by kind.", &["kind"], &["a", "b"]);
+        hits.with_label_values(&["b"]).inc();
+        let gauge = metrics.registry().gauge("test_level", "A level.");
+        metrics.refresh_on_scrape(move || gauge.set(2.5));
+        let mut out = Vec::new();
+        metrics.render_into(&mut out);
+        let text = String::from_utf8(out).expect("utf-8");
+        for line in [
+            "# HELP test_hits_total Hits, by kind.",
+            "# TYPE test_hits_total counter",
+            "test_hits_total{kind=\"a\"} 0",
+            "test_hits_total{kind=\"b\"} 1",
+            "test_level 2.5",
+            "roomengine_exporter_build_info{version=\"",
+        ] {
+            assert!(text.contains(line), "{line} missing from:\n{text}");
+        }
     }
 }

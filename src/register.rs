@@ -6,19 +6,11 @@ use std::path::Path;
 use std::sync::Arc;
 
 use crate::api::model::CallbackSetting;
-use crate::api::ApiClient;
+use crate::api::{ApiClient, ApiMetrics};
 use crate::budget::Budget;
+use crate::callbacks::command::{Spelling, COMMANDS};
 use crate::config;
-use crate::metrics::SelfMetrics;
 use crate::BoxError;
-
-/// The callback commands the exporter handles (both spellings of the update).
-pub const HANDLED_COMMANDS: &[&str] = &crate::callbacks::COMMANDS;
-
-/// The update spelling of the command list and the get_callback sample: the
-/// one registered; either spelling satisfies the exporter.
-const UPDATE: &str = "Room.CallbackUpdateRoomInfo";
-const UPDATE_AFTER: &str = "Room.CallbackAfterUpdateRoomInfo";
 
 /// `callbacks` subcommands.
 #[derive(clap::Subcommand, Debug, Clone)]
@@ -44,13 +36,15 @@ pub enum Outcome {
     NotConfirmed,
 }
 
-/// The commands to register: the handled ones (one update spelling) then
-/// the other commands already registered, each once.
+/// The commands to register: the handled ones (an unregistered spelling
+/// only when the app has it already) then the other commands already
+/// registered, each once.
 fn wanted(current: &[String]) -> Vec<String> {
-    let mut commands: Vec<String> = HANDLED_COMMANDS
+    let has = |name: &str| current.iter().any(|r| r == name);
+    let mut commands: Vec<String> = COMMANDS
         .iter()
-        .filter(|&&c| c != UPDATE_AFTER || current.iter().any(|r| r == UPDATE_AFTER))
-        .map(|&c| c.to_owned())
+        .filter(|s| s.registered || has(s.name))
+        .map(|s| s.name.to_owned())
         .collect();
     for command in current {
         if !commands.contains(command) {
@@ -60,15 +54,13 @@ fn wanted(current: &[String]) -> Vec<String> {
     commands
 }
 
-/// Handled commands not registered; either update spelling satisfies both.
+/// Handled commands none of whose spellings is registered, by the spelling to register.
 fn missing(current: &[String]) -> Vec<&'static str> {
-    let has = |c: &str| current.iter().any(|r| r == c);
-    let update = has(UPDATE) || has(UPDATE_AFTER);
-    HANDLED_COMMANDS
+    let has = |s: &Spelling| s.command.names().any(|name| current.iter().any(|r| r == name));
+    COMMANDS
         .iter()
-        .copied()
-        .filter(|&c| c != UPDATE_AFTER)
-        .filter(|&c| if c == UPDATE { !update } else { !has(c) })
+        .filter(|s| s.registered && !has(s))
+        .map(|s| s.name)
         .collect()
 }
 
@@ -128,7 +120,11 @@ pub async fn register(
 pub async fn run(path: &Path, command: CallbacksCommand) -> Result<Outcome, BoxError> {
     let config = config::load(path, &config::ProcessSecrets)?;
     let budget = Arc::new(Budget::new(config.rate_limit));
-    let client = ApiClient::new(&config, budget.clone(), Arc::new(SelfMetrics::new()))?;
+    let client = ApiClient::new(
+        &config,
+        budget.clone(),
+        ApiMetrics::new(&prometheus::Registry::new()),
+    )?;
     let current = client
         .get_callback(budget.acquire().await)
         .await

@@ -13,7 +13,7 @@ use crate::api::ApiClient;
 use crate::budget::Budget;
 use crate::clock::unix_now_f64;
 use crate::config::{self, Config, SecretSource};
-use crate::metrics::SelfMetrics;
+use crate::metrics::Register;
 use crate::probe::Prober;
 use crate::roomset::Reschedule;
 use crate::roomset::RoomSet;
@@ -23,9 +23,44 @@ pub struct Parts {
     pub budget: Arc<Budget>,
     pub client: Arc<ApiClient>,
     pub room_set: RoomSet,
-    pub metrics: Arc<SelfMetrics>,
+    pub metrics: ConfigMetrics,
     pub prober: Arc<Prober>,
     pub poller: mpsc::UnboundedSender<Reschedule>,
+}
+
+/// The configuration's metrics: whether the last load worked, when the
+/// one in use was loaded, and how many rooms it lists.
+#[derive(Clone)]
+pub struct ConfigMetrics {
+    reload_ok: prometheus::IntGauge,
+    reload_success_time: prometheus::Gauge,
+    rooms_configured: prometheus::IntGauge,
+}
+
+impl ConfigMetrics {
+    pub fn new(registry: &prometheus::Registry) -> ConfigMetrics {
+        ConfigMetrics {
+            reload_ok: registry.int_gauge(
+                "roomengine_config_last_reload_successful",
+                "1 when the last configuration load (start or reload) succeeded; 0 when the last reload failed and the previous configuration is still in use.",
+            ),
+            reload_success_time: registry.gauge(
+                "roomengine_config_last_reload_success_timestamp_seconds",
+                "When the configuration in use was loaded (Unix seconds): start or last successful reload.",
+            ),
+            rooms_configured: registry.int_gauge(
+                "roomengine_rooms_configured",
+                "Rooms listed in the configuration.",
+            ),
+        }
+    }
+
+    /// `config` was loaded and is now in use.
+    fn loaded(&self, config: &Config) {
+        self.reload_ok.set(1);
+        self.reload_success_time.set(unix_now_f64().floor());
+        self.rooms_configured.set(config.rooms.len() as i64);
+    }
 }
 
 pub struct Reloader {
@@ -45,11 +80,7 @@ impl Reloader {
         current: Config,
         parts: Parts,
     ) -> Reloader {
-        parts.metrics.config_reload_ok.set(1);
-        parts
-            .metrics
-            .config_reload_success_time
-            .set(unix_now_f64().floor());
+        parts.metrics.loaded(&current);
         Reloader {
             path,
             secrets,
@@ -68,7 +99,7 @@ impl Reloader {
         let new = match config::load(path, self.secrets.as_ref()) {
             Ok(new) => new,
             Err(problems) => {
-                self.parts.metrics.config_reload_ok.set(0);
+                self.parts.metrics.reload_ok.set(0);
                 tracing::error!(
                     config = %path.display(),
                     error = %problems.0.join("; "),
@@ -78,12 +109,8 @@ impl Reloader {
             }
         };
         let summary = self.apply(&current, &new).await;
+        self.parts.metrics.loaded(&new);
         *current = new;
-        self.parts.metrics.config_reload_ok.set(1);
-        self.parts
-            .metrics
-            .config_reload_success_time
-            .set(unix_now_f64().floor());
         tracing::info!(config = %path.display(), changes = %summary, "configuration reloaded");
         Ok(format!("configuration reloaded: {summary}"))
     }
@@ -92,9 +119,6 @@ impl Reloader {
         let parts = &self.parts;
         let rooms = parts.room_set.set_configured(new.rooms.clone()).await;
         parts.budget.set_rate_limit(new.rate_limit);
-        parts.metrics.rate_limit.set(f64::from(new.rate_limit));
-        parts.metrics.rate_limit_effective.set(parts.budget.effective());
-        parts.metrics.rooms_configured.set(new.rooms.len() as i64);
         parts.client.reconfigure(new);
         parts.prober.reconfigure(new.probe_enabled, new.seat_usage);
 

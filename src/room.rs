@@ -6,53 +6,84 @@ use serde::{Deserialize, Serialize};
 
 use crate::api::model::{RoomInfo, SeatUsage};
 
-/// One field of a room, as ordered by `EventTime`: callbacks carry subsets.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-#[repr(u8)]
-pub enum Field {
-    RoomName,
-    RoomType,
-    Owner,
-    MaxMembers,
-    MaxSeats,
-    VideoDisabled,
-    AudioDisabled,
-    MessageDisabled,
-    ScreenSharingDisabled,
-    CloudRecordingDisabled,
-    ScheduleStart,
-    ScheduleEnd,
-    Status,
-    SeatEnabled,
-    TakeSeatMode,
-    CreateTime,
-    Members,
-    Seats,
-    /// Whether the room exists (a destroy callback or 100004 says no).
-    Exists,
+/// The one list of a room's fields: each field's name, the RoomInfo key it
+/// is told by (when a get_room_info answer or a callback's RoomInfo carries
+/// it), and where [`RoomFacts`] keeps it (`|facts, update| (slot, value)`).
+/// [`Field`], [`Field::ALL`], [`Field::info_key`], [`Fields::ROOM_INFO`] and
+/// [`RoomFacts::merge`] derive from it; stamps are indexed by it.
+macro_rules! room_fields {
+    ($($(#[$doc:meta])* $field:ident $(= $key:literal)? : |$f:ident, $u:ident| ($slot:expr, $value:expr);)*) => {
+        /// One field of a room, as ordered by `EventTime`: callbacks carry subsets.
+        #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+        #[repr(u8)]
+        pub enum Field {
+            $($(#[$doc])* $field,)*
+        }
+
+        impl Field {
+            /// Every field, in declaration order (`ALL[f as usize] == f`).
+            pub const ALL: [Field; FIELD_COUNT] = [$(Field::$field),*];
+
+            /// The RoomInfo key that tells this field, as Tencent names it.
+            pub const fn info_key(self) -> Option<&'static str> {
+                match self {
+                    $(Field::$field => room_fields!(@key $($key)?),)*
+                }
+            }
+        }
+
+        pub const FIELD_COUNT: usize = [$(stringify!($field)),*].len();
+
+        impl RoomFacts {
+            /// Copies `field` from `update`; whether the value differed.
+            fn set(&mut self, field: Field, update: &RoomUpdate) -> bool {
+                match field {
+                    $(Field::$field => {
+                        let ($f, $u) = (&mut *self, update);
+                        put($slot, $value)
+                    })*
+                }
+            }
+        }
+    };
+    (@key $key:literal) => { Some($key) };
+    (@key) => { None };
 }
 
-pub const FIELD_COUNT: usize = 19;
+room_fields! {
+    RoomName = "RoomName": |f, u| (&mut f.info.room_name, &u.info.room_name);
+    RoomType = "RoomType": |f, u| (&mut f.info.room_type, &u.info.room_type);
+    Owner = "Owner_Account": |f, u| (&mut f.info.owner_account, &u.info.owner_account);
+    MaxMembers = "MaxMemberCount": |f, u| (&mut f.info.max_member_count, &u.info.max_member_count);
+    MaxSeats = "MaxSeatCount": |f, u| (&mut f.info.max_seat_count, &u.info.max_seat_count);
+    VideoDisabled = "IsVideoDisabled": |f, u| (&mut f.info.is_video_disabled, &u.info.is_video_disabled);
+    AudioDisabled = "IsAudioDisabled": |f, u| (&mut f.info.is_audio_disabled, &u.info.is_audio_disabled);
+    MessageDisabled = "IsMessageDisabled": |f, u| (&mut f.info.is_message_disabled, &u.info.is_message_disabled);
+    ScreenSharingDisabled = "IsScreenSharingDisabled":
+        |f, u| (&mut f.info.is_screen_sharing_disabled, &u.info.is_screen_sharing_disabled);
+    CloudRecordingDisabled = "IsCloudRecordingDisabled":
+        |f, u| (&mut f.info.is_cloud_recording_disabled, &u.info.is_cloud_recording_disabled);
+    ScheduleStart = "ScheduleStartTime": |f, u| (&mut f.info.schedule_start_time, &u.info.schedule_start_time);
+    ScheduleEnd = "ScheduleEndTime": |f, u| (&mut f.info.schedule_end_time, &u.info.schedule_end_time);
+    Status = "RoomStatus": |f, u| (&mut f.info.room_status, &u.info.room_status);
+    SeatEnabled = "IsSeatEnabled": |f, u| (&mut f.info.is_seat_enabled, &u.info.is_seat_enabled);
+    TakeSeatMode = "TakeSeatMode": |f, u| (&mut f.info.take_seat_mode, &u.info.take_seat_mode);
+    CreateTime = "CreateTime": |f, u| (&mut f.info.create_time, &u.info.create_time);
+    Members = "MemberCount": |f, u| (&mut f.info.member_count, &u.info.member_count);
+    /// Seat usage, from get_seat_list or a seat callback (no RoomInfo key).
+    Seats: |f, u| (&mut f.seats, &u.seats);
+    /// Whether the room exists (a destroy callback or 100004 says no).
+    Exists: |f, u| (&mut f.exists, &Some(u.exists));
+}
 
-/// The RoomInfo keys of each field, as Tencent names them.
-pub const INFO_KEYS: [(&str, Field); 16] = [
-    ("RoomName", Field::RoomName),
-    ("RoomType", Field::RoomType),
-    ("Owner_Account", Field::Owner),
-    ("MaxMemberCount", Field::MaxMembers),
-    ("MaxSeatCount", Field::MaxSeats),
-    ("IsVideoDisabled", Field::VideoDisabled),
-    ("IsAudioDisabled", Field::AudioDisabled),
-    ("IsMessageDisabled", Field::MessageDisabled),
-    ("IsScreenSharingDisabled", Field::ScreenSharingDisabled),
-    ("IsCloudRecordingDisabled", Field::CloudRecordingDisabled),
-    ("ScheduleStartTime", Field::ScheduleStart),
-    ("ScheduleEndTime", Field::ScheduleEnd),
-    ("RoomStatus", Field::Status),
-    ("IsSeatEnabled", Field::SeatEnabled),
-    ("TakeSeatMode", Field::TakeSeatMode),
-    ("CreateTime", Field::CreateTime),
-];
+/// Stores `value` in `slot`; whether it differed.
+fn put<T: PartialEq + Clone>(slot: &mut T, value: &T) -> bool {
+    let differs = slot != value;
+    if differs {
+        slot.clone_from(value);
+    }
+    differs
+}
 
 /// A set of fields, as a bit mask.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -60,8 +91,19 @@ pub struct Fields(u32);
 
 impl Fields {
     pub const NONE: Fields = Fields(0);
-    /// Everything a get_room_info answer carries (not seats, which come from get_seat_list).
-    pub const ROOM_INFO: Fields = Fields((1 << Field::Seats as u32) - 1);
+    /// Everything a get_room_info answer carries: the fields with a RoomInfo
+    /// key (not seats, which come from get_seat_list).
+    pub const ROOM_INFO: Fields = {
+        let mut mask = 0;
+        let mut i = 0;
+        while i < FIELD_COUNT {
+            if Field::ALL[i].info_key().is_some() {
+                mask |= 1 << i;
+            }
+            i += 1;
+        }
+        Fields(mask)
+    };
 
     pub fn with(self, field: Field) -> Fields {
         Fields(self.0 | 1 << field as u32)
@@ -129,7 +171,9 @@ impl RoomFacts {
 
     /// True when some field of the room's info is known (and so has series).
     pub fn any_info(&self) -> bool {
-        self.stamps[..Field::Seats as usize].iter().any(|&s| s != 0)
+        Field::ALL
+            .iter()
+            .any(|&f| Fields::ROOM_INFO.has(f) && self.known(f))
     }
 
     /// Applies each field of `update` that is at least as new as what is
@@ -137,7 +181,7 @@ impl RoomFacts {
     /// repeated delivery is a no-op rather than an error.
     pub fn merge(&mut self, update: &RoomUpdate) -> bool {
         let mut changed = false;
-        for (index, &field) in FIELD_ORDER.iter().enumerate() {
+        for (index, &field) in Field::ALL.iter().enumerate() {
             if !update.fields.has(field) || update.at_ms < self.stamps[index] {
                 continue;
             }
@@ -154,19 +198,19 @@ impl RoomFacts {
     pub fn absorb(&mut self, other: &RoomFacts) -> bool {
         let mut changed = false;
         let mut pending = Fields::NONE;
-        for (index, field) in FIELD_ORDER.iter().enumerate() {
+        for (index, field) in Field::ALL.iter().enumerate() {
             if other.stamps[index] > self.stamps[index] {
                 pending = pending.with(*field);
             }
         }
         while !pending.is_empty() {
             // One update per distinct instant: fields told together move together.
-            let Some(first) = FIELD_ORDER.iter().position(|f| pending.has(*f)) else {
+            let Some(first) = Field::ALL.iter().position(|f| pending.has(*f)) else {
                 break;
             };
             let at_ms = other.stamps[first];
             let mut fields = Fields::NONE;
-            for (index, field) in FIELD_ORDER.iter().enumerate() {
+            for (index, field) in Field::ALL.iter().enumerate() {
                 if pending.has(*field) && other.stamps[index] == at_ms {
                     fields = fields.with(*field);
                 }
@@ -182,66 +226,7 @@ impl RoomFacts {
         }
         changed
     }
-
-    /// Copies `field` from `update`; whether the value differed.
-    fn set(&mut self, field: Field, update: &RoomUpdate) -> bool {
-        fn put<T: PartialEq + Clone>(slot: &mut T, value: &T) -> bool {
-            let differs = slot != value;
-            if differs {
-                slot.clone_from(value);
-            }
-            differs
-        }
-        let (i, u) = (&mut self.info, &update.info);
-        match field {
-            Field::RoomName => put(&mut i.room_name, &u.room_name),
-            Field::RoomType => put(&mut i.room_type, &u.room_type),
-            Field::Owner => put(&mut i.owner_account, &u.owner_account),
-            Field::MaxMembers => put(&mut i.max_member_count, &u.max_member_count),
-            Field::MaxSeats => put(&mut i.max_seat_count, &u.max_seat_count),
-            Field::VideoDisabled => put(&mut i.is_video_disabled, &u.is_video_disabled),
-            Field::AudioDisabled => put(&mut i.is_audio_disabled, &u.is_audio_disabled),
-            Field::MessageDisabled => put(&mut i.is_message_disabled, &u.is_message_disabled),
-            Field::ScreenSharingDisabled => {
-                put(&mut i.is_screen_sharing_disabled, &u.is_screen_sharing_disabled)
-            }
-            Field::CloudRecordingDisabled => {
-                put(&mut i.is_cloud_recording_disabled, &u.is_cloud_recording_disabled)
-            }
-            Field::ScheduleStart => put(&mut i.schedule_start_time, &u.schedule_start_time),
-            Field::ScheduleEnd => put(&mut i.schedule_end_time, &u.schedule_end_time),
-            Field::Status => put(&mut i.room_status, &u.room_status),
-            Field::SeatEnabled => put(&mut i.is_seat_enabled, &u.is_seat_enabled),
-            Field::TakeSeatMode => put(&mut i.take_seat_mode, &u.take_seat_mode),
-            Field::CreateTime => put(&mut i.create_time, &u.create_time),
-            Field::Members => put(&mut i.member_count, &u.member_count),
-            Field::Seats => put(&mut self.seats, &update.seats),
-            Field::Exists => put(&mut self.exists, &Some(update.exists)),
-        }
-    }
 }
-
-const FIELD_ORDER: [Field; FIELD_COUNT] = [
-    Field::RoomName,
-    Field::RoomType,
-    Field::Owner,
-    Field::MaxMembers,
-    Field::MaxSeats,
-    Field::VideoDisabled,
-    Field::AudioDisabled,
-    Field::MessageDisabled,
-    Field::ScreenSharingDisabled,
-    Field::CloudRecordingDisabled,
-    Field::ScheduleStart,
-    Field::ScheduleEnd,
-    Field::Status,
-    Field::SeatEnabled,
-    Field::TakeSeatMode,
-    Field::CreateTime,
-    Field::Members,
-    Field::Seats,
-    Field::Exists,
-];
 
 /// Room IDs are at most 48 bytes (Room Engine's limit).
 pub const MAX_ROOM_ID_BYTES: usize = 48;
@@ -280,7 +265,7 @@ mod tests {
 
     #[test]
     fn field_order_matches_the_enum() {
-        for (index, field) in FIELD_ORDER.iter().enumerate() {
+        for (index, field) in Field::ALL.iter().enumerate() {
             assert_eq!(*field as usize, index);
         }
     }

@@ -59,7 +59,6 @@ pub fn router(state: AppState) -> Router {
 /// no per-scrape buffer: 20 scrapers of 10,000 rooms would otherwise hold 20
 /// copies of 16 MB), then the exporter's own metrics.
 async fn metrics(State(state): State<AppState>) -> Response {
-    state.metrics.rate_limit_effective.set(state.budget.effective());
     let mut pieces = state.store.scrape();
     let mut own = Vec::with_capacity(8192);
     state.metrics.render_into(&mut own);

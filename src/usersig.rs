@@ -201,6 +201,24 @@ pub fn verify(
     Ok(claims)
 }
 
+/// The UserSig's metric: when the one in use expires.
+#[derive(Clone)]
+pub struct UserSigMetrics {
+    pub expiry: prometheus::Gauge,
+}
+
+impl UserSigMetrics {
+    pub fn new(registry: &prometheus::Registry) -> UserSigMetrics {
+        use crate::metrics::Register;
+        UserSigMetrics {
+            expiry: registry.gauge(
+                "roomengine_usersig_expiry_timestamp_seconds",
+                "When the UserSig in use expires (Unix seconds); it is renewed after 80% of its lifetime.",
+            ),
+        }
+    }
+}
+
 /// Hands out the current UserSig, signing a new one only when 80% of the
 /// lifetime has passed, so requests pay no signing cost.
 pub struct Signer {

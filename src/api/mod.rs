@@ -2,6 +2,7 @@
 //! one pooled keep-alive connection pool with a timeout and a body cap, and
 //! turns every answer into a value or a classified [`CallError`].
 
+pub mod metrics;
 pub mod model;
 pub mod outcome;
 
@@ -13,8 +14,8 @@ use serde::de::DeserializeOwned;
 
 use crate::budget::{Budget, Permit};
 use crate::config::Config;
-use crate::metrics::{SelfMetrics, API_GET_ROOM_INFO, API_GET_SEAT_LIST};
 use crate::usersig::Signer;
+pub use metrics::{ApiMetrics, API_GET_ROOM_INFO, API_GET_SEAT_LIST};
 use model::{CallbackSetting, Envelope, RoomInfo, RoomInfoResponse, SeatListResponse, SeatUsage};
 pub use outcome::{CallError, ErrorClass};
 
@@ -26,7 +27,7 @@ pub struct ApiClient {
     /// Where and as whom to call; replaced whole by a configuration reload.
     target: RwLock<Arc<Target>>,
     budget: Arc<Budget>,
-    metrics: Arc<SelfMetrics>,
+    metrics: ApiMetrics,
     /// Auth/config codes already logged with their hint: each is logged once.
     hinted: Mutex<HashSet<String>>,
 }
@@ -74,7 +75,7 @@ impl ApiClient {
     pub fn new(
         config: &Config,
         budget: Arc<Budget>,
-        metrics: Arc<SelfMetrics>,
+        metrics: ApiMetrics,
     ) -> Result<ApiClient, crate::BoxError> {
         // The whole-call timeout is set per request (it can change on reload);
         // connecting gets at most 5 s of it.
@@ -88,7 +89,7 @@ impl ApiClient {
             .map_err(|e| format!("cannot build the HTTP client: {}", e.without_url()))?;
         let target = Target::new(config);
         // Sign the first UserSig now, so its expiry is on /metrics before the first call.
-        metrics.usersig_expiry.set(target.signer.current().1 as f64);
+        metrics.usersig.expiry.set(target.signer.current().1 as f64);
         Ok(ApiClient {
             http,
             target: RwLock::new(Arc::new(target)),
@@ -114,7 +115,7 @@ impl ApiClient {
         }
         let target = if resign {
             let target = Target::new(config);
-            self.metrics.usersig_expiry.set(target.signer.current().1 as f64);
+            self.metrics.usersig.expiry.set(target.signer.current().1 as f64);
             self.hinted.lock().unwrap_or_else(|p| p.into_inner()).clear();
             target
         } else {
@@ -200,7 +201,7 @@ impl ApiClient {
     ) -> Result<R, CallError> {
         let target = self.target();
         let (usersig, expires_at) = target.signer.current();
-        self.metrics.usersig_expiry.set(expires_at as f64);
+        self.metrics.usersig.expiry.set(expires_at as f64);
         let url = format!(
             "{}/v4/{command}?sdkappid={}&identifier={}&usersig={usersig}&random={}&contenttype=json",
             target.endpoint,
@@ -365,7 +366,7 @@ mod tests {
 
     /// A client against a one-shot raw HTTP server that answers `answer` and
     /// then drops the connection, so the answer can be broken anywhere.
-    async fn call_raw(answer: &'static str) -> (Result<RoomInfo, CallError>, Arc<SelfMetrics>) {
+    async fn call_raw(answer: &'static str) -> (Result<RoomInfo, CallError>, ApiMetrics) {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let addr = listener.local_addr().expect("addr");
         tokio::spawn(async move {
@@ -383,7 +384,7 @@ mod tests {
         )
         .expect("config");
         let budget = Arc::new(Budget::new(10));
-        let metrics = Arc::new(SelfMetrics::new());
+        let metrics = ApiMetrics::new(&prometheus::Registry::new());
         let client = ApiClient::new(&config, budget.clone(), metrics.clone()).expect("client");
         let result = client.get_room_info(budget.acquire().await, "r1").await;
         (result, metrics)

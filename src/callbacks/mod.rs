@@ -4,7 +4,9 @@
 //! OK only once the room set has it durably.
 
 pub mod auth;
+pub mod command;
 pub mod decode;
+pub mod metrics;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -18,34 +20,10 @@ use axum::Router;
 use http_body_util::{BodyExt, LengthLimitError, Limited};
 
 use crate::config::SecretKey;
-use crate::metrics::SelfMetrics;
 use crate::roomset::RoomSet;
 
 use auth::{Query, Refusal};
-use decode::Command;
-
-/// The commands the exporter handles, as Tencent names them (both spellings
-/// of the room-info update occur in its docs); `roomengine_callbacks_total`'s
-/// `command` is one of these or `other`.
-pub const COMMANDS: [&str; 7] = [
-    "Room.CallbackAfterCreateRoom",
-    "Room.CallbackAfterDestroyRoom",
-    "Room.CallbackAfterUpdateRoomInfo",
-    "Room.CallbackUpdateRoomInfo",
-    "Room.CallbackAfterMemberEnter",
-    "Room.CallbackAfterMemberLeave",
-    "Mic.CallbackAfterSeatInfoChanged",
-];
-
-/// `roomengine_callbacks_rejected_total`'s reasons.
-pub const REJECT_REASONS: [&str; 6] = [
-    "sdkappid",
-    "signature",
-    "request_time",
-    "method",
-    "too_large",
-    "malformed",
-];
+pub use metrics::{CallbackMetrics, REJECT_REASONS};
 
 /// Bodies larger than this are refused (the largest real one, a seat list, is a few KiB).
 pub const MAX_BODY_BYTES: usize = 1 << 20;
@@ -61,7 +39,7 @@ pub struct Receiver {
     pub sdkappid: u64,
     pub token: Option<SecretKey>,
     pub room_set: RoomSet,
-    pub metrics: Arc<SelfMetrics>,
+    pub metrics: CallbackMetrics,
 }
 
 /// The callback listener's routes: `path`, any method (others answer 405 there).
@@ -76,24 +54,17 @@ async fn receive(State(receiver): State<Arc<Receiver>>, request: Request) -> Res
     let started = Instant::now();
     let answer = match handle(&receiver, request).await {
         Ok(command) => {
-            receiver.metrics.callbacks.with_label_values(&[command]).inc();
+            receiver.metrics.accepted.with_label_values(&[command]).inc();
             ([(header::CONTENT_TYPE, "application/json")], OK_ANSWER).into_response()
         }
         Err(Rejected::Refused(reason, status, message)) => {
-            receiver
-                .metrics
-                .callbacks_rejected
-                .with_label_values(&[reason])
-                .inc();
+            receiver.metrics.rejected.with_label_values(&[reason]).inc();
             tracing::debug!(reason, %message, "callback rejected");
             plain(status, message)
         }
         Err(Rejected::Failed(status, message)) => plain(status, message),
     };
-    receiver
-        .metrics
-        .callback_duration
-        .observe(started.elapsed().as_secs_f64());
+    receiver.metrics.duration.observe(started.elapsed().as_secs_f64());
     answer
 }
 
@@ -135,10 +106,10 @@ async fn handle(receiver: &Receiver, request: Request) -> Result<&'static str, R
             )
         })?,
     };
-    let (Some(label), Some(command)) = (COMMANDS.iter().find(|c| **c == name), Command::parse(&name)) else {
-        return Ok("other");
+    let Some(handled) = command::find(&name) else {
+        return Ok(command::OTHER);
     };
-    let event = decode::decode(command, &body).map_err(|e| {
+    let event = decode::decode(handled.command, &body).map_err(|e| {
         refused(
             "malformed",
             StatusCode::BAD_REQUEST,
@@ -146,7 +117,7 @@ async fn handle(receiver: &Receiver, request: Request) -> Result<&'static str, R
         )
     })?;
     match tokio::time::timeout(STORE_TIMEOUT, receiver.room_set.apply(event)).await {
-        Ok(Ok(())) => Ok(label),
+        Ok(Ok(())) => Ok(handled.name),
         Ok(Err(e)) => Err(Rejected::Failed(StatusCode::SERVICE_UNAVAILABLE, e)),
         Err(_) => Err(Rejected::Failed(
             StatusCode::SERVICE_UNAVAILABLE,

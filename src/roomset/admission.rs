@@ -5,7 +5,6 @@
 
 use std::time::{Duration, Instant};
 
-use prometheus::{IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry};
 use regex::RegexSet;
 
 use super::backend::Record;
@@ -171,62 +170,6 @@ impl RefusalLog {
         }
         self.last = Some(now);
         Some(std::mem::take(&mut self.since))
-    }
-}
-
-/// The room set's own counts of what it took and refused.
-pub struct LimitMetrics {
-    pub refused: IntCounterVec,
-    pub clock_skew: IntCounter,
-    pub rooms: IntGaugeVec,
-    pub max_rooms: IntGauge,
-}
-
-impl LimitMetrics {
-    pub fn register(registry: &Registry) -> LimitMetrics {
-        let refused = IntCounterVec::new(
-            Opts::new(
-                "roomengine_callbacks_rooms_refused_total",
-                "Callbacks answered OK whose room was not taken into the room set: room_limit (callbacks.max_rooms reached) or filtered (callbacks.room_ids).",
-            ),
-            &["reason"],
-        )
-        .expect("valid metric");
-        for why in Refusal::ALL {
-            refused.with_label_values(&[why.label()]);
-        }
-        let clock_skew = IntCounter::new(
-            "roomengine_callbacks_clock_skew_total",
-            "Callbacks (and kept records) whose EventTime was more than callbacks.max_clock_skew ahead of the exporter's clock, applied as of the time received.",
-        )
-        .expect("valid metric");
-        let rooms = IntGaugeVec::new(
-            Opts::new(
-                "roomengine_roomset_rooms",
-                "Rooms in the room set: configured, and discovered by callbacks and not destroyed (these count against callbacks.max_rooms).",
-            ),
-            &["source"],
-        )
-        .expect("valid metric");
-        let max_rooms = IntGauge::new(
-            "roomengine_roomset_max_rooms",
-            "Live discovered rooms the room set takes at most (callbacks.max_rooms).",
-        )
-        .expect("valid metric");
-        for c in [
-            Box::new(refused.clone()) as Box<dyn prometheus::core::Collector>,
-            Box::new(clock_skew.clone()),
-            Box::new(rooms.clone()),
-            Box::new(max_rooms.clone()),
-        ] {
-            registry.register(c).expect("unique metric names");
-        }
-        LimitMetrics {
-            refused,
-            clock_skew,
-            rooms,
-            max_rooms,
-        }
     }
 }
 

@@ -6,6 +6,7 @@
 mod admission;
 mod backend;
 mod event;
+mod metrics;
 mod redis;
 mod sqlite;
 mod writer;
@@ -18,14 +19,14 @@ use std::time::Duration;
 use tokio::sync::{mpsc as tokio_mpsc, oneshot};
 
 use crate::clock::unix_now_ms;
-use crate::metrics::SelfMetrics;
 use crate::store::{RoomChanges, Store};
-use admission::{LimitMetrics, RefusalLog};
+use admission::RefusalLog;
 use writer::{Job, Writer};
 
 /// How often refused rooms are logged at most.
 const REFUSAL_LOG_EVERY: Duration = Duration::from_secs(60);
 
+pub use self::metrics::RoomSetMetrics;
 pub use self::redis::RedisState;
 pub use admission::{Limits, Refusal, RoomIdFilter, DEFAULT_MAX_CLOCK_SKEW, DEFAULT_MAX_ROOMS};
 pub use backend::{open_redis, open_sqlite, MemoryState, Record, StateBackend};
@@ -52,7 +53,7 @@ impl RoomSet {
     pub fn start(
         options: Options,
         store: Arc<Store>,
-        metrics: Arc<SelfMetrics>,
+        metrics: RoomSetMetrics,
         poller: tokio_mpsc::UnboundedSender<Reschedule>,
     ) -> Result<(RoomSet, Vec<String>), String> {
         let Options {
@@ -73,9 +74,8 @@ impl RoomSet {
         if up {
             tracing::info!(state = %backend.describe(), rooms = loaded.len(), "room set loaded");
         }
-        let limit_metrics = LimitMetrics::register(metrics.registry());
-        limit_metrics.max_rooms.set(limits.max_rooms as i64);
-        limit_metrics
+        metrics.max_rooms.set(limits.max_rooms as i64);
+        metrics
             .rooms
             .with_label_values(&["configured"])
             .set(configured.len() as i64);
@@ -88,7 +88,6 @@ impl RoomSet {
             metrics,
             poller,
             limits,
-            limit_metrics,
             live: 0,
             refusals: RefusalLog::new(REFUSAL_LOG_EVERY),
         };
@@ -98,7 +97,7 @@ impl RoomSet {
         for (room, mut record) in loaded {
             // Kept rooms beyond a lowered cap stay (they were acknowledged).
             if writer.limits.clamp_record(&mut record, now) {
-                writer.limit_metrics.clock_skew.inc();
+                writer.metrics.clock_skew.inc();
             }
             if !writer.configured.contains(&room) {
                 held.push(room.clone());
@@ -118,7 +117,7 @@ impl RoomSet {
         writer.count_discovered();
         writer.live = writer.count_live();
         writer
-            .limit_metrics
+            .metrics
             .rooms
             .with_label_values(&["discovered"])
             .set(writer.live as i64);
@@ -214,7 +213,7 @@ mod tests {
             limits: Limits::default(),
         };
         let (poller, _turns) = tokio_mpsc::unbounded_channel();
-        let metrics = Arc::new(SelfMetrics::new());
+        let metrics = RoomSetMetrics::new(&prometheus::Registry::new());
         let (room_set, _) = RoomSet::start(
             options,
             Arc::new(Store::new::<&str>(&[])),

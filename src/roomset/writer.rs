@@ -10,11 +10,11 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::{mpsc as tokio_mpsc, oneshot};
 
-use super::admission::{LimitMetrics, Limits, Refusal, RefusalLog};
+use super::admission::{Limits, Refusal, RefusalLog};
 use super::backend::{Record, StateBackend};
 use super::event::{EventKind, Reschedule, RoomEvent};
+use super::metrics::RoomSetMetrics;
 use crate::clock::unix_now_ms;
-use crate::metrics::SelfMetrics;
 use crate::room::RoomUpdate;
 use crate::store::{RoomChanges, Store};
 
@@ -85,10 +85,9 @@ pub(super) struct Writer {
     pub forget_after: Duration,
     pub backend: Box<dyn StateBackend>,
     pub store: Arc<Store>,
-    pub metrics: Arc<SelfMetrics>,
+    pub metrics: RoomSetMetrics,
     pub poller: tokio_mpsc::UnboundedSender<Reschedule>,
     pub limits: Limits,
-    pub limit_metrics: LimitMetrics,
     /// Discovered rooms not destroyed: what counts against `max_rooms`.
     pub live: usize,
     pub refusals: RefusalLog,
@@ -173,7 +172,7 @@ impl Writer {
             ..event.update.clone()
         };
         if skewed {
-            self.limit_metrics.clock_skew.inc();
+            self.metrics.clock_skew.inc();
         }
         if !self.records.contains_key(room) {
             // An old callback about an unknown room is most likely about a
@@ -364,7 +363,7 @@ impl Writer {
         if change.membership {
             self.count_discovered();
         }
-        self.limit_metrics
+        self.metrics
             .rooms
             .with_label_values(&["discovered"])
             .set(self.live as i64);
@@ -390,7 +389,7 @@ impl Writer {
             };
             let mut theirs = theirs;
             if self.limits.clamp_record(&mut theirs, unix_now_ms()) {
-                self.limit_metrics.clock_skew.inc();
+                self.metrics.clock_skew.inc();
             }
             let was_alive = self.records.get(&room).map(|r| r.destroyed_at_ms.is_none());
             let record = self.records.entry(room.clone()).or_default();
@@ -451,7 +450,7 @@ impl Writer {
         }
         self.configured = wanted;
         self.live = self.count_live();
-        self.limit_metrics
+        self.metrics
             .rooms
             .with_label_values(&["configured"])
             .set(self.configured.len() as i64);
@@ -471,7 +470,7 @@ impl Writer {
 
     /// Counts a refused room, and logs the refusals at most once a minute.
     fn refused(&mut self, why: Refusal) {
-        self.limit_metrics.refused.with_label_values(&[why.label()]).inc();
+        self.metrics.refused.with_label_values(&[why.label()]).inc();
         if let Some(counts) = self.refusals.refused(why, Instant::now()) {
             let [room_limit, filtered] = counts;
             tracing::warn!(
@@ -487,7 +486,7 @@ impl Writer {
     /// are forgotten now (rooms beyond a lowered cap stay: they were taken).
     fn set_limits(&mut self, limits: Limits, batch: &mut Batch) {
         self.limits = limits;
-        self.limit_metrics.max_rooms.set(self.limits.max_rooms as i64);
+        self.metrics.max_rooms.set(self.limits.max_rooms as i64);
         let filtered: Vec<String> = self
             .records
             .keys()
@@ -530,10 +529,9 @@ mod tests {
             forget_after: Duration::from_secs(600),
             backend: Box::new(MemoryState),
             store: Arc::new(Store::new(configured)),
-            metrics: Arc::new(SelfMetrics::new()),
+            metrics: RoomSetMetrics::new(&prometheus::Registry::new()),
             poller,
             limits: Limits::default(),
-            limit_metrics: LimitMetrics::register(&prometheus::Registry::new()),
             live: 0,
             refusals: RefusalLog::new(Duration::from_secs(60)),
         };
@@ -646,7 +644,7 @@ mod tests {
     }
 
     fn refused(w: &Writer, reason: &str) -> u64 {
-        w.limit_metrics.refused.with_label_values(&[reason]).get()
+        w.metrics.refused.with_label_values(&[reason]).get()
     }
 
     #[test]
@@ -701,7 +699,7 @@ mod tests {
         ahead.update.fields = ahead.update.fields.with(Field::Members);
         ahead.update.info.member_count = 9;
         w.take(&ahead, &mut batch);
-        assert_eq!(w.limit_metrics.clock_skew.get(), 1);
+        assert_eq!(w.metrics.clock_skew.get(), 1);
         let stamp = batch.change.updates[0].1.at_ms;
         assert!((now..now + 5_000).contains(&stamp), "{stamp} vs {now}");
         let record = &w.records["conf-1"];

@@ -15,11 +15,8 @@ use tokio_util::sync::CancellationToken;
 
 use super::world::{Change, Event, Leaving, Seat};
 use super::Shared;
+use crate::callbacks::command::{self, Command};
 use crate::clock::unix_now;
-
-/// The commands the simulator can send (exactly those the exporter handles);
-/// set_callback refuses any other name.
-pub const COMMANDS: &[&str] = crate::register::HANDLED_COMMANDS;
 
 /// Deliveries in flight at once (their random delay included).
 const MAX_IN_FLIGHT: usize = 256;
@@ -77,9 +74,20 @@ pub(crate) struct Callbacks {
     waiting: Mutex<Option<mpsc::Receiver<Job>>>,
 }
 
-/// `Sign` of a callback: lowercase hex SHA-256 of the token then RequestTime.
+/// `Sign` of a callback as Tencent's Live docs define it: lowercase hex
+/// SHA-256 of the token then RequestTime (decimal Unix seconds). Written
+/// here rather than borrowed from the receiver, so that each side is
+/// checked against the documented vector, not against the other.
 pub fn sign(token: &str, request_time: u64) -> String {
-    crate::callbacks::auth::sign_of(token, &request_time.to_string())
+    use sha2::{Digest, Sha256};
+    use std::fmt::Write as _;
+    let digest = Sha256::digest(format!("{token}{request_time}").as_bytes());
+    let mut hex = String::with_capacity(64);
+    for byte in digest {
+        // Writing to a String cannot fail.
+        let _ = write!(hex, "{byte:02x}");
+    }
+    hex
 }
 
 /// Whether set_callback or update_callback is asked.
@@ -288,7 +296,8 @@ fn valid_url(value: &Value) -> Result<String, String> {
     }
 }
 
-/// The list, each name known, duplicates dropped (first kept).
+/// The list, each name one the exporter handles (the simulator sends no
+/// other), duplicates dropped (first kept).
 fn valid_commands(value: &Value) -> Result<Vec<String>, String> {
     let list = value
         .as_array()
@@ -296,7 +305,7 @@ fn valid_commands(value: &Value) -> Result<Vec<String>, String> {
     let mut commands: Vec<String> = Vec::with_capacity(list.len());
     for item in list {
         match item.as_str() {
-            Some(name) if COMMANDS.contains(&name) => {
+            Some(name) if command::find(name).is_some() => {
                 if !commands.iter().any(|c| c == name) {
                     commands.push(name.to_owned());
                 }
@@ -309,26 +318,24 @@ fn valid_commands(value: &Value) -> Result<Vec<String>, String> {
 
 /// The command and body of `event`'s callback, when that command is registered.
 fn callback(event: &Event, registered: &[String], admin: &str) -> Option<(&'static str, Value)> {
-    let wants = |command: &'static str| registered.iter().any(|c| c == command).then_some(command);
+    // The first registered spelling of the command (the update has two).
+    let wants = |command: Command| command.names().find(|name| registered.iter().any(|c| c == name));
     let (command, mut body) = match &event.change {
         Change::Created(info) => {
             let mut info = serde_json::to_value(info).ok()?;
             info.as_object_mut()?.remove("MemberCount");
             (
-                wants("Room.CallbackAfterCreateRoom")?,
+                wants(Command::CreateRoom)?,
                 json!({ "RoomInfo": info, "ScheduleInviteeList_Account": [] }),
             )
         }
-        Change::Destroyed(room_id) => (
-            wants("Room.CallbackAfterDestroyRoom")?,
-            json!({ "RoomId": room_id }),
-        ),
+        Change::Destroyed(room_id) => (wants(Command::DestroyRoom)?, json!({ "RoomId": room_id })),
         Change::Entered {
             room_id,
             member_count,
             accounts,
         } => (
-            wants("Room.CallbackAfterMemberEnter")?,
+            wants(Command::MemberEnter)?,
             json!({ "RoomId": room_id, "MemberCount": member_count, "Type": "Enter", "MemberList_Account": accounts }),
         ),
         Change::Left {
@@ -349,15 +356,14 @@ fn callback(event: &Event, registered: &[String], admin: &str) -> Option<(&'stat
             if let Some(reason) = reason {
                 object.insert("Reason".into(), reason.into());
             }
-            (wants("Room.CallbackAfterMemberLeave")?, body)
+            (wants(Command::MemberLeave)?, body)
         }
         Change::Seats { room_id, seats } => (
-            wants("Mic.CallbackAfterSeatInfoChanged")?,
+            wants(Command::SeatInfoChanged)?,
             json!({ "RoomId": room_id, "SeatList": seats.iter().map(seat_json).collect::<Vec<_>>() }),
         ),
         Change::Updated { room_id, fields } => {
-            let command =
-                wants("Room.CallbackAfterUpdateRoomInfo").or_else(|| wants("Room.CallbackUpdateRoomInfo"))?;
+            let command = wants(Command::UpdateRoomInfo)?;
             let mut info = fields.clone();
             info.insert("RoomId".into(), room_id.as_str().into());
             (command, json!({ "RoomInfo": info }))
@@ -428,6 +434,15 @@ mod tests {
             loss: 0.0,
         })
         .expect("client")
+    }
+
+    #[test]
+    fn sign_matches_the_documented_vector() {
+        // room-engine-facts.md section 5: Token xxxxyyyy, RequestTime 1669872112.
+        assert_eq!(
+            sign("xxxxyyyy", 1_669_872_112),
+            "17773bc39a671d7b9aa835458704d2a6db81360a5940292b587d6d760d484061"
+        );
     }
 
     #[test]

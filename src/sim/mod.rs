@@ -24,7 +24,8 @@ use tokio_util::sync::CancellationToken;
 use crate::config::SecretKey;
 use crate::BoxError;
 
-pub use callbacks::{sign as callback_sign, CallbackStats, COMMANDS as CALLBACK_COMMANDS};
+pub use crate::callbacks::command::NAMES as CALLBACK_COMMANDS;
+pub use callbacks::{sign as callback_sign, CallbackStats};
 use clock::Clock;
 pub use stats::{Fill, PeriodStats, Spread};
 pub use world::{room_id, RoomInfo, TICK_SECONDS};
