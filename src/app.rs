@@ -111,7 +111,7 @@ pub async fn run(
                 .as_ref()
                 .map_or(Duration::from_secs(600), |c| c.forget_after),
             backend,
-            limits: roomset::Limits::default(),
+            limits: roomset::Limits::from_config(&config.room_bounds())?,
         },
         store.clone(),
         RoomSetMetrics::new(registry),

@@ -63,6 +63,7 @@ fn demo_config(sim: &SimHandle, options: &SimOptions, callbacks_at: &str, token:
             forget_after: Duration::from_secs(120),
             token: Some(SecretKey::new(token.to_owned())),
             max_connections: DEFAULT_CALLBACK_CONNECTIONS,
+            bounds: Default::default(),
         }),
     }
 }

@@ -12,11 +12,10 @@ use tokio_util::sync::CancellationToken;
 use crate::api::ApiClient;
 use crate::budget::Budget;
 use crate::clock::unix_now_f64;
-use crate::config::{self, Config, SecretSource};
+use crate::config::{self, CallbacksConfig, Config, RoomBounds, SecretSource};
 use crate::metrics::Register;
 use crate::probe::Prober;
-use crate::roomset::Reschedule;
-use crate::roomset::RoomSet;
+use crate::roomset::{Limits, Reschedule, RoomSet};
 
 /// The parts a reload reconfigures.
 pub struct Parts {
@@ -118,6 +117,14 @@ impl Reloader {
     async fn apply(&self, old: &Config, new: &Config) -> String {
         let parts = &self.parts;
         let rooms = parts.room_set.set_configured(new.rooms.clone()).await;
+        if old.room_bounds() != new.room_bounds() {
+            match Limits::from_config(&new.room_bounds()) {
+                Ok(limits) => parts.room_set.set_limits(limits),
+                Err(e) => {
+                    tracing::error!(error = %e, "cannot apply callbacks.room_ids; the previous filters stay")
+                }
+            }
+        }
         parts.budget.set_rate_limit(new.rate_limit);
         parts.client.reconfigure(new);
         parts.prober.reconfigure(new.probe_enabled, new.seat_usage);
@@ -140,7 +147,11 @@ impl Reloader {
             ("app.endpoint", old.endpoint != new.endpoint),
             (
                 "callbacks (takes effect at the next start)",
-                old.callbacks != new.callbacks,
+                without_bounds(&old.callbacks) != without_bounds(&new.callbacks),
+            ),
+            (
+                "callbacks.max_rooms/room_ids/max_clock_skew",
+                old.room_bounds() != new.room_bounds(),
             ),
             (
                 "app credentials",
@@ -169,6 +180,14 @@ impl Reloader {
             changed.join(", ")
         }
     }
+}
+
+/// The receiver's settings a reload does not apply.
+fn without_bounds(callbacks: &Option<CallbacksConfig>) -> Option<CallbacksConfig> {
+    callbacks.clone().map(|c| CallbacksConfig {
+        bounds: RoomBounds::default(),
+        ..c
+    })
 }
 
 /// Reloads on every SIGHUP until `shutdown`.

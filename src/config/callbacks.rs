@@ -1,6 +1,7 @@
 //! The `callbacks:` section: the receiver's own listener and path, where the
 //! room set is kept (a SQLite file, or Redis for an HA group, its URL checked
-//! and normalised), how long destroyed rooms linger, and the optional token.
+//! and normalised), how long destroyed rooms linger, the optional token, and
+//! the bounds on discovered rooms (cap, room ID filters, clock skew).
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -28,6 +29,32 @@ pub struct CallbacksConfig {
     pub token: Option<SecretKey>,
     /// Open connections on the callback listener at most.
     pub max_connections: usize,
+    /// `max_rooms`, `room_ids`, `max_clock_skew`: the only keys here a reload applies.
+    pub bounds: RoomBounds,
+}
+
+/// Which discovered rooms the room set takes (`callbacks.max_rooms`,
+/// `callbacks.room_ids`, `callbacks.max_clock_skew`); the patterns are valid.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RoomBounds {
+    pub max_rooms: usize,
+    pub allow: Vec<String>,
+    pub deny: Vec<String>,
+    pub max_clock_skew: Duration,
+}
+
+/// Default of `callbacks.max_rooms`.
+pub const DEFAULT_MAX_ROOMS: usize = 20_000;
+
+impl Default for RoomBounds {
+    fn default() -> Self {
+        RoomBounds {
+            max_rooms: DEFAULT_MAX_ROOMS,
+            allow: Vec::new(),
+            deny: Vec::new(),
+            max_clock_skew: Duration::from_secs(300),
+        }
+    }
 }
 
 /// Where an HA group of replicas keeps its shared room set.
@@ -52,6 +79,18 @@ pub(super) struct RawCallbacks {
     token_env: Option<String>,
     token_file: Option<String>,
     max_connections: Option<i64>,
+    max_rooms: Option<i64>,
+    room_ids: Option<RawRoomIds>,
+    max_clock_skew: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRoomIds {
+    #[serde(default)]
+    allow: Vec<String>,
+    #[serde(default)]
+    deny: Vec<String>,
 }
 
 /// The receiver's settings; `None` when `listen_address` is absent (off).
@@ -117,6 +156,12 @@ pub(super) fn validate(
         (Some(_), None) => None,
         (None, file) => Some(base_dir.join(file.unwrap_or_else(|| "roomengine-exporter.db".to_owned()))),
     };
+    let bounds = bounds(
+        raw.max_rooms,
+        raw.room_ids.unwrap_or_default(),
+        raw.max_clock_skew,
+        errors,
+    );
     Some(CallbacksConfig {
         listen_address,
         path,
@@ -125,7 +170,51 @@ pub(super) fn validate(
         forget_after: forget_after.unwrap_or_default(),
         token,
         max_connections,
+        bounds,
     })
+}
+
+fn bounds(
+    max_rooms: Option<i64>,
+    room_ids: RawRoomIds,
+    max_clock_skew: Option<String>,
+    errors: &mut Vec<String>,
+) -> RoomBounds {
+    let max_rooms = match max_rooms.unwrap_or(DEFAULT_MAX_ROOMS as i64) {
+        n if n < 0 => {
+            errors.push(format!(
+                "callbacks.max_rooms: {n} must be 0 (refuse every discovered room) or more"
+            ));
+            0
+        }
+        n => n as usize,
+    };
+    for (list, patterns) in [("allow", &room_ids.allow), ("deny", &room_ids.deny)] {
+        for (i, pattern) in patterns.iter().enumerate() {
+            if let Err(e) = regex::Regex::new(pattern) {
+                // The last line of regex's message says what is wrong.
+                let text = e.to_string();
+                let reason = text
+                    .lines()
+                    .last()
+                    .unwrap_or("invalid")
+                    .trim_start_matches("error: ");
+                errors.push(format!(
+                    "callbacks.room_ids.{list}[{i}]: {pattern:?} is not a valid regular expression: {reason}"
+                ));
+            }
+        }
+    }
+    let max_clock_skew = duration("callbacks.max_clock_skew", max_clock_skew, "5m", errors);
+    if max_clock_skew.is_some_and(|d| d < Duration::from_secs(1)) {
+        errors.push("callbacks.max_clock_skew: must be at least 1s".to_owned());
+    }
+    RoomBounds {
+        max_rooms,
+        allow: room_ids.allow,
+        deny: room_ids.deny,
+        max_clock_skew: max_clock_skew.unwrap_or_default(),
+    }
 }
 
 /// `callbacks.redis_url` checked and normalised to `redis://host:port/db`;
@@ -194,6 +283,7 @@ mod tests {
                 forget_after: Duration::from_secs(600),
                 token: None,
                 max_connections: DEFAULT_CALLBACK_CONNECTIONS,
+                bounds: RoomBounds::default(),
             })
         );
         assert!(c
@@ -302,6 +392,37 @@ mod tests {
         assert_eq!(
             bad("  redis_url: redis://r\n  redis_password_file: /nope\n"),
             vec!["callbacks.redis_password_file: cannot read /nope: No such file or directory (os error 2)"]
+        );
+    }
+
+    #[test]
+    fn room_bounds_take_defaults_and_name_bad_values() {
+        let on = with("- room-test", "  []").replace("rooms:\n  []", "rooms: []")
+            + "\ncallbacks:\n  listen_address: 0.0.0.0:39182\n";
+        let c = parse(&on, &secrets()).expect("valid");
+        assert_eq!(c.room_bounds(), RoomBounds::default());
+        assert_eq!(c.room_bounds().max_rooms, 20_000);
+        assert_eq!(c.room_bounds().max_clock_skew, Duration::from_secs(300));
+        let set = on.clone()
+            + "  max_rooms: 0\n  max_clock_skew: 1m\n  room_ids:\n    allow: ['meet-.*']\n    deny: ['meet-test-.*']\n";
+        let c = parse(&set, &secrets()).expect("valid");
+        assert_eq!(
+            c.room_bounds(),
+            RoomBounds {
+                max_rooms: 0,
+                allow: vec!["meet-.*".into()],
+                deny: vec!["meet-test-.*".into()],
+                max_clock_skew: Duration::from_secs(60),
+            }
+        );
+        let bad = on + "  max_rooms: -1\n  max_clock_skew: 0s\n  room_ids:\n    deny: ['ok', 'bad-(']\n";
+        assert_eq!(
+            errors_of(&bad),
+            [
+                "callbacks.max_rooms: -1 must be 0 (refuse every discovered room) or more",
+                "callbacks.room_ids.deny[1]: \"bad-(\" is not a valid regular expression: unclosed group",
+                "callbacks.max_clock_skew: must be at least 1s",
+            ]
         );
     }
 }

@@ -17,7 +17,9 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use crate::watch::WatchSettings;
-pub use callbacks::{CallbacksConfig, RedisConfig, DEFAULT_CALLBACK_CONNECTIONS};
+pub use callbacks::{
+    CallbacksConfig, RedisConfig, RoomBounds, DEFAULT_CALLBACK_CONNECTIONS, DEFAULT_MAX_ROOMS,
+};
 pub use error::ConfigErrors;
 pub use secrets::{ProcessSecrets, SecretKey, SecretSource, DEFAULT_SECRET_ENV};
 
@@ -44,6 +46,14 @@ pub struct Config {
 }
 
 impl Config {
+    /// `callbacks.max_rooms`, `room_ids`, `max_clock_skew` (defaults with the receiver off).
+    pub fn room_bounds(&self) -> RoomBounds {
+        self.callbacks
+            .as_ref()
+            .map(|c| c.bounds.clone())
+            .unwrap_or_default()
+    }
+
     /// The one-line summary `--config.check` prints.
     pub fn summary(&self) -> String {
         format!(

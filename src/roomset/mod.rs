@@ -28,7 +28,7 @@ const REFUSAL_LOG_EVERY: Duration = Duration::from_secs(60);
 
 pub use self::metrics::RoomSetMetrics;
 pub use self::redis::RedisState;
-pub use admission::{Limits, Refusal, RoomIdFilter, DEFAULT_MAX_CLOCK_SKEW, DEFAULT_MAX_ROOMS};
+pub use admission::{Limits, Refusal, RoomIdFilter};
 pub use backend::{open_redis, open_sqlite, MemoryState, Record, StateBackend};
 pub use event::{EventKind, Reschedule, RoomEvent};
 pub use sqlite::SqliteState;
