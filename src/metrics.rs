@@ -12,8 +12,6 @@ use prometheus::{
 
 pub const API_GET_ROOM_INFO: &str = "get_room_info";
 pub const API_GET_SEAT_LIST: &str = "get_seat_list";
-pub const TIER_PASS: &str = "pass";
-pub const TIER_WATCH: &str = "watch";
 
 /// Handles to every self-metric; cheap to share behind an `Arc`.
 pub struct SelfMetrics {
@@ -24,9 +22,6 @@ pub struct SelfMetrics {
     pub rate_limit: Gauge,
     pub rate_limit_effective: Gauge,
     pub rooms_configured: IntGauge,
-    pub sweep_duration: Gauge,
-    pub rooms_watched: IntGauge,
-    pub polls: IntCounterVec,
     pub usersig_expiry: Gauge,
     pub config_reload_ok: IntGauge,
     pub config_reload_success_time: Gauge,
@@ -87,27 +82,6 @@ impl SelfMetrics {
             "Rooms listed in the configuration.",
         )
         .expect("valid metric");
-        let sweep_duration = Gauge::new(
-            "roomengine_sweep_duration_seconds",
-            "How long the last full background pass over all configured rooms took.",
-        )
-        .expect("valid metric");
-        let rooms_watched = IntGauge::new(
-            "roomengine_rooms_watched",
-            "Rooms in the watch tier now (close to capacity, filling fast, or full), polled again within two polling.watch.interval.",
-        )
-        .expect("valid metric");
-        let polls = IntCounterVec::new(
-            Opts::new(
-                "roomengine_polls_total",
-                "Room polls ended, by tier: pass (every room once per pass) or watch (rooms close to capacity).",
-            ),
-            &["tier"],
-        )
-        .expect("valid metric");
-        for tier in [TIER_PASS, TIER_WATCH] {
-            polls.with_label_values(&[tier]);
-        }
         let usersig_expiry = Gauge::new(
             "roomengine_usersig_expiry_timestamp_seconds",
             "When the UserSig in use expires (Unix seconds); it is renewed after 80% of its lifetime.",
@@ -204,9 +178,6 @@ impl SelfMetrics {
             Box::new(rate_limit.clone()),
             Box::new(rate_limit_effective.clone()),
             Box::new(rooms_configured.clone()),
-            Box::new(sweep_duration.clone()),
-            Box::new(rooms_watched.clone()),
-            Box::new(polls.clone()),
             Box::new(usersig_expiry.clone()),
             Box::new(build_info),
             Box::new(config_reload_ok.clone()),
@@ -231,9 +202,6 @@ impl SelfMetrics {
             rate_limit,
             rate_limit_effective,
             rooms_configured,
-            sweep_duration,
-            rooms_watched,
-            polls,
             usersig_expiry,
             config_reload_ok,
             config_reload_success_time,
@@ -247,6 +215,12 @@ impl SelfMetrics {
             runtime_tasks,
             runtimes: Mutex::new(Vec::new()),
         }
+    }
+
+    /// The registry every self-metric is rendered from; subsystems that own
+    /// their metrics (the poller's) register them here.
+    pub fn registry(&self) -> &Registry {
+        &self.registry
     }
 
     /// Shows the alive tasks of `runtime` as `roomengine_exporter_runtime_tasks{runtime="<name>"}`.

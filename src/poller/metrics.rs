@@ -1,0 +1,83 @@
+//! The poller's own self-metrics: polls ended per tier, rooms in the watch
+//! tier, and the length of the last full pass. Registered into the registry
+//! the exporter renders after the room families.
+
+use prometheus::{Gauge, IntCounterVec, IntGauge, Opts, Registry};
+
+/// `tier` label of polls started by a pass (every room once per pass).
+pub const TIER_PASS: &str = "pass";
+/// `tier` label of polls started by the watch tier (rooms close to capacity).
+pub const TIER_WATCH: &str = "watch";
+
+/// Handles to the poller's metrics; clones share the same series.
+#[derive(Clone)]
+pub struct PollerMetrics {
+    /// `roomengine_polls_total{tier}`.
+    pub polls: IntCounterVec,
+    /// `roomengine_rooms_watched`.
+    pub rooms_watched: IntGauge,
+    /// `roomengine_sweep_duration_seconds`.
+    pub sweep_duration: Gauge,
+}
+
+impl PollerMetrics {
+    /// Creates the three metrics and registers them into `registry`; fails
+    /// only if the registry already holds metrics of the same names.
+    pub fn new(registry: &Registry) -> Result<PollerMetrics, prometheus::Error> {
+        let polls = IntCounterVec::new(
+            Opts::new(
+                "roomengine_polls_total",
+                "Room polls ended, by tier: pass (every room once per pass) or watch (rooms close to capacity).",
+            ),
+            &["tier"],
+        )?;
+        // Both tiers show from the start, so a rate() over them never lacks a series.
+        for tier in [TIER_PASS, TIER_WATCH] {
+            polls.with_label_values(&[tier]);
+        }
+        let rooms_watched = IntGauge::new(
+            "roomengine_rooms_watched",
+            "Rooms in the watch tier now (close to capacity, filling fast, or full), polled again within two polling.watch.interval.",
+        )?;
+        let sweep_duration = Gauge::new(
+            "roomengine_sweep_duration_seconds",
+            "How long the last full background pass over all configured rooms took.",
+        )?;
+        registry.register(Box::new(polls.clone()))?;
+        registry.register(Box::new(rooms_watched.clone()))?;
+        registry.register(Box::new(sweep_duration.clone()))?;
+        Ok(PollerMetrics {
+            polls,
+            rooms_watched,
+            sweep_duration,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use prometheus::Encoder;
+
+    #[test]
+    fn registers_the_three_families_with_both_tiers() {
+        let registry = Registry::new();
+        let metrics = PollerMetrics::new(&registry).expect("fresh registry");
+        metrics.polls.with_label_values(&[TIER_WATCH]).inc();
+        let mut out = Vec::new();
+        prometheus::TextEncoder::new()
+            .encode(&registry.gather(), &mut out)
+            .expect("encodes");
+        let text = String::from_utf8(out).expect("utf-8");
+        for line in [
+            "roomengine_polls_total{tier=\"pass\"} 0",
+            "roomengine_polls_total{tier=\"watch\"} 1",
+            "roomengine_rooms_watched 0",
+            "roomengine_sweep_duration_seconds 0",
+        ] {
+            assert!(text.lines().any(|l| l == line), "{line} missing in:\n{text}");
+        }
+        // A second registration of the same names is refused, not duplicated.
+        assert!(PollerMetrics::new(&registry).is_err());
+    }
+}
