@@ -194,7 +194,12 @@ impl<A: RoomApi> Loop<A> {
         if self.passes.awaiting_catch_up.remove(&room) && self.schedule.members.contains(&room) {
             self.spawn(pass, room, slot);
         }
-        if self.passes.catch_ups.front().is_none_or(|(next, _)| *next != pass) {
+        if self
+            .passes
+            .catch_ups
+            .front()
+            .is_none_or(|(next, _)| *next != pass)
+        {
             self.end_of_turns(pass);
         }
     }

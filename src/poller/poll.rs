@@ -18,8 +18,16 @@ use crate::clock::{unix_now_f64, unix_now_ms};
 /// exporter, a scripted fake in the poller's tests.
 pub trait RoomApi: Send + Sync + 'static {
     fn budget(&self) -> &Budget;
-    fn get_room_info(&self, permit: Permit, room: &str) -> impl Future<Output = Result<RoomInfo, CallError>> + Send;
-    fn get_seat_list(&self, permit: Permit, room: &str) -> impl Future<Output = Result<SeatUsage, CallError>> + Send;
+    fn get_room_info(
+        &self,
+        permit: Permit,
+        room: &str,
+    ) -> impl Future<Output = Result<RoomInfo, CallError>> + Send;
+    fn get_seat_list(
+        &self,
+        permit: Permit,
+        room: &str,
+    ) -> impl Future<Output = Result<SeatUsage, CallError>> + Send;
 }
 
 impl RoomApi for ApiClient {
@@ -27,11 +35,19 @@ impl RoomApi for ApiClient {
         ApiClient::budget(self)
     }
 
-    fn get_room_info(&self, permit: Permit, room: &str) -> impl Future<Output = Result<RoomInfo, CallError>> + Send {
+    fn get_room_info(
+        &self,
+        permit: Permit,
+        room: &str,
+    ) -> impl Future<Output = Result<RoomInfo, CallError>> + Send {
         ApiClient::get_room_info(self, permit, room)
     }
 
-    fn get_seat_list(&self, permit: Permit, room: &str) -> impl Future<Output = Result<SeatUsage, CallError>> + Send {
+    fn get_seat_list(
+        &self,
+        permit: Permit,
+        room: &str,
+    ) -> impl Future<Output = Result<SeatUsage, CallError>> + Send {
         ApiClient::get_seat_list(self, permit, room)
     }
 }
@@ -49,7 +65,12 @@ pub(super) enum PollResult {
 
 impl<A: RoomApi> Poller<A> {
     /// Polls `room`; `refresh_seats` false (watch polls) keeps its last seat usage.
-    pub(super) async fn poll_room(&self, room: &str, refresh_seats: bool, shutdown: &CancellationToken) -> PollResult {
+    pub(super) async fn poll_room(
+        &self,
+        room: &str,
+        refresh_seats: bool,
+        shutdown: &CancellationToken,
+    ) -> PollResult {
         // When the last attempt's request left: the answer is true as of then.
         let sent_ms = AtomicU64::new(0);
         let info = match with_retries(shutdown, || async {

@@ -78,8 +78,14 @@ mod tests {
             assert_eq!(at.len(), 1 + MAX_RETRIES as usize, "{at:?}");
             for (retry, pair) in at.windows(2).enumerate() {
                 let gap = pair[1] - pair[0];
-                let (low, high) = (backoff(retry as u32, JITTER.start), backoff(retry as u32, JITTER.end));
-                assert!(low <= gap && gap < high, "retry {retry} after {gap:?}, not in [{low:?}, {high:?})");
+                let (low, high) = (
+                    backoff(retry as u32, JITTER.start),
+                    backoff(retry as u32, JITTER.end),
+                );
+                assert!(
+                    low <= gap && gap < high,
+                    "retry {retry} after {gap:?}, not in [{low:?}, {high:?})"
+                );
             }
         }
         // The documented bounds: 125..375 ms before the first retry, 250..750 ms before the second.
