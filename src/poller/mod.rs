@@ -1,6 +1,6 @@
 //! The background schedule: which room is polled when. [`Poller::run`] runs
 //! passes (`pass`) and, between their turns, catch-up and watch-tier polls
-//! (`inflight`), all waiting in one place, [`Loop::serve_until`].
+//! (`inflight`); every wait goes through one select, `Loop::serve_until`.
 
 mod inflight;
 pub mod metrics;

@@ -1,6 +1,6 @@
-//! A pass: every room of the schedule gets one turn, spread evenly over
-//! `polling.interval` (stretched to calls ÷ rate when the budget cannot fit
-//! them); rooms a reload adds get a catch-up pass at once; each pass ends in one summary line.
+//! A pass: every room gets one turn, spread evenly over `polling.interval`
+//! (stretched to calls ÷ rate when the budget cannot fit them); rooms a
+//! reload adds get a catch-up pass at once. Each pass ends in one log line.
 
 use std::collections::{BTreeMap, HashSet, VecDeque};
 use std::sync::atomic::Ordering;
