@@ -114,7 +114,7 @@ pub async fn run(
     let poller = Poller {
         client: client.clone(),
         store: store.clone(),
-        metrics: PollerMetrics::new(metrics.registry())?,
+        metrics: PollerMetrics::new(metrics.registry()),
         seat_usage: AtomicBool::new(config.seat_usage),
         ready: ready.clone(),
         watch: config.watch,

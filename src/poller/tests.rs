@@ -141,7 +141,7 @@ impl Setup<'_> {
             calls: Mutex::new(Vec::new()),
         });
         let store = Arc::new(Store::new(&rooms));
-        let metrics = PollerMetrics::new(&prometheus::Registry::new()).expect("fresh registry");
+        let metrics = PollerMetrics::new(&prometheus::Registry::new());
         let ready = Arc::new(AtomicBool::new(false));
         let poller = Poller {
             client: api.clone(),
