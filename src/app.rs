@@ -15,7 +15,7 @@ use crate::budget::{Budget, BudgetMetrics};
 use crate::callbacks::{self, CallbackMetrics, Receiver};
 use crate::config::{Config, ProcessSecrets};
 use crate::metrics::SelfMetrics;
-use crate::poller::Poller;
+use crate::poller::{Poller, PollerMetrics};
 use crate::probe::Prober;
 use crate::reload::{self, ConfigMetrics, Reloader};
 use crate::roomset::{self, MemoryState, RoomSet, RoomSetMetrics, StateBackend};
@@ -121,7 +121,7 @@ pub async fn run(
     let poller = Poller {
         client: client.clone(),
         store: store.clone(),
-        metrics: metrics.clone(),
+        metrics: PollerMetrics::new(metrics.registry()),
         seat_usage: AtomicBool::new(config.seat_usage),
         ready: ready.clone(),
         watch: config.watch,

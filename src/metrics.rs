@@ -12,9 +12,6 @@ use prometheus::{
     Opts, Registry, TextEncoder,
 };
 
-pub const TIER_PASS: &str = "pass";
-pub const TIER_WATCH: &str = "watch";
-
 /// Creates a metric and registers it in one call. Names and help texts are
 /// literals of this crate, so a clash is a programming error and panics at start.
 pub trait Register {
@@ -73,10 +70,6 @@ type Refresh = Box<dyn Fn() + Send + Sync>;
 /// subsystem owns; cheap to share behind an `Arc`.
 pub struct SelfMetrics {
     registry: Registry,
-    // The poller's three, until it registers its own.
-    pub sweep_duration: Gauge,
-    pub rooms_watched: IntGauge,
-    pub polls: IntCounterVec,
     runtime_tasks: IntGaugeVec,
     refreshes: Mutex<Vec<Refresh>>,
 }
@@ -104,20 +97,6 @@ impl SelfMetrics {
             &["runtime"],
         );
         SelfMetrics {
-            sweep_duration: registry.gauge(
-                "roomengine_sweep_duration_seconds",
-                "How long the last full background pass over all configured rooms took.",
-            ),
-            rooms_watched: registry.int_gauge(
-                "roomengine_rooms_watched",
-                "Rooms in the watch tier now (close to capacity, filling fast, or full), polled again within two polling.watch.interval.",
-            ),
-            polls: registry.counter_vec(
-                "roomengine_polls_total",
-                "Room polls ended, by tier: pass (every room once per pass) or watch (rooms close to capacity).",
-                &["tier"],
-                &[TIER_PASS, TIER_WATCH],
-            ),
             registry,
             runtime_tasks,
             refreshes: Mutex::new(Vec::new()),

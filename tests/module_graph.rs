@@ -12,7 +12,8 @@ use std::path::{Path, PathBuf};
 /// only; within a layer, none uses another.
 const LAYERS: &[&[&str]] = &[
     &["main"],
-    &["demo", "register"],
+    &["demo"],
+    &["register"],
     &["app"],
     &["sim"],
     &["server"],
@@ -26,9 +27,10 @@ const LAYERS: &[&[&str]] = &[
     &["serve"],
     &["basic_auth"],
     &["web_config"],
-    &["config"],
     &["api"],
-    &["usersig", "budget"],
+    &["usersig"],
+    &["config"],
+    &["budget"],
     &["room"],
     &["api/model"],
     &[

@@ -1,0 +1,233 @@
+//! The background schedule: which room is polled when. [`Poller::run`] runs
+//! passes (`pass`) and, between their turns, catch-up and watch-tier polls
+//! (`inflight`); every wait goes through one select, `Loop::serve_until`.
+
+mod inflight;
+pub mod metrics;
+mod pass;
+mod poll;
+pub mod retry;
+
+#[cfg(test)]
+mod tests;
+
+use std::collections::HashSet;
+use std::future::Future;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::{mpsc, AcquireError, OwnedSemaphorePermit, Semaphore};
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use crate::api::ApiClient;
+use crate::roomset::Reschedule;
+use crate::store::Store;
+use crate::watch::{Watch, WatchSettings};
+use inflight::InFlight;
+pub use metrics::PollerMetrics;
+use pass::Passes;
+pub use poll::RoomApi;
+pub use retry::{with_retries, MAX_RETRIES};
+
+/// Polls waiting for the budget or a response at once; beyond this the
+/// schedule waits, so a slow API cannot pile up tasks or memory.
+pub const MAX_IN_FLIGHT: usize = 64;
+
+/// Told of a room the API answered 100004 for, with when the call was sent (ms).
+pub type OnGone = Box<dyn Fn(&str, u64) + Send + Sync>;
+
+/// What the schedule polls with; [`Poller::run`] drives it.
+pub struct Poller<A = ApiClient> {
+    pub client: Arc<A>,
+    pub store: Arc<Store>,
+    pub metrics: PollerMetrics,
+    /// `polling.seat_usage`; a reload may flip it.
+    pub seat_usage: AtomicBool,
+    /// Set once the first pass is complete (`/-/ready`).
+    pub ready: Arc<AtomicBool>,
+    /// `polling.watch` at start; reloads bring changes.
+    pub watch: WatchSettings,
+    /// Told of every room the API answered 100004 for, with when that call
+    /// was sent (the room set stops polling discovered rooms and forgets them later).
+    pub on_gone: OnGone,
+}
+
+/// The rooms in turn order and the pass length: what a reload rewrites.
+struct Schedule {
+    rooms: Vec<String>,
+    /// The rooms of `rooms`, to skip a turn whose room left meanwhile.
+    members: HashSet<String>,
+    interval: Duration,
+}
+
+/// Everything a running schedule owns, shared by its passes and by the
+/// polls they wait beside.
+struct Loop<A: RoomApi> {
+    poller: Arc<Poller<A>>,
+    schedule: Schedule,
+    /// The calls of a pass now (get_room_info plus seat calls).
+    calls: usize,
+    /// Passes whose polls have not all ended, and the catch-ups queued.
+    passes: Passes,
+    /// Polls started and not collected yet, across passes and tiers.
+    in_flight: InFlight,
+    watch: Watch,
+    /// At most [`MAX_IN_FLIGHT`] polls out at once.
+    slots: Arc<Semaphore>,
+    reloads: mpsc::UnboundedReceiver<Reschedule>,
+    shutdown: CancellationToken,
+    /// The stretch warning is logged once per run.
+    warned_stretch: bool,
+}
+
+impl<A: RoomApi> Poller<A> {
+    /// Runs passes over `rooms` until `shutdown`, applying reloads from
+    /// `reloads` as they come; then lets the polls in flight finish.
+    pub async fn run(
+        self,
+        rooms: Vec<String>,
+        interval: Duration,
+        reloads: mpsc::UnboundedReceiver<Reschedule>,
+        shutdown: CancellationToken,
+    ) {
+        let members = rooms.iter().cloned().collect();
+        let mut state = Loop {
+            watch: Watch::new(self.watch),
+            poller: Arc::new(self),
+            schedule: Schedule {
+                rooms,
+                members,
+                interval,
+            },
+            calls: 0,
+            passes: Passes::default(),
+            in_flight: InFlight::default(),
+            slots: Arc::new(Semaphore::new(MAX_IN_FLIGHT)),
+            reloads,
+            shutdown,
+            warned_stretch: false,
+        };
+        let mut first = true;
+        while !state.shutdown.is_cancelled() {
+            if state.pass(first).await.is_none() {
+                break;
+            }
+            first = false;
+        }
+        while let Some(done) = state.in_flight.tasks.join_next_with_id().await {
+            state.collect(done);
+        }
+    }
+
+    /// get_room_info calls plus a seat call for each room known to have seats.
+    fn calls_per_pass(&self, rooms: usize) -> usize {
+        let seat_rooms = if self.seat_usage.load(Ordering::Relaxed) {
+            self.store.seat_enabled_rooms()
+        } else {
+            0
+        };
+        rooms + seat_rooms
+    }
+}
+
+impl<A: RoomApi> Loop<A> {
+    /// Waits for `wanted` (made afresh from the state at every wake-up, so a
+    /// reload is taken into account), and meanwhile applies reloads, collects
+    /// ended polls and starts catch-up and watch polls. `None` on shutdown.
+    async fn serve_until<T, F, Fut>(&mut self, mut wanted: F) -> Option<T>
+    where
+        F: FnMut(&Self) -> Fut,
+        Fut: Future<Output = T>,
+    {
+        loop {
+            let watch_at = self.watch.next_poll_at(self.poller.client.budget().sustained());
+            let wanted = wanted(self);
+            tokio::select! {
+                _ = self.shutdown.cancelled() => return None,
+                update = next_reload(&mut self.reloads) => self.apply(update),
+                Some(done) = self.in_flight.tasks.join_next_with_id(), if !self.in_flight.tasks.is_empty() => {
+                    self.collect(done);
+                }
+                slot = self.slots.clone().acquire_owned(), if self.passes.has_catch_ups() => {
+                    if let Ok(slot) = slot {
+                        self.catch_up(slot);
+                    }
+                }
+                slot = watch_slot(watch_at, &self.slots), if watch_at.is_some() => {
+                    if let Ok(slot) = slot {
+                        self.watch_poll(slot);
+                    }
+                }
+                out = wanted => return Some(out),
+            }
+        }
+    }
+
+    /// Takes a reload into the schedule: removed rooms leave the turns, new
+    /// rooms join the end of the turns and get a catch-up pass now (through
+    /// the same budget, in-flight limit and busy check as every other poll).
+    fn apply(&mut self, update: Reschedule) {
+        match update {
+            Reschedule::Settings {
+                interval,
+                seat_usage,
+                watch,
+            } => {
+                self.poller.seat_usage.store(seat_usage, Ordering::Relaxed);
+                self.schedule.interval = interval;
+                self.watch.reconfigure(watch);
+            }
+            Reschedule::Rooms { added, removed } => {
+                let schedule = &mut self.schedule;
+                if !removed.is_empty() {
+                    for room in &removed {
+                        schedule.members.remove(room);
+                        self.watch.forget(room);
+                    }
+                    let members = &schedule.members;
+                    schedule.rooms.retain(|room| members.contains(room));
+                }
+                let added: Vec<String> = added
+                    .into_iter()
+                    .filter(|room| schedule.members.insert(room.clone()))
+                    .collect();
+                schedule.rooms.extend(added.iter().cloned());
+                self.passes.queue_catch_up(added);
+            }
+        }
+        self.tell_watch();
+        self.show_watched();
+    }
+
+    /// Tells the watch tier what the regular pass needs now (its horizon and
+    /// what it leaves to full rooms), and keeps the calls of a pass.
+    fn tell_watch(&mut self) {
+        self.calls = self.poller.calls_per_pass(self.schedule.rooms.len());
+        self.watch.set_pass(
+            self.schedule.interval,
+            self.calls,
+            self.poller.client.budget().sustained(),
+        );
+    }
+}
+
+/// The next reload; never resolves once the reloader is gone.
+async fn next_reload(reloads: &mut mpsc::UnboundedReceiver<Reschedule>) -> Reschedule {
+    match reloads.recv().await {
+        Some(update) => update,
+        None => std::future::pending().await,
+    }
+}
+
+/// Waits until the watch tier's next poll may start (`at`), then for room in flight.
+async fn watch_slot(
+    at: Option<Instant>,
+    slots: &Arc<Semaphore>,
+) -> Result<OwnedSemaphorePermit, AcquireError> {
+    if let Some(at) = at {
+        tokio::time::sleep_until(at).await;
+    }
+    slots.clone().acquire_owned().await
+}
