@@ -97,6 +97,8 @@ pub async fn run(
         (None, Some(path)) => roomset::open_sqlite(path)?,
         (None, None) => Box::new(MemoryState),
     };
+    let status = Arc::new(crate::status::Status::new());
+    status.set_backend(&backend.describe());
     let (room_set, polled) = RoomSet::start(
         roomset::Options {
             configured: config.rooms.clone(),
@@ -119,6 +121,7 @@ pub async fn run(
         ready: ready.clone(),
         watch: config.watch,
         on_gone: Box::new(move |room, sent_ms| gone_to.report_gone(room, sent_ms)),
+        status: status.clone(),
     };
     let polling = spawn_polling(
         poller.run(polled, config.interval, reloads, shutdown.clone()),
@@ -138,6 +141,7 @@ pub async fn run(
                 token: c.token.clone(),
                 room_set: room_set.clone(),
                 metrics: metrics.clone(),
+                status: status.clone(),
             });
             let serving = Serving {
                 listener,
@@ -161,7 +165,6 @@ pub async fn run(
     );
     let timeout = config.timeout;
     let watch_sighup = config_file.is_some();
-    let callbacks_on = config.callbacks.is_some();
     let reloader = Arc::new(Reloader::new(
         config_file,
         Box::new(ProcessSecrets),
@@ -175,6 +178,11 @@ pub async fn run(
             poller: reschedule,
         },
     ));
+    tokio::spawn(
+        status
+            .clone()
+            .run(store.clone(), metrics.clone(), shutdown.clone()),
+    );
     if watch_sighup {
         tokio::spawn(reload::on_sighup(reloader.clone(), shutdown.clone()));
     }
@@ -187,7 +195,7 @@ pub async fn run(
         telemetry_path: web.telemetry_path.clone(),
         prober,
         reloader,
-        callbacks: callbacks_on,
+        status,
     };
     let serving = Serving {
         listener,

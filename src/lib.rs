@@ -26,6 +26,7 @@ pub mod serve;
 pub mod server;
 pub mod shutdown;
 pub mod sim;
+pub mod status;
 pub mod store;
 pub mod usersig;
 pub mod watch;

@@ -48,6 +48,8 @@ pub struct Poller {
     /// Told of every room the API answered 100004 for, with when that call
     /// was sent (the room set stops polling discovered rooms and forgets them later).
     pub on_gone: OnGone,
+    /// The status page's journal: every poll's outcome.
+    pub status: Arc<crate::status::Status>,
 }
 
 /// How one room's poll ended, for the pass summary.
@@ -295,6 +297,7 @@ impl Poller {
         };
         let (members, max) = (info.member_count, info.max_member_count);
         self.store.record_poll(room, info, seats, sent_ms, unix_now_f64());
+        self.status.poll(room, sent_ms, None);
         PollResult::Ok { members, max }
     }
 
@@ -326,6 +329,7 @@ impl Poller {
     }
 
     fn record_error(&self, room: &str, e: CallError, sent_ms: u64) -> PollResult {
+        self.status.poll(room, sent_ms, Some(&e));
         if e.class == ErrorClass::RoomGone {
             let newly_gone = self
                 .store
