@@ -92,20 +92,24 @@ pub fn render(config: &Config) -> String {
     serde_yaml::to_string(&doc).unwrap_or_else(|e| format!("# cannot render the configuration: {e}\n"))
 }
 
+/// Every secret is `s3cr3t-value-1234567890` (the status tests' configurations).
+#[cfg(test)]
+pub(crate) struct Fixed;
+
+#[cfg(test)]
+impl crate::config::SecretSource for Fixed {
+    fn env(&self, _: &str) -> Option<String> {
+        Some("s3cr3t-value-1234567890".into())
+    }
+    fn read_file(&self, _: &std::path::Path) -> std::io::Result<String> {
+        Ok("s3cr3t-value-1234567890".into())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::{parse, SecretSource};
-
-    struct Fixed;
-    impl SecretSource for Fixed {
-        fn env(&self, _: &str) -> Option<String> {
-            Some("s3cr3t-value-1234567890".into())
-        }
-        fn read_file(&self, _: &std::path::Path) -> std::io::Result<String> {
-            Ok("s3cr3t-value-1234567890".into())
-        }
-    }
+    use crate::config::parse;
 
     #[test]
     fn every_secret_is_shown_as_secret_and_the_rest_as_loaded() {

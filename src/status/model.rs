@@ -171,16 +171,6 @@ pub struct Row {
     pub last_error: Option<String>,
 }
 
-impl Row {
-    fn occupancy(&self) -> f64 {
-        if self.max_members == 0 {
-            0.0
-        } else {
-            self.members as f64 / self.max_members as f64
-        }
-    }
-}
-
 #[derive(Debug, Clone, Default, Serialize, PartialEq)]
 pub struct RoomCounts {
     /// Rooms the exporter holds (configured + discovered).
@@ -367,26 +357,35 @@ fn contains_folded(haystack: &str, lower_needle: &str) -> bool {
     haystack.to_lowercase().contains(lower_needle)
 }
 
-fn sort_rows(rows: &mut [Row], query: &RoomQuery) {
-    let key = query.sort_key();
-    let by = |a: &Row, b: &Row| -> std::cmp::Ordering {
-        let opt = |x: Option<f64>| x.unwrap_or(f64::INFINITY);
-        match key {
-            "members" => a.members.cmp(&b.members),
-            // Ages: a smaller age is a more recent poll, which "desc" puts first.
-            "last_poll" => opt(b.last_poll_age_seconds).total_cmp(&opt(a.last_poll_age_seconds)),
-            "last_callback" => opt(b.last_callback_age_seconds).total_cmp(&opt(a.last_callback_age_seconds)),
-            "room" => a.room_id.cmp(&b.room_id),
-            _ => a
-                .occupancy()
-                .total_cmp(&b.occupancy())
-                .then(a.members.cmp(&b.members)),
-        }
-    };
-    if query.descending() {
-        rows.sort_by(|a, b| by(b, a).then_with(|| a.room_id.cmp(&b.room_id)));
+/// A room that passed the filter: its ID and its sort key, all a sort needs;
+/// only the page's rooms become [`Row`]s.
+struct Candidate {
+    room_id: String,
+    key: (f64, f64),
+}
+
+/// The sort key of `query`'s order for a room (larger first when descending).
+fn sort_key(sort: &str, s: Option<&RoomSnapshot>) -> (f64, f64) {
+    let info = s.map(|s| &s.facts.info);
+    let members = info.map_or(0, |i| i.member_count) as f64;
+    let max = info.map_or(0, |i| i.max_member_count) as f64;
+    let never = f64::NEG_INFINITY;
+    match sort {
+        "members" => (members, 0.0),
+        // The instant, not the age: a more recent poll sorts first when descending.
+        "last_poll" => (s.and_then(|s| s.last_success).unwrap_or(never), 0.0),
+        "last_callback" => (s.and_then(|s| s.last_callback).unwrap_or(never), 0.0),
+        "room" => (0.0, 0.0),
+        _ => (if max > 0.0 { members / max } else { 0.0 }, members),
+    }
+}
+
+fn sort_candidates(candidates: &mut [Candidate], descending: bool) {
+    let by = |a: &Candidate, b: &Candidate| a.key.0.total_cmp(&b.key.0).then(a.key.1.total_cmp(&b.key.1));
+    if descending {
+        candidates.sort_unstable_by(|a, b| by(b, a).then_with(|| a.room_id.cmp(&b.room_id)));
     } else {
-        rows.sort_by(|a, b| by(a, b).then_with(|| a.room_id.cmp(&b.room_id)));
+        candidates.sort_unstable_by(|a, b| by(a, b).then_with(|| a.room_id.cmp(&b.room_id)));
     }
 }
 
@@ -404,7 +403,8 @@ pub fn report(status: &Status, store: &Store, query: RoomQuery, inputs: Inputs<'
     let errors = status.last_errors();
     let needle = query.q.trim().to_lowercase();
     let mut counts = RoomCounts::default();
-    let mut rows = Vec::new();
+    let mut candidates = Vec::new();
+    let sort = query.sort_key();
     store.for_each_room(|room, s| {
         let is_configured = configured.contains(room);
         counts.known += 1;
@@ -421,17 +421,30 @@ pub fn report(status: &Status, store: &Store, query: RoomQuery, inputs: Inputs<'
         }
         let learnt_as = learnt(is_configured, s);
         if passes(&query, &needle, room, s, learnt_as) {
-            rows.push(row(room, s, is_configured, &errors, now_ms));
+            candidates.push(Candidate {
+                room_id: room.to_owned(),
+                key: sort_key(sort, s),
+            });
         }
     });
-    sort_rows(&mut rows, &query);
-    let matching = rows.len();
+    sort_candidates(&mut candidates, query.descending());
+    let matching = candidates.len();
     let pages = matching.div_ceil(PAGE_ROWS).max(1);
     let page = query.page.clamp(1, pages);
-    let rows: Vec<Row> = rows
-        .into_iter()
+    let rows: Vec<Row> = candidates
+        .iter()
         .skip((page - 1) * PAGE_ROWS)
         .take(PAGE_ROWS)
+        .map(|c| {
+            let s = store.snapshot(&c.room_id);
+            row(
+                &c.room_id,
+                s.as_ref(),
+                configured.contains(c.room_id.as_str()),
+                &errors,
+                now_ms,
+            )
+        })
         .collect();
     let rates: Rates = status.rates();
     Report {
@@ -591,6 +604,125 @@ pub fn room_detail(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::api::model::RoomInfo;
+
+    /// 250 rooms, `room-i` with i members of 300 (`room-0` to `room-4` full);
+    /// the first 200 configured, the rest announced by a callback.
+    fn report_of(query: RoomQuery) -> Report {
+        let ids: Vec<String> = (0..250).map(|i| format!("room-{i}")).collect();
+        let rooms: String = ids[..200].iter().map(|r| format!("  - {r}\n")).collect();
+        let yaml =
+            format!("app:\n  sdkappid: 1\n  identifier: a\n  endpoint: http://127.0.0.1:9\nrooms:\n{rooms}");
+        let config = match crate::config::parse(&yaml, &crate::status::config::Fixed) {
+            Ok(c) => c,
+            Err(e) => panic!("test config: {e}"),
+        };
+        let store = Store::new(&ids);
+        for (i, id) in ids.iter().enumerate() {
+            let info = RoomInfo {
+                room_name: format!("Team {i}"),
+                member_count: if i < 5 { 300 } else { i as u64 },
+                max_member_count: 300,
+                room_status: "Running".into(),
+                ..RoomInfo::default()
+            };
+            store.record_success(id, info, None, 1000.0 + i as f64);
+            if i >= 200 {
+                store.record_callback(id, &crate::room::RoomUpdate::gone(5_000_000));
+            }
+        }
+        let inputs = Inputs {
+            config: &config,
+            figures: Figures::default(),
+            effective_rate: 1.0,
+            reload: ReloadView {
+                config_file: None,
+                successful: true,
+                last_success_timestamp: None,
+                last_attempt: None,
+            },
+            now_ms: 2_000_000,
+        };
+        report(&Status::new(), &store, query, inputs)
+    }
+
+    fn ids(r: &Report) -> Vec<&str> {
+        r.table.rows.iter().map(|r| r.room_id.as_str()).collect()
+    }
+
+    #[test]
+    fn the_table_is_fullest_first_in_pages_of_a_hundred_and_counts_every_room() {
+        let r = report_of(RoomQuery::default());
+        assert_eq!(
+            (r.rooms.known, r.rooms.configured, r.rooms.discovered),
+            (250, 200, 50)
+        );
+        assert_eq!((r.rooms.full, r.rooms.gone), (5, 50));
+        assert_eq!(
+            (r.table.matching, r.table.pages, r.table.rows.len()),
+            (250, 3, 100)
+        );
+        assert_eq!(
+            &ids(&r)[..7],
+            ["room-0", "room-1", "room-2", "room-3", "room-4", "room-249", "room-248"]
+        );
+        let last = report_of(RoomQuery {
+            page: 9,
+            ..RoomQuery::default()
+        });
+        assert_eq!(
+            (last.table.page, last.table.rows.len()),
+            (3, 50),
+            "a page past the end is the last"
+        );
+        assert_eq!(r.table.rows[5].learnt, "callback");
+        assert_eq!(r.table.rows[0].learnt, "configured");
+    }
+
+    #[test]
+    fn filters_and_sorts_are_query_parameters() {
+        let full = report_of(RoomQuery {
+            full: "1".into(),
+            ..RoomQuery::default()
+        });
+        assert_eq!(ids(&full), ["room-0", "room-1", "room-2", "room-3", "room-4"]);
+        let named = report_of(RoomQuery {
+            q: "TEAM 12".into(),
+            sort: "room".into(),
+            ..RoomQuery::default()
+        });
+        assert_eq!(
+            ids(&named),
+            [
+                "room-12", "room-120", "room-121", "room-122", "room-123", "room-124", "room-125",
+                "room-126", "room-127", "room-128", "room-129"
+            ]
+        );
+        let gone = report_of(RoomQuery {
+            status: "gone".into(),
+            ..RoomQuery::default()
+        });
+        assert_eq!(gone.table.matching, 50);
+        let learnt = report_of(RoomQuery {
+            learnt: "configured".into(),
+            ..RoomQuery::default()
+        });
+        assert_eq!(learnt.table.matching, 200);
+        let polled = report_of(RoomQuery {
+            sort: "last_poll".into(),
+            order: "asc".into(),
+            ..RoomQuery::default()
+        });
+        assert_eq!(&ids(&polled)[..2], ["room-0", "room-1"], "the oldest poll first");
+        let members = report_of(RoomQuery {
+            sort: "members".into(),
+            ..RoomQuery::default()
+        });
+        assert_eq!(
+            &ids(&members)[..6],
+            ["room-0", "room-1", "room-2", "room-3", "room-4", "room-249"]
+        );
+    }
 
     #[test]
     fn figures_sum_each_family_by_its_contract_name() {
