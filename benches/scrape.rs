@@ -6,7 +6,6 @@
 
 use std::hint::black_box;
 use std::io::Write as _;
-use std::time::{Duration, Instant};
 
 use roomengine_exporter::api::model::{RoomInfo, SeatUsage};
 use roomengine_exporter::exposition::{render_room, write_families, RoomSnapshot};

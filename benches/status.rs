@@ -196,6 +196,12 @@ fn main() {
         .ok();
     });
     println!("  /status.json:                      {}", ms(t));
+    let t = median(runs, || {
+        let mut own = Vec::with_capacity(16 * 1024);
+        metrics.render_into(&mut own);
+        black_box(Figures::parse(&String::from_utf8_lossy(&own)));
+    });
+    println!("    of which the self-metrics read:  {}", ms(t));
     let now = roomengine_exporter::clock::unix_now_ms();
     let t = median(runs, || {
         let detail = model::room_detail(&status, &store, &config, "room-04242", now);

@@ -408,7 +408,7 @@ impl Status {
             let figures = model::Figures::parse(&String::from_utf8_lossy(&text));
             self.sample(Instant::now(), figures.counters());
             ticks += 1;
-            if ticks % PRUNE_EVERY == 0 {
+            if ticks.is_multiple_of(PRUNE_EVERY) {
                 self.prune(|room| store.contains(room));
             }
         }
