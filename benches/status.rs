@@ -94,6 +94,9 @@ fn ms(d: Duration) -> String {
     format!("{:.2} ms", d.as_secs_f64() * 1000.0)
 }
 
+/// Renders a report into a body; its length is the result.
+type Renderer = dyn Fn(&model::Report) -> usize;
+
 /// What `GET /` does: the self-metrics read, the report, then `render`.
 fn render<T>(
     store: &Store,
@@ -128,74 +131,36 @@ fn main() {
     let runs = 41;
     println!("status page at {ROOMS} rooms (median of {runs} runs)");
 
-    let page_bytes = render(&store, &status, &metrics, &config, RoomQuery::default(), |r| {
-        page::status_page(r, "/metrics", false).len()
-    });
-    let t = median(runs, || {
-        black_box(render(
-            &store,
-            &status,
-            &metrics,
-            &config,
-            RoomQuery::default(),
-            |r| page::status_page(r, "/metrics", false),
-        ));
-    });
-    println!(
-        "  /  (fullest first, page 1):        {}  ({} KiB of HTML)",
-        ms(t),
-        page_bytes / 1024
-    );
+    let render =
+        |query: &RoomQuery, out: &Renderer| render(&store, &status, &metrics, &config, query.clone(), out);
+    let html = |r: &model::Report| page::status_page(r, "/metrics", false).len();
+    let page_bytes = render(&RoomQuery::default(), &html);
     let filtered = RoomQuery {
         q: "team 12".into(),
         full: "1".into(),
         ..RoomQuery::default()
     };
-    let t = median(runs, || {
-        black_box(render(
-            &store,
-            &status,
-            &metrics,
-            &config,
-            filtered.clone(),
-            |r| page::status_page(r, "/metrics", false),
-        ));
-    });
-    println!("  /?q=team 12&full=1:                {}", ms(t));
     let by_poll = RoomQuery {
         sort: "last_poll".into(),
         page: 50,
         ..RoomQuery::default()
     };
-    let t = median(runs, || {
-        black_box(render(&store, &status, &metrics, &config, by_poll.clone(), |r| {
-            page::status_page(r, "/metrics", false)
-        }));
-    });
-    println!("  /?sort=last_poll&page=50:          {}", ms(t));
-    let t = median(runs, || {
-        black_box(render(
-            &store,
-            &status,
-            &metrics,
-            &config,
-            RoomQuery::default(),
-            text::render,
-        ));
-    });
-    println!("  / as text/plain:                   {}", ms(t));
-    let t = median(runs, || {
-        black_box(render(
-            &store,
-            &status,
-            &metrics,
-            &config,
-            RoomQuery::default(),
-            |r| serde_json::to_string(r).map(|s| s.len()),
-        ))
-        .ok();
-    });
-    println!("  /status.json:                      {}", ms(t));
+    let text = |r: &model::Report| text::render(r).len();
+    let json = |r: &model::Report| serde_json::to_string(r).map_or(0, |s| s.len());
+    let cases: [(&str, &RoomQuery, &Renderer); 5] = [
+        ("/  (fullest first, page 1)", &RoomQuery::default(), &html),
+        ("/?q=team 12&full=1", &filtered, &html),
+        ("/?sort=last_poll&page=50", &by_poll, &html),
+        ("/ as text/plain", &RoomQuery::default(), &text),
+        ("/status.json", &RoomQuery::default(), &json),
+    ];
+    for (name, query, out) in cases {
+        let t = median(runs, || {
+            black_box(render(query, out));
+        });
+        println!("  {:<34} {}", format!("{name}:"), ms(t));
+    }
+    println!("    ({} KiB of HTML for page 1)", page_bytes / 1024);
     let t = median(runs, || {
         let mut own = Vec::with_capacity(16 * 1024);
         metrics.render_into(&mut own);
@@ -239,14 +204,7 @@ fn main() {
     let busy = std::thread::scope(|s| {
         s.spawn(|| {
             while !stop.load(Ordering::Relaxed) {
-                black_box(render(
-                    &store,
-                    &status,
-                    &metrics,
-                    &config,
-                    RoomQuery::default(),
-                    |r| page::status_page(r, "/metrics", false),
-                ));
+                black_box(render(&RoomQuery::default(), &html));
                 rendered.fetch_add(1, Ordering::Relaxed);
             }
         });
