@@ -6,11 +6,13 @@
 
 use std::hint::black_box;
 use std::io::Write as _;
-use std::time::{Duration, Instant};
 
 use roomengine_exporter::api::model::{RoomInfo, SeatUsage};
 use roomengine_exporter::exposition::{render_room, write_families, RoomSnapshot};
 use roomengine_exporter::store::Store;
+
+mod common;
+use common::median;
 
 const ROOMS: usize = 10_000;
 const SIZES: [usize; 3] = [1_000, 10_000, 50_000];
@@ -32,19 +34,6 @@ fn info(i: usize) -> RoomInfo {
         schedule_end_time: 1703495146,
         ..RoomInfo::default()
     }
-}
-
-/// Median of `runs` timings of `f`.
-fn median(runs: usize, mut f: impl FnMut()) -> Duration {
-    let mut times: Vec<Duration> = (0..runs)
-        .map(|_| {
-            let start = Instant::now();
-            f();
-            start.elapsed()
-        })
-        .collect();
-    times.sort();
-    times[runs / 2]
 }
 
 /// A store of `rooms` rooms, every one polled once (half with seats), and their snapshots.

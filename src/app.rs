@@ -103,6 +103,8 @@ pub async fn run(
         (None, Some(path)) => roomset::open_sqlite(path)?,
         (None, None) => Box::new(MemoryState),
     };
+    let journal = Arc::new(crate::journal::Journal::new());
+    journal.set_backend(&backend.describe());
     let (room_set, polled) = RoomSet::start(
         roomset::Options {
             configured: config.rooms.clone(),
@@ -126,6 +128,7 @@ pub async fn run(
         ready: ready.clone(),
         watch: config.watch,
         on_gone: Box::new(move |room, sent_ms| gone_to.report_gone(room, sent_ms)),
+        journal: journal.clone(),
     };
     let polling = spawn_polling(
         poller.run(polled, config.interval, reloads, shutdown.clone()),
@@ -145,6 +148,7 @@ pub async fn run(
                 token: c.token.clone(),
                 room_set: room_set.clone(),
                 metrics: CallbackMetrics::new(registry),
+                journal: journal.clone(),
             });
             let serving = Serving {
                 listener,
@@ -168,7 +172,6 @@ pub async fn run(
     );
     let timeout = config.timeout;
     let watch_sighup = config_file.is_some();
-    let callbacks_on = config.callbacks.is_some();
     let reloader = Arc::new(Reloader::new(
         config_file,
         Box::new(ProcessSecrets),
@@ -182,6 +185,12 @@ pub async fn run(
             poller: reschedule,
         },
     ));
+    tokio::spawn(crate::status::model::keep_journal(
+        journal.clone(),
+        store.clone(),
+        metrics.clone(),
+        shutdown.clone(),
+    ));
     if watch_sighup {
         tokio::spawn(reload::on_sighup(reloader.clone(), shutdown.clone()));
     }
@@ -194,7 +203,7 @@ pub async fn run(
         telemetry_path: web.telemetry_path.clone(),
         prober,
         reloader,
-        callbacks: callbacks_on,
+        journal,
     };
     let serving = Serving {
         listener,

@@ -155,8 +155,8 @@ fn banner(url: &str, simulator: &SimHandle, rooms: usize, callback_url: &str) ->
         "\nroomengine-exporter demo: {rooms} simulated rooms, learnt from the simulator's callbacks\n\
          (registered at {callback_url}), polled every 5s at up to 50 calls/s.\n\
          \n\
+         \x20 status page    http://{url}/\n\
          \x20 metrics        http://{url}/metrics\n\
-         \x20 landing page   http://{url}/\n\
          \x20 simulator      {sim}/sim/rooms   (its own counters: {sim}/sim/metrics, callbacks sent: {sim}/sim/callbacks)\n\
          \n\
          Change a room and watch the metrics follow:\n\

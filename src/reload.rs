@@ -69,6 +69,16 @@ pub struct Reloader {
     /// The configuration in use; the lock also makes reloads one at a time.
     current: Mutex<Config>,
     parts: Parts,
+    /// The last reload attempted since the start (the status page shows it).
+    last: std::sync::Mutex<Option<LastReload>>,
+}
+
+/// How the last reload ended.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LastReload {
+    pub at_unix: f64,
+    /// The summary, or every problem.
+    pub result: Result<String, String>,
 }
 
 impl Reloader {
@@ -85,12 +95,37 @@ impl Reloader {
             secrets,
             current: Mutex::new(current),
             parts,
+            last: std::sync::Mutex::new(None),
         }
+    }
+
+    /// The configuration in use (after a reload in progress).
+    pub async fn config(&self) -> Config {
+        self.current.lock().await.clone()
+    }
+
+    /// The file the configuration is read from (`None`: built in memory).
+    pub fn file(&self) -> Option<&std::path::Path> {
+        self.path.as_deref()
+    }
+
+    pub fn last_reload(&self) -> Option<LastReload> {
+        self.last.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// Re-reads the file and applies it (see [`Reloader::reload_once`]), remembering the outcome.
+    pub async fn reload(&self) -> Result<String, String> {
+        let result = self.reload_once().await;
+        *self.last.lock().unwrap_or_else(|p| p.into_inner()) = Some(LastReload {
+            at_unix: unix_now_f64(),
+            result: result.clone(),
+        });
+        result
     }
 
     /// Re-reads the file and applies it. `Ok` is a one-line summary of what
     /// changed; `Err` lists every problem, each naming its key.
-    pub async fn reload(&self) -> Result<String, String> {
+    async fn reload_once(&self) -> Result<String, String> {
         let mut current = self.current.lock().await;
         let Some(path) = &self.path else {
             return Err("the configuration was built in memory (demo): there is no file to reload".into());

@@ -137,11 +137,14 @@ struct Connection {
 impl Connection {
     async fn serve<I: AsyncRead + AsyncWrite + Unpin + Send + 'static>(self, io: I) {
         let admitted = self.admitted.clone();
+        let peer = self.peer;
         let app = self.app;
         let service = hyper::service::service_fn(move |request: hyper::Request<Incoming>| {
             // Busy from the headers until the last byte of the answer is sent.
             let guard = admitted.track();
-            let answer = app.clone().oneshot(request.map(Body::new));
+            let mut request = request.map(Body::new);
+            request.extensions_mut().insert(axum::extract::ConnectInfo(peer));
+            let answer = app.clone().oneshot(request);
             async move {
                 let response = answer.await?;
                 Ok::<_, std::convert::Infallible>(response.map(|b| Body::new(GuardedBody::new(b, guard))))

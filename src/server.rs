@@ -1,6 +1,6 @@
 //! The HTTP side: `/metrics` (rooms from the store, then the exporter's own
-//! metrics; gzip when asked), the landing page, `/-/healthy`, `/-/ready`, and
-//! `/probe` when enabled. Scrapes only read snapshots; they never call the API.
+//! metrics; gzip when asked), the status page (`crate::status`), `/-/healthy`,
+//! `/-/ready`, and `/probe` when enabled. Scrapes only read snapshots; they never call the API.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -8,7 +8,7 @@ use std::sync::Arc;
 use axum::body::Body;
 use axum::extract::State;
 use axum::http::{header, StatusCode};
-use axum::response::{Html, IntoResponse, Response};
+use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::Router;
 use bytes::Bytes;
@@ -30,8 +30,8 @@ pub struct AppState {
     pub telemetry_path: String,
     pub prober: Arc<Prober>,
     pub reloader: Arc<Reloader>,
-    /// Whether the callback receiver is on, for the landing page.
-    pub callbacks: bool,
+    /// The status page's journal (recent callbacks, API errors, room events).
+    pub journal: Arc<crate::journal::Journal>,
 }
 
 impl axum::extract::FromRef<AppState> for Arc<Prober> {
@@ -41,18 +41,26 @@ impl axum::extract::FromRef<AppState> for Arc<Prober> {
 }
 
 pub fn router(state: AppState) -> Router {
+    let status = crate::status::http::router(crate::status::http::View {
+        journal: state.journal.clone(),
+        store: state.store.clone(),
+        metrics: state.metrics.clone(),
+        budget: state.budget.clone(),
+        reloader: state.reloader.clone(),
+        telemetry_path: state.telemetry_path.clone(),
+    });
     Router::new()
-        .route("/", get(landing))
         .route(&state.telemetry_path, get(metrics))
         .route("/-/healthy", get(|| async { "Healthy\n" }))
         .route("/-/ready", get(ready))
         .route("/probe", get(probe::handler))
         .route("/-/reload", post(reload))
+        .with_state(state)
+        .merge(status)
         // Level 1: a 10,000-room body (9 MB of very repetitive text) still
         // shrinks ~18x, at a fraction of the default level's CPU time; a
         // scrape waits for the compression, so its speed is what counts.
         .layer(CompressionLayer::new().quality(CompressionLevel::Fastest))
-        .with_state(state)
 }
 
 /// The room families are sent as slices of the store's shard texts (no copy,
@@ -100,29 +108,4 @@ async fn reload(State(state): State<AppState>) -> Response {
         )
             .into_response(),
     }
-}
-
-async fn landing(State(state): State<AppState>) -> Html<String> {
-    let path = &state.telemetry_path;
-    let probe = if state.prober.enabled() {
-        "<li><a href=\"/probe?room_id=room-test\">/probe?room_id=…</a>: one room, fetched now (multi-target)</li>"
-    } else {
-        ""
-    };
-    Html(format!(
-        "<!doctype html><html><head><title>Room Engine exporter</title></head><body>\
-         <h1>Room Engine exporter</h1>\
-         <p>Version {version}. Room metrics come from background polling of get_room_info; a scrape reads the latest snapshots.</p>\
-         <ul><li><a href=\"{path}\">{path}</a>: metrics</li>\
-         <li><a href=\"/-/healthy\">/-/healthy</a></li>\
-         <li><a href=\"/-/ready\">/-/ready</a>: 200 once the first pass over all rooms is done</li>{probe}\
-         <li>POST /-/reload (or SIGHUP): re-read the configuration file</li>{callbacks}</ul>\
-         </body></html>",
-        version = env!("CARGO_PKG_VERSION"),
-        callbacks = if state.callbacks {
-            "<li>Room Engine callbacks: received on a listener of their own (callbacks.listen_address)</li>"
-        } else {
-            ""
-        },
-    ))
 }

@@ -293,6 +293,15 @@ impl Store {
         snapshot
     }
 
+    /// Visits every room held with its snapshot (`None` until something was
+    /// learnt), each under its shard's lock for the visit only (the status page).
+    pub fn for_each_room(&self, mut visit: impl FnMut(&str, Option<&RoomSnapshot>)) {
+        let layout = self.layout();
+        for (room, &(shard, slot)) in &layout.positions {
+            visit(room, lock(&layout.shards[shard]).rooms[slot].as_ref());
+        }
+    }
+
     /// Rooms whose last info says they use seats: each costs a seat call per pass.
     pub fn seat_enabled_rooms(&self) -> usize {
         self.layout()

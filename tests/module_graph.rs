@@ -21,6 +21,7 @@ const LAYERS: &[&[&str]] = &[
     &["reload"],
     &["probe"],
     &["poller", "callbacks"],
+    &["journal"],
     &["roomset"],
     &["store"],
     &["exposition"],

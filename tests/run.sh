@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The whole test suite, as the README's quick start gives it and CI runs it:
-# installs Prometheus/promtool, nginx and redis-server when missing, then the
+# installs Prometheus/promtool, nginx, redis-server and chromium when missing, then the
 # Rust tests, the rule checks, the packaging checks (image, systemd unit,
 # Kubernetes base) and the end-to-end check against a real Prometheus.
 set -euo pipefail
@@ -16,6 +16,9 @@ bash tests/ensure-nginx.sh
 
 step "redis-server (Debian package, installed when missing; tests/redis_ha.rs runs one on loopback)"
 bash tests/ensure-redis.sh
+
+step "chromium and playwright-core (Debian package and target/node, installed when missing; tests/status_browser.rs drives the status page)"
+bash tests/ensure-chromium.sh
 
 step "cargo test (unit, fixture, end-to-end, budget, secrets, simulator, demo)"
 # --show-output prints the figures the budget, probe and seat tests measured.

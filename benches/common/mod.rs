@@ -361,3 +361,16 @@ impl roomengine_exporter::config::SecretSource for BenchSecrets {
         std::fs::read_to_string(path)
     }
 }
+
+/// Median of `runs` timings of `f` (the in-process benches).
+pub fn median(runs: usize, mut f: impl FnMut()) -> Duration {
+    let mut times: Vec<Duration> = (0..runs)
+        .map(|_| {
+            let start = Instant::now();
+            f();
+            start.elapsed()
+        })
+        .collect();
+    times.sort();
+    times[runs / 2]
+}

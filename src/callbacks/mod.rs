@@ -40,6 +40,8 @@ pub struct Receiver {
     pub token: Option<SecretKey>,
     pub room_set: RoomSet,
     pub metrics: CallbackMetrics,
+    /// The status page's journal: every callback, refused ones with their reason.
+    pub journal: Arc<crate::journal::Journal>,
 }
 
 /// The callback listener's routes: `path`, any method (others answer 405 there).
@@ -52,17 +54,29 @@ pub fn router(receiver: Arc<Receiver>, path: &str) -> Router {
 
 async fn receive(State(receiver): State<Arc<Receiver>>, request: Request) -> Response {
     let started = Instant::now();
-    let answer = match handle(&receiver, request).await {
+    let (peer, mut seen) = (crate::journal::peer_of(&request), None);
+    let answer = match handle(&receiver, request, &mut seen).await {
         Ok(command) => {
             receiver.metrics.accepted.with_label_values(&[command]).inc();
+            receiver
+                .journal
+                .callback(command, seen.as_ref().map(|s| &s.0), 200);
             ([(header::CONTENT_TYPE, "application/json")], OK_ANSWER).into_response()
         }
         Err(Rejected::Refused(reason, status, message)) => {
             receiver.metrics.rejected.with_label_values(&[reason]).inc();
             tracing::debug!(reason, %message, "callback rejected");
+            receiver.journal.refused(reason, status.as_u16(), peer);
             plain(status, message)
         }
-        Err(Rejected::Failed(status, message)) => plain(status, message),
+        Err(Rejected::Failed(status, message)) => {
+            receiver.journal.callback(
+                seen.as_ref().map_or("other", |s| s.1),
+                seen.as_ref().map(|s| &s.0),
+                status.as_u16(),
+            );
+            plain(status, message)
+        }
     };
     receiver.metrics.duration.observe(started.elapsed().as_secs_f64());
     answer
@@ -80,7 +94,11 @@ fn refused(reason: &'static str, status: StatusCode, message: impl Into<String>)
 }
 
 /// Applies one callback; the label it counts under when accepted.
-async fn handle(receiver: &Receiver, request: Request) -> Result<&'static str, Rejected> {
+async fn handle(
+    receiver: &Receiver,
+    request: Request,
+    seen: &mut Option<(crate::journal::Seen, &'static str)>,
+) -> Result<&'static str, Rejected> {
     if request.method() != Method::POST {
         return Err(refused(
             "method",
@@ -116,6 +134,7 @@ async fn handle(receiver: &Receiver, request: Request) -> Result<&'static str, R
             format!("malformed callback: {e}"),
         )
     })?;
+    *seen = Some((crate::journal::Seen::of(&event), handled.name));
     match tokio::time::timeout(STORE_TIMEOUT, receiver.room_set.apply(event)).await {
         Ok(Ok(())) => Ok(handled.name),
         Ok(Err(e)) => Err(Rejected::Failed(StatusCode::SERVICE_UNAVAILABLE, e)),

@@ -52,6 +52,8 @@ pub struct Poller<A = ApiClient> {
     /// Told of every room the API answered 100004 for, with when that call
     /// was sent (the room set stops polling discovered rooms and forgets them later).
     pub on_gone: OnGone,
+    /// The status page's journal: every poll's outcome.
+    pub journal: Arc<crate::journal::Journal>,
 }
 
 /// The rooms in turn order and the pass length: what a reload rewrites.

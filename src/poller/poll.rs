@@ -94,6 +94,7 @@ impl<A: RoomApi> Poller<A> {
         };
         let (members, max) = (info.member_count, info.max_member_count);
         self.store.record_poll(room, info, seats, sent_ms, unix_now_f64());
+        self.journal.poll(room, sent_ms, None);
         PollResult::Ok { members, max }
     }
 
@@ -125,6 +126,7 @@ impl<A: RoomApi> Poller<A> {
     }
 
     fn record_error(&self, room: &str, e: CallError, sent_ms: u64) -> PollResult {
+        self.journal.poll(room, sent_ms, Some(&e));
         if e.class == ErrorClass::RoomGone {
             let newly_gone = self
                 .store

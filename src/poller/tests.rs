@@ -151,6 +151,7 @@ impl Setup<'_> {
             ready: ready.clone(),
             watch: self.watch,
             on_gone: Box::new(|_, _| {}),
+            journal: Arc::new(crate::journal::Journal::new()),
         };
         let (reschedule, reloads) = mpsc::unbounded_channel();
         let shutdown = CancellationToken::new();
