@@ -85,7 +85,11 @@ impl Candidate {
         let has_capacity = live && s.facts.known(Field::MaxMembers) && info.max_member_count > 0;
         Candidate {
             has_capacity,
-            ratio: if has_capacity { info.member_count as f64 / info.max_member_count as f64 } else { 0.0 },
+            ratio: if has_capacity {
+                info.member_count as f64 / info.max_member_count as f64
+            } else {
+                0.0
+            },
             members: if live { info.member_count } else { 0 },
             shard: shard as u32,
             slot: slot as u32,
@@ -509,9 +513,9 @@ impl Store {
     /// reused buffers.
     fn choose_shown(&self, now: Instant) {
         let mut series = lock(&self.series);
-        let fresh = series.chosen_at.is_some_and(|at| {
-            series.limit == 0 || now.saturating_duration_since(at) < RECHOOSE_EVERY
-        });
+        let fresh = series
+            .chosen_at
+            .is_some_and(|at| series.limit == 0 || now.saturating_duration_since(at) < RECHOOSE_EVERY);
         if fresh {
             return;
         }

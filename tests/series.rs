@@ -215,7 +215,9 @@ fn denied_families_are_dropped_and_aggregates_stay() {
     let text = scrape_at(&store, Instant::now());
     let room_types: Vec<&str> = lines(&text, "# TYPE roomengine_room_")
         .into_iter()
-        .filter(|l| !l.contains("roomengine_room_members_") && !l.contains("occupancy") && !l.contains("lifetime"))
+        .filter(|l| {
+            !l.contains("roomengine_room_members_") && !l.contains("occupancy") && !l.contains("lifetime")
+        })
         .collect();
     assert_eq!(room_types, vec!["# TYPE roomengine_room_members gauge"]);
 }

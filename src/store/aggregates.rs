@@ -44,7 +44,10 @@ struct Bins<const N: usize> {
 
 impl<const N: usize> Default for Bins<N> {
     fn default() -> Self {
-        Bins { counts: [0; N], sum: 0 }
+        Bins {
+            counts: [0; N],
+            sum: 0,
+        }
     }
 }
 
@@ -57,7 +60,11 @@ impl<const N: usize> Bins<N> {
     /// `_bucket` (cumulative), `_sum` and `_count` lines; `sum` renders the sum.
     fn render(&self, out: &mut String, name: &str, bounds: &[String], sum: impl std::fmt::Display) {
         let mut cumulative = 0;
-        for (count, le) in self.counts.iter().zip(bounds.iter().map(String::as_str).chain(["+Inf"])) {
+        for (count, le) in self
+            .counts
+            .iter()
+            .zip(bounds.iter().map(String::as_str).chain(["+Inf"]))
+        {
             cumulative += count;
             let _ = writeln!(out, "{name}_bucket{{le=\"{le}\"}} {cumulative}");
         }
@@ -122,7 +129,11 @@ impl Aggregates {
         if let Some(i) = self.types.iter().position(|t| t == room_type) {
             return i;
         }
-        let label = if self.types.len() < MAX_ROOM_TYPES { room_type } else { "other" };
+        let label = if self.types.len() < MAX_ROOM_TYPES {
+            room_type
+        } else {
+            "other"
+        };
         if let Some(i) = self.types.iter().position(|t| t == label) {
             return i;
         }
@@ -153,33 +164,53 @@ impl Aggregates {
 
     /// The aggregate families in the text format, HELP and TYPE included.
     pub fn render(&self, out: &mut String) {
-        const EVERY: &str = "every room of the set counts, whatever metrics.room_series_limit; destroyed rooms do not";
+        const EVERY: &str =
+            "every room of the set counts, whatever metrics.room_series_limit; destroyed rooms do not";
         if !self.types.is_empty() {
             let _ = writeln!(out, "# HELP roomengine_rooms Rooms by RoomType and RoomStatus ({EVERY}).\n# TYPE roomengine_rooms gauge");
             for (room_type, row) in self.types.iter().zip(&self.rooms) {
                 for (status, count) in STATUS_LABELS.iter().zip(row) {
                     // The state set's values always; `unknown` only while some room has it.
                     if *status != UNKNOWN || *count > 0 {
-                        let _ = writeln!(out, "roomengine_rooms{{room_type=\"{}\",status=\"{status}\"}} {count}", escape(room_type));
+                        let _ = writeln!(
+                            out,
+                            "roomengine_rooms{{room_type=\"{}\",status=\"{status}\"}} {count}",
+                            escape(room_type)
+                        );
                     }
                 }
             }
             let _ = writeln!(out, "# HELP roomengine_room_members_sum Members of all rooms, by RoomType ({EVERY}).\n# TYPE roomengine_room_members_sum gauge");
             for (room_type, members) in self.types.iter().zip(&self.members) {
-                let _ = writeln!(out, "roomengine_room_members_sum{{room_type=\"{}\"}} {members}", escape(room_type));
+                let _ = writeln!(
+                    out,
+                    "roomengine_room_members_sum{{room_type=\"{}\"}} {members}",
+                    escape(room_type)
+                );
             }
         }
         let _ = writeln!(out, "# HELP roomengine_rooms_without_capacity Rooms whose MaxMemberCount is 0 or unknown, left out of roomengine_room_occupancy_ratio ({EVERY}).\n# TYPE roomengine_rooms_without_capacity gauge\nroomengine_rooms_without_capacity {}", self.without_capacity);
         let _ = writeln!(out, "# HELP roomengine_room_occupancy_ratio Rooms by MemberCount / MaxMemberCount, a snapshot of the set ({EVERY}).\n# TYPE roomengine_room_occupancy_ratio histogram");
         let bounds: Vec<String> = OCCUPANCY_BUCKETS.iter().map(f64::to_string).collect();
         let sum = self.occupancy.sum as f64 / RATIO_SCALE;
-        self.occupancy.render(out, "roomengine_room_occupancy_ratio", &bounds, sum);
+        self.occupancy
+            .render(out, "roomengine_room_occupancy_ratio", &bounds, sum);
         let _ = writeln!(out, "# HELP roomengine_room_members_count Rooms by MemberCount, a snapshot of the set ({EVERY}).\n# TYPE roomengine_room_members_count histogram");
         let bounds: Vec<String> = MEMBER_BUCKETS.iter().map(u64::to_string).collect();
-        self.member_counts.render(out, "roomengine_room_members_count", &bounds, self.member_counts.sum);
+        self.member_counts.render(
+            out,
+            "roomengine_room_members_count",
+            &bounds,
+            self.member_counts.sum,
+        );
         let _ = writeln!(out, "# HELP roomengine_room_lifetime_seconds Room lifetimes from creation (CreateTime, or the create callback's EventTime) to the destroy callback.\n# TYPE roomengine_room_lifetime_seconds histogram");
         let bounds: Vec<String> = LIFETIME_BUCKETS.iter().map(u64::to_string).collect();
-        self.lifetimes.render(out, "roomengine_room_lifetime_seconds", &bounds, self.lifetimes.sum);
+        self.lifetimes.render(
+            out,
+            "roomengine_room_lifetime_seconds",
+            &bounds,
+            self.lifetimes.sum,
+        );
     }
 }
 
