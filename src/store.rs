@@ -473,7 +473,7 @@ impl Store {
 
     /// Every room family `metrics.families` lets through, HELP/TYPE once
     /// then each shard's lines, as pieces to send in order (slices of the
-    /// shards' texts, nothing copied), then the aggregates. Each shard is
+    /// shards' texts, nothing copied). Each shard is
     /// read under its lock once, so a room is never half updated.
     pub fn scrape(&self) -> Vec<Bytes> {
         self.scrape_at(Instant::now())
@@ -501,10 +501,15 @@ impl Store {
             Bytes::from_static,
         );
         drop(shown);
+        pieces
+    }
+
+    /// The aggregates over every room (shown or not), HELP/TYPE included:
+    /// served after the room families, never filtered.
+    pub fn aggregates(&self) -> Bytes {
         let mut text = String::with_capacity(4096);
         lock(&self.aggregates).render(&mut text);
-        pieces.push(Bytes::from(text));
-        pieces
+        Bytes::from(text)
     }
 
     /// Under a series limit, and when the last choice is older than

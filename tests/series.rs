@@ -20,11 +20,13 @@ fn info(members: u64, max: u64, room_type: &str, status: &str) -> RoomInfo {
     }
 }
 
+/// The room families and the aggregates, as /metrics serves them.
 fn scrape_at(store: &Store, now: Instant) -> String {
     let mut out = Vec::new();
     for piece in store.scrape_at(now) {
         out.extend_from_slice(&piece);
     }
+    out.extend_from_slice(&store.aggregates());
     String::from_utf8(out).expect("UTF-8")
 }
 
