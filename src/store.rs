@@ -492,7 +492,7 @@ impl Store {
             })
             .collect();
         let shown = self.shown_families.read().unwrap_or_else(|p| p.into_inner());
-        let mut pieces = in_family_order(
+        let pieces = in_family_order(
             &shards,
             |(text, families), family| match shown[family] {
                 true => text.slice(families[family].clone()),
