@@ -86,6 +86,7 @@ pub async fn run(
         ApiMetrics::new(registry),
     )?);
     let store = Arc::new(Store::new::<String>(&[]));
+    store.configure(&config.metrics, &config.rooms);
     let ready = Arc::new(AtomicBool::new(false));
     let prober = Arc::new(Prober::new(
         client.clone(),
@@ -183,6 +184,7 @@ pub async fn run(
             metrics: ConfigMetrics::new(registry),
             prober: prober.clone(),
             poller: reschedule,
+            store: store.clone(),
         },
     ));
     tokio::spawn(crate::status::model::keep_journal(

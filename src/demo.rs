@@ -65,6 +65,7 @@ fn demo_config(sim: &SimHandle, options: &SimOptions, callbacks_at: &str, token:
             max_connections: DEFAULT_CALLBACK_CONNECTIONS,
             bounds: Default::default(),
         }),
+        metrics: Default::default(),
     }
 }
 

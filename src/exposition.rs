@@ -400,3 +400,14 @@ fn family_header(index: usize) -> &'static [u8] {
     });
     headers.get(index).map_or(&[], |h| h.as_bytes())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::FAMILIES;
+
+    #[test]
+    fn the_config_accepts_exactly_the_room_families() {
+        let names: Vec<&str> = FAMILIES.iter().map(|f| f.name).collect();
+        assert_eq!(names, crate::config::ROOM_FAMILY_NAMES);
+    }
+}

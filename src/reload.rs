@@ -16,6 +16,7 @@ use crate::config::{self, CallbacksConfig, Config, RoomBounds, SecretSource};
 use crate::metrics::Register;
 use crate::probe::Prober;
 use crate::roomset::{Limits, Reschedule, RoomSet};
+use crate::store::Store;
 
 /// The parts a reload reconfigures.
 pub struct Parts {
@@ -25,6 +26,8 @@ pub struct Parts {
     pub metrics: ConfigMetrics,
     pub prober: Arc<Prober>,
     pub poller: mpsc::UnboundedSender<Reschedule>,
+    /// Takes the `metrics:` section (series limit, family filters).
+    pub store: Arc<Store>,
 }
 
 /// The configuration's metrics: whether the last load worked, when the
@@ -151,6 +154,7 @@ impl Reloader {
 
     async fn apply(&self, old: &Config, new: &Config) -> String {
         let parts = &self.parts;
+        parts.store.configure(&new.metrics, &new.rooms);
         let rooms = parts.room_set.set_configured(new.rooms.clone()).await;
         if old.room_bounds() != new.room_bounds() {
             match Limits::from_config(&new.room_bounds()) {
@@ -180,6 +184,7 @@ impl Reloader {
             ("polling.watch", old.watch != new.watch),
             ("probe.enabled", old.probe_enabled != new.probe_enabled),
             ("app.endpoint", old.endpoint != new.endpoint),
+            ("metrics", old.metrics != new.metrics),
             (
                 "callbacks (takes effect at the next start)",
                 without_bounds(&old.callbacks) != without_bounds(&new.callbacks),

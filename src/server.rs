@@ -68,6 +68,7 @@ pub fn router(state: AppState) -> Router {
 /// copies of 16 MB), then the exporter's own metrics.
 async fn metrics(State(state): State<AppState>) -> Response {
     let mut pieces = state.store.scrape();
+    pieces.push(state.store.aggregates());
     let mut own = Vec::with_capacity(8192);
     state.metrics.render_into(&mut own);
     pieces.push(Bytes::from(own));

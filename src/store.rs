@@ -10,25 +10,100 @@
 //! `Arc` store, so a scrape sees either the old or the new lines of a room,
 //! never half of its update. The text is the only copy of the lines: memory
 //! is one exposition's worth, not two.
+//!
+//! Series control: a shard's text holds only its *shown* rooms (every room,
+//! or with `metrics.room_series_limit` the configured ones and the fullest
+//! others, re-chosen at most every [`RECHOOSE_EVERY`]); every room counts in
+//! the [`aggregates`], kept exact on each change.
+
+pub mod aggregates;
 
 use std::collections::{HashMap, HashSet};
 use std::ops::Range;
 use std::sync::{Mutex, MutexGuard, RwLock, RwLockReadGuard};
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 
 use crate::api::model::{RoomInfo, SeatUsage};
 use crate::clock::unix_now_ms;
+use crate::config::MetricsConfig;
 use crate::exposition::{in_family_order, render_room, RenderedRoom, RoomSnapshot, FAMILIES};
 use crate::room::{Field, RoomUpdate};
+use aggregates::{lifetime, Aggregates};
 
 /// Rooms per shard: small enough that rebuilding a shard on each poll is
 /// cheap (microseconds), large enough that a scrape copies few buffers.
 pub const SHARD_ROOMS: usize = 64;
+// A shard's shown and configured rooms are bit masks of one u64.
+const _: () = assert!(SHARD_ROOMS == u64::BITS as usize);
+
+/// With a series limit, how long a choice of shown rooms stands: about a
+/// scrape interval, so series do not come and go between scrapes.
+pub const RECHOOSE_EVERY: Duration = Duration::from_secs(10);
 
 pub struct Store {
     /// Which rooms are configured and where they sit; written only by a reload.
     layout: RwLock<Layout>,
+    /// Over every room, shown or not. Locked after a shard, never before.
+    aggregates: Mutex<Aggregates>,
+    /// Which rooms are shown; locked before the layout.
+    series: Mutex<Series>,
+    /// `shown_families[i]`: whether family `i` passes `metrics.families`.
+    shown_families: RwLock<Vec<bool>>,
+}
+
+/// The series limit and the last choice of shown rooms.
+struct Series {
+    /// `metrics.room_series_limit` (0: every room is shown).
+    limit: usize,
+    /// Configured rooms: always shown.
+    configured: HashSet<String>,
+    /// When the shown rooms were last chosen (`None`: at the next scrape).
+    chosen_at: Option<Instant>,
+    /// Reused by every choice, so a choice allocates nothing per room.
+    candidates: Vec<Candidate>,
+    /// Per shard, the slots chosen.
+    chosen: Vec<u64>,
+}
+
+/// A room that is not configured, ranked for the series limit.
+#[derive(Debug, Clone, Copy)]
+struct Candidate {
+    /// MaxMemberCount above 0 (rooms without one rank last).
+    has_capacity: bool,
+    ratio: f64,
+    members: u64,
+    shard: u32,
+    slot: u32,
+}
+
+impl Candidate {
+    fn of(s: &RoomSnapshot, shard: usize, slot: usize) -> Candidate {
+        let info = &s.facts.info;
+        let live = s.facts.exists != Some(false);
+        let has_capacity = live && s.facts.known(Field::MaxMembers) && info.max_member_count > 0;
+        Candidate {
+            has_capacity,
+            ratio: if has_capacity {
+                info.member_count as f64 / info.max_member_count as f64
+            } else {
+                0.0
+            },
+            members: if live { info.member_count } else { 0 },
+            shard: shard as u32,
+            slot: slot as u32,
+        }
+    }
+
+    /// Fullest first; ties by members, then by place so a choice is stable.
+    fn fuller(a: &Candidate, b: &Candidate) -> std::cmp::Ordering {
+        b.has_capacity
+            .cmp(&a.has_capacity)
+            .then(b.ratio.total_cmp(&a.ratio))
+            .then(b.members.cmp(&a.members))
+            .then((a.shard, a.slot).cmp(&(b.shard, b.slot)))
+    }
 }
 
 struct Layout {
@@ -49,6 +124,10 @@ struct Shard {
     /// `line_lengths[slot][family]`: bytes of that room's lines in the
     /// family's section of `text` (0 for empty slots), to find where to splice.
     line_lengths: Vec<Vec<usize>>,
+    /// Slots whose lines are in `text` (bit `slot`).
+    shown: u64,
+    /// Slots holding a configured room.
+    configured: u64,
 }
 
 impl Shard {
@@ -58,7 +137,35 @@ impl Shard {
             text: Bytes::new(),
             families: vec![0..0; FAMILIES.len()],
             line_lengths: vec![vec![0; FAMILIES.len()]; SHARD_ROOMS],
+            shown: 0,
+            configured: 0,
         }
+    }
+
+    fn is_shown(&self, slot: usize) -> bool {
+        self.shown & 1 << slot != 0
+    }
+
+    /// Makes the slots of `wanted` the shown ones: lines in for rooms newly
+    /// shown, out for rooms newly hidden, in one copy of the text.
+    fn show(&mut self, wanted: u64) {
+        let changed = wanted ^ self.shown;
+        if changed == 0 {
+            return;
+        }
+        let rendered: Vec<(usize, Option<RenderedRoom>)> = (0..SHARD_ROOMS)
+            .filter(|slot| changed & 1 << slot != 0)
+            .map(|slot| {
+                let lines = (wanted & 1 << slot != 0)
+                    .then(|| self.rooms[slot].as_ref().map(render_room))
+                    .flatten();
+                (slot, lines)
+            })
+            .collect();
+        let changes: Vec<(usize, Option<&RenderedRoom>)> =
+            rendered.iter().map(|(slot, r)| (*slot, r.as_ref())).collect();
+        self.splice_many(&changes);
+        self.shown = wanted;
     }
 
     /// Replaces the lines of the room in `slot` with `lines` (none: removed).
@@ -116,9 +223,39 @@ impl Store {
                 free: Vec::new(),
                 shards: Vec::new(),
             }),
+            aggregates: Mutex::new(Aggregates::default()),
+            series: Mutex::new(Series {
+                limit: 0,
+                configured: rooms.iter().map(|r| r.as_ref().to_owned()).collect(),
+                chosen_at: None,
+                candidates: Vec::new(),
+                chosen: Vec::new(),
+            }),
+            shown_families: RwLock::new(vec![true; FAMILIES.len()]),
         };
         store.set_rooms(rooms);
         store
+    }
+
+    /// Applies the `metrics:` section (at start and on every reload):
+    /// `configured` rooms are always shown, the others within `room_series_limit`
+    /// (chosen again at the next scrape), families as `metrics.families` says.
+    pub fn configure<S: AsRef<str>>(&self, metrics: &MetricsConfig, configured: &[S]) {
+        *self.shown_families.write().unwrap_or_else(|p| p.into_inner()) =
+            FAMILIES.iter().map(|f| metrics.shows_family(f.name)).collect();
+        let mut series = lock(&self.series);
+        series.limit = metrics.room_series_limit;
+        series.configured = configured.iter().map(|r| r.as_ref().to_owned()).collect();
+        series.chosen_at = None;
+        let layout = self.layout();
+        for shard in &layout.shards {
+            lock(shard).configured = 0;
+        }
+        for room in &series.configured {
+            if let Some(&(shard, slot)) = layout.positions.get(room) {
+                lock(&layout.shards[shard]).configured |= 1 << slot;
+            }
+        }
     }
 
     /// Makes `rooms` the rooms held: removed rooms lose their series at
@@ -141,6 +278,7 @@ impl Store {
 
     /// Gives each room of `rooms` not held yet a place; returns those, in order.
     pub fn add_rooms<S: AsRef<str>>(&self, rooms: &[S]) -> Vec<String> {
+        let series = lock(&self.series);
         let mut layout = self.layout.write().unwrap_or_else(|p| p.into_inner());
         let mut added = Vec::new();
         for room in rooms {
@@ -154,6 +292,12 @@ impl Store {
                 layout.free.extend((1..SHARD_ROOMS).rev().map(|slot| (n, slot)));
                 (n, 0)
             });
+            // Until the next choice, a new room that is not configured stays hidden under a limit.
+            let configured = series.configured.contains(room);
+            let mut shard = lock(&layout.shards[place.0]);
+            shard.configured |= u64::from(configured) << place.1;
+            shard.shown |= u64::from(configured || series.limit == 0) << place.1;
+            drop(shard);
             layout.positions.insert(room.to_owned(), place);
             added.push(room.to_owned());
         }
@@ -167,8 +311,14 @@ impl Store {
         for room in rooms {
             if let Some(place) = layout.positions.remove(room.as_ref()) {
                 let mut shard = lock(&layout.shards[place.0]);
-                shard.rooms[place.1] = None;
+                if let Some(old) = shard.rooms[place.1].take() {
+                    let mut aggregates = lock(&self.aggregates);
+                    let contribution = aggregates.contribution(&old);
+                    aggregates.replace(contribution, None);
+                }
                 shard.splice(place.1, None);
+                shard.shown &= !(1 << place.1);
+                shard.configured &= !(1 << place.1);
                 drop(shard);
                 layout.free.push(place);
                 removed.push(room.as_ref().to_owned());
@@ -200,7 +350,7 @@ impl Store {
         sent_ms: u64,
         now_unix: f64,
     ) {
-        self.update(room_id, |s| {
+        self.update(room_id, |s, _| {
             s.facts.merge(&RoomUpdate::polled(info, seats, sent_ms));
             s.up = s.facts.exists == Some(true);
             s.last_success = Some(now_unix);
@@ -211,7 +361,7 @@ impl Store {
     /// The poll failed for a reason other than the room being gone: keep the
     /// last data, mark the room down.
     pub fn record_failure(&self, room_id: &str) {
-        self.update(room_id, |s| s.up = false);
+        self.update(room_id, |s, _| s.up = false);
     }
 
     /// The API said the room does not exist (100004).
@@ -221,7 +371,7 @@ impl Store {
 
     /// 100004 for a request sent at `sent_ms`: the room is gone as of then.
     pub fn record_gone_at(&self, room_id: &str, sent_ms: u64) {
-        self.update(room_id, |s| {
+        self.update(room_id, |s, _| {
             s.facts.merge(&RoomUpdate::gone(sent_ms));
             s.up = false;
         });
@@ -229,7 +379,7 @@ impl Store {
 
     /// A callback's change, true as of its `EventTime` (`update.at_ms`).
     pub fn record_callback(&self, room_id: &str, update: &RoomUpdate) {
-        self.update(room_id, |s| apply_callback(s, update));
+        self.update(room_id, |s, aggregates| apply_callback(s, update, aggregates));
     }
 
     /// A batch of callbacks, in order: each shard is re-rendered once.
@@ -245,14 +395,21 @@ impl Store {
         for (shard, changes) in by_shard {
             let mut shard = lock(&layout.shards[shard]);
             let mut slots = std::collections::BTreeSet::new();
+            let mut aggregates = lock(&self.aggregates);
             for (slot, room, update) in changes {
                 let snapshot = shard.rooms[slot].get_or_insert_with(|| RoomSnapshot {
                     room_id: room.to_owned(),
                     ..RoomSnapshot::default()
                 });
-                apply_callback(snapshot, update);
-                slots.insert(slot);
+                let old = aggregates.contribution(snapshot);
+                apply_callback(snapshot, update, &mut aggregates);
+                let new = aggregates.contribution(snapshot);
+                aggregates.replace(old, new);
+                if shard.is_shown(slot) {
+                    slots.insert(slot);
+                }
             }
+            drop(aggregates);
             let rendered: Vec<(usize, RenderedRoom)> = slots
                 .into_iter()
                 .filter_map(|slot| Some((slot, render_room(shard.rooms[slot].as_ref()?))))
@@ -266,7 +423,7 @@ impl Store {
     /// Takes what the room set keeps of `room_id` (a previous run's or
     /// another replica's callbacks), field by field where it is newer.
     pub fn record_facts(&self, room_id: &str, facts: &crate::room::RoomFacts, last_callback_ms: u64) {
-        self.update(room_id, |s| {
+        self.update(room_id, |s, _| {
             s.facts.absorb(facts);
             if s.facts.exists == Some(false) {
                 s.up = false;
@@ -323,10 +480,17 @@ impl Store {
         self.layout().positions.len()
     }
 
-    /// Every room family, HELP/TYPE once then each shard's lines, as pieces
-    /// to send in order: slices of the shards' texts, nothing copied. Each
-    /// shard is read under its lock once, so a room is never half updated.
+    /// Every room family `metrics.families` lets through, HELP/TYPE once
+    /// then each shard's lines, as pieces to send in order (slices of the
+    /// shards' texts, nothing copied). Each shard is
+    /// read under its lock once, so a room is never half updated.
     pub fn scrape(&self) -> Vec<Bytes> {
+        self.scrape_at(Instant::now())
+    }
+
+    /// [`Store::scrape`] at `now`, which decides whether the shown rooms are chosen again.
+    pub fn scrape_at(&self, now: Instant) -> Vec<Bytes> {
+        self.choose_shown(now);
         let shards: Vec<(Bytes, Vec<Range<usize>>)> = self
             .layout()
             .shards
@@ -336,11 +500,74 @@ impl Store {
                 (shard.text.clone(), shard.families.clone())
             })
             .collect();
-        in_family_order(
+        let shown = self.shown_families.read().unwrap_or_else(|p| p.into_inner());
+        let pieces = in_family_order(
             &shards,
-            |(text, families), family| text.slice(families[family].clone()),
+            |(text, families), family| match shown[family] {
+                true => text.slice(families[family].clone()),
+                false => Bytes::new(),
+            },
             Bytes::from_static,
-        )
+        );
+        drop(shown);
+        pieces
+    }
+
+    /// The aggregates over every room (shown or not), HELP/TYPE included:
+    /// served after the room families, never filtered.
+    pub fn aggregates(&self) -> Bytes {
+        let mut text = String::with_capacity(4096);
+        lock(&self.aggregates).render(&mut text);
+        Bytes::from(text)
+    }
+
+    /// Under a series limit, and when the last choice is older than
+    /// [`RECHOOSE_EVERY`]: shows the configured rooms and the `limit` fullest
+    /// others, hides the rest. A partial selection (linear in the rooms), in
+    /// reused buffers.
+    fn choose_shown(&self, now: Instant) {
+        let mut series = lock(&self.series);
+        let fresh = series
+            .chosen_at
+            .is_some_and(|at| series.limit == 0 || now.saturating_duration_since(at) < RECHOOSE_EVERY);
+        if fresh {
+            return;
+        }
+        series.chosen_at = Some(now);
+        let layout = self.layout();
+        let Series {
+            limit,
+            candidates,
+            chosen,
+            ..
+        } = &mut *series;
+        chosen.clear();
+        if *limit == 0 {
+            chosen.resize(layout.shards.len(), u64::MAX);
+        } else {
+            chosen.resize(layout.shards.len(), 0);
+            candidates.clear();
+            for (index, shard) in layout.shards.iter().enumerate() {
+                let shard = lock(shard);
+                for (slot, room) in shard.rooms.iter().enumerate() {
+                    if let Some(room) = room.as_ref().filter(|_| shard.configured & 1 << slot == 0) {
+                        candidates.push(Candidate::of(room, index, slot));
+                    }
+                }
+            }
+            if candidates.len() > *limit {
+                candidates.select_nth_unstable_by(*limit, Candidate::fuller);
+                candidates.truncate(*limit);
+            }
+            for c in candidates.iter() {
+                chosen[c.shard as usize] |= 1 << c.slot;
+            }
+        }
+        for (shard, chosen) in layout.shards.iter().zip(chosen.iter()) {
+            let mut shard = lock(shard);
+            let wanted = *chosen | shard.configured;
+            shard.show(wanted);
+        }
     }
 
     /// The text of [`Store::scrape`] in one buffer.
@@ -350,8 +577,9 @@ impl Store {
         }
     }
 
-    /// Re-renders one room and splices its lines into its shard's text under the shard's lock.
-    fn update(&self, room_id: &str, change: impl FnOnce(&mut RoomSnapshot)) {
+    /// Changes one room, moves its contribution to the aggregates, and (when
+    /// it is shown) re-renders it and splices its lines in under the shard's lock.
+    fn update(&self, room_id: &str, change: impl FnOnce(&mut RoomSnapshot, &mut Aggregates)) {
         let layout = self.layout();
         let Some(&(shard, slot)) = layout.positions.get(room_id) else {
             tracing::debug!(room_id, "not a room of the set (any more); not stored");
@@ -362,10 +590,17 @@ impl Store {
             room_id: room_id.to_owned(),
             ..RoomSnapshot::default()
         });
-        change(&mut snapshot);
-        let rendered = render_room(&snapshot);
+        let mut aggregates = lock(&self.aggregates);
+        let old = aggregates.contribution(&snapshot);
+        change(&mut snapshot, &mut aggregates);
+        let new = aggregates.contribution(&snapshot);
+        aggregates.replace(old, new);
+        drop(aggregates);
+        if shard.is_shown(slot) {
+            let rendered = render_room(&snapshot);
+            shard.splice(slot, Some(&rendered));
+        }
         shard.rooms[slot] = Some(snapshot);
-        shard.splice(slot, Some(&rendered));
     }
 
     fn layout(&self) -> RwLockReadGuard<'_, Layout> {
@@ -374,16 +609,23 @@ impl Store {
     }
 }
 
-fn apply_callback(s: &mut RoomSnapshot, update: &RoomUpdate) {
+/// Applies a callback; a destroy of a live room whose creation is known adds its lifetime.
+fn apply_callback(s: &mut RoomSnapshot, update: &RoomUpdate, aggregates: &mut Aggregates) {
+    let was_gone = s.facts.exists == Some(false);
     s.facts.merge(update);
     if s.facts.exists == Some(false) {
         s.up = false;
+        if !was_gone {
+            if let Some(seconds) = lifetime(s, update.at_ms) {
+                aggregates.observe_lifetime(seconds);
+            }
+        }
     }
     let at = update.at_ms as f64 / 1000.0;
     s.last_callback = Some(s.last_callback.map_or(at, |t| t.max(at)));
 }
 
-fn lock(shard: &Mutex<Shard>) -> MutexGuard<'_, Shard> {
-    // A panic while holding the lock leaves a consistent shard: every update is a whole-value store.
+fn lock<T>(shard: &Mutex<T>) -> MutexGuard<'_, T> {
+    // A panic while holding a lock leaves consistent data: every update is a whole-value store.
     shard.lock().unwrap_or_else(|p| p.into_inner())
 }

@@ -53,6 +53,7 @@ async fn seat_usage_matches_the_simulator_and_costs_one_call_per_seat_room() {
         probe_enabled: true,
         rooms: rooms.clone(),
         callbacks: None,
+        metrics: Default::default(),
     };
     let shutdown = CancellationToken::new();
     let web = WebOptions {

@@ -5,6 +5,7 @@
 mod app;
 mod callbacks;
 mod error;
+mod metrics;
 mod polling;
 mod rooms;
 mod secrets;
@@ -21,6 +22,7 @@ pub use callbacks::{
     CallbacksConfig, RedisConfig, RoomBounds, DEFAULT_CALLBACK_CONNECTIONS, DEFAULT_MAX_ROOMS,
 };
 pub use error::ConfigErrors;
+pub use metrics::{MetricsConfig, ROOM_FAMILY_NAMES};
 pub use secrets::{ProcessSecrets, SecretKey, SecretSource, DEFAULT_SECRET_ENV};
 
 /// A validated configuration, ready to run.
@@ -43,6 +45,8 @@ pub struct Config {
     pub rooms: Vec<String>,
     /// The callback receiver (`callbacks.listen_address` set), else `None`.
     pub callbacks: Option<CallbacksConfig>,
+    /// `metrics:`: per-room series limit and room family filters.
+    pub metrics: MetricsConfig,
 }
 
 impl Config {
@@ -99,6 +103,8 @@ struct RawConfig {
     rooms: Option<Vec<String>>,
     rooms_file: Option<String>,
     callbacks: Option<callbacks::RawCallbacks>,
+    #[serde(default)]
+    metrics: metrics::RawMetrics,
 }
 
 /// Reads and validates `path`; errors are prefixed with the file name.
@@ -132,6 +138,7 @@ pub fn parse_in(text: &str, base_dir: &Path, secrets: &dyn SecretSource) -> Resu
     let mut errors = Vec::new();
     let app = app::validate(raw_app, secrets, &mut errors);
     let polling = polling::validate(raw.polling, raw.probe, &mut errors);
+    let metrics = metrics::validate(raw.metrics, &mut errors);
     let callbacks = raw
         .callbacks
         .and_then(|c| callbacks::validate(c, base_dir, secrets, &mut errors));
@@ -161,6 +168,7 @@ pub fn parse_in(text: &str, base_dir: &Path, secrets: &dyn SecretSource) -> Resu
         probe_enabled: polling.probe_enabled,
         rooms,
         callbacks,
+        metrics,
     })
 }
 
