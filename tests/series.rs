@@ -137,7 +137,7 @@ fn a_reload_that_lifts_the_limit_shows_every_room_at_the_next_scrape() {
 fn aggregates_are_exact_for_a_known_set() {
     let store = Store::new(&["a", "b", "c", "d", "e", "f"]);
     store.record_success("a", info(50, 100, "Conference", "Running"), None, 1.0);
-    store.record_success("b", info(95, 100, "Conference", "NotStarted"), None, 1.0);
+    store.record_success("b", info(100, 100, "Conference", "NotStarted"), None, 1.0);
     store.record_success("c", info(3, 0, "Live", "Running"), None, 1.0);
     store.record_success("d", info(7, 10, "Live", "Running"), None, 1.0);
     store.record_gone_at("d", 2_000);
@@ -152,16 +152,17 @@ roomengine_rooms{room_type=\"Conference\",status=\"Running\"} 2
 roomengine_rooms{room_type=\"Live\",status=\"None\"} 0
 roomengine_rooms{room_type=\"Live\",status=\"NotStarted\"} 0
 roomengine_rooms{room_type=\"Live\",status=\"Running\"} 1
-roomengine_room_members_sum{room_type=\"Conference\"} 1345
+roomengine_room_members_sum{room_type=\"Conference\"} 1350
 roomengine_room_members_sum{room_type=\"Live\"} 3
 roomengine_rooms_without_capacity 1
+roomengine_rooms_full 2
 roomengine_room_occupancy_ratio_bucket{le=\"0.5\"} 1
 roomengine_room_occupancy_ratio_bucket{le=\"0.8\"} 1
 roomengine_room_occupancy_ratio_bucket{le=\"0.9\"} 1
-roomengine_room_occupancy_ratio_bucket{le=\"0.95\"} 2
+roomengine_room_occupancy_ratio_bucket{le=\"0.95\"} 1
 roomengine_room_occupancy_ratio_bucket{le=\"1\"} 2
 roomengine_room_occupancy_ratio_bucket{le=\"+Inf\"} 3
-roomengine_room_occupancy_ratio_sum 2.65
+roomengine_room_occupancy_ratio_sum 2.7
 roomengine_room_occupancy_ratio_count 3
 roomengine_room_members_count_bucket{le=\"1\"} 0
 roomengine_room_members_count_bucket{le=\"2\"} 0
@@ -175,7 +176,7 @@ roomengine_room_members_count_bucket{le=\"500\"} 3
 roomengine_room_members_count_bucket{le=\"1000\"} 3
 roomengine_room_members_count_bucket{le=\"5000\"} 4
 roomengine_room_members_count_bucket{le=\"+Inf\"} 4
-roomengine_room_members_count_sum 1348
+roomengine_room_members_count_sum 1353
 roomengine_room_members_count_count 4
 ";
     let samples: String = aggregates
@@ -190,7 +191,8 @@ roomengine_room_members_count_count 4
     store.remove_rooms(&["e"]);
     let text = scrape_at(&store, Instant::now());
     assert!(text.contains("roomengine_room_members_count_bucket{le=\"+Inf\"} 3\n"));
-    assert!(text.contains("roomengine_room_occupancy_ratio_sum 1.45\n"));
+    assert!(text.contains("roomengine_room_occupancy_ratio_sum 1.5\n"));
+    assert!(text.contains("roomengine_rooms_full 1\n"));
     assert!(text.contains("roomengine_rooms{room_type=\"Conference\",status=\"Running\"} 1\n"));
 }
 

@@ -82,6 +82,8 @@ pub struct Aggregates {
     rooms: Vec<[u64; STATUS_LABELS.len()]>,
     members: Vec<u64>,
     without_capacity: u64,
+    /// Rooms with a capacity and at least that many members.
+    full: u64,
     occupancy: Bins<6>,
     member_counts: Bins<12>,
     lifetimes: Bins<11>,
@@ -155,6 +157,9 @@ impl Aggregates {
             self.without_capacity = self.without_capacity.wrapping_add_signed(sign);
             return;
         }
+        if c.members >= c.max {
+            self.full = self.full.wrapping_add_signed(sign);
+        }
         let ratio = c.members as f64 / c.max as f64;
         let bin = OCCUPANCY_BUCKETS.iter().position(|&le| ratio <= le);
         let fixed = (ratio * RATIO_SCALE).round() as i128;
@@ -190,6 +195,7 @@ impl Aggregates {
             }
         }
         let _ = writeln!(out, "# HELP roomengine_rooms_without_capacity Rooms whose MaxMemberCount is 0 or unknown, left out of roomengine_room_occupancy_ratio ({EVERY}).\n# TYPE roomengine_rooms_without_capacity gauge\nroomengine_rooms_without_capacity {}", self.without_capacity);
+        let _ = writeln!(out, "# HELP roomengine_rooms_full Rooms with MemberCount >= MaxMemberCount > 0, the full rooms ({EVERY}).\n# TYPE roomengine_rooms_full gauge\nroomengine_rooms_full {}", self.full);
         let _ = writeln!(out, "# HELP roomengine_room_occupancy_ratio Rooms by MemberCount / MaxMemberCount, a snapshot of the set ({EVERY}).\n# TYPE roomengine_room_occupancy_ratio histogram");
         let bounds: Vec<String> = OCCUPANCY_BUCKETS.iter().map(f64::to_string).collect();
         let sum = self.occupancy.sum as f64 / RATIO_SCALE;
