@@ -130,6 +130,7 @@ pub async fn run(
         watch: config.watch,
         on_gone: Box::new(move |room, sent_ms| gone_to.report_gone(room, sent_ms)),
         journal: journal.clone(),
+        configured: config.rooms.clone(),
     };
     let polling = spawn_polling(
         poller.run(polled, config.interval, reloads, shutdown.clone()),

@@ -213,6 +213,7 @@ impl Reloader {
             interval: new.interval,
             seat_usage: new.seat_usage,
             watch: new.watch,
+            configured: new.rooms.clone(),
         });
         if changed.is_empty() {
             "nothing changed".to_owned()

@@ -15,11 +15,13 @@ use super::poll::{PollResult, RoomApi};
 use super::{Loop, Poller};
 use crate::watch::Eligibility;
 
-/// Who started a poll: a pass (by id) or the watch tier.
+/// Who started a poll: a pass (by id), the watch tier, or a configured
+/// room's own turn (counted with the pass tier: it stands in for one).
 #[derive(Debug, Clone, Copy, PartialEq)]
 enum Tier {
     Pass(u64),
     Watch,
+    Configured,
 }
 
 #[derive(Default)]
@@ -42,7 +44,7 @@ impl<A: RoomApi> Loop<A> {
             .in_flight
             .owners
             .values()
-            .any(|(tier, r)| *tier == Tier::Watch && r == room);
+            .any(|(tier, r)| !matches!(tier, Tier::Pass(_)) && r == room);
         if !by_watch {
             self.passes.skipped(pass);
         }
@@ -58,7 +60,9 @@ impl<A: RoomApi> Loop<A> {
     }
 
     fn start(&mut self, tier: Tier, room: String, slot: OwnedSemaphorePermit) {
-        self.watch.attempted(&room, Instant::now());
+        let now = Instant::now();
+        self.watch.attempted(&room, now);
+        self.started_now(&room, now);
         self.in_flight.busy.insert(room.clone());
         let task = poll_task(&self.poller, room.clone(), tier, slot, &self.shutdown);
         let handle = self.in_flight.tasks.spawn(task);
@@ -85,6 +89,24 @@ impl<A: RoomApi> Loop<A> {
         self.show_watched();
     }
 
+    /// Starts the poll of the configured room due first, if it is due: its
+    /// last poll is [`super::CONFIGURED_AGE`] intervals old (a stretched pass).
+    pub(super) fn configured_poll(&mut self, slot: OwnedSemaphorePermit) {
+        let now = Instant::now();
+        let Some((at, room)) = self.due.first().cloned() else {
+            return;
+        };
+        if at > now {
+            return;
+        }
+        if !self.schedule.members.contains(&room) || self.in_flight.busy.contains(&room) {
+            // Not polled now (destroyed, or its poll is out): due again later.
+            self.set_due(room, now);
+            return;
+        }
+        self.start(Tier::Configured, room, slot);
+    }
+
     pub(super) fn show_watched(&self) {
         let watched = i64::try_from(self.watch.watched()).unwrap_or(i64::MAX);
         self.poller.metrics.rooms_watched.set(watched);
@@ -108,9 +130,10 @@ impl<A: RoomApi> Loop<A> {
         }
         self.show_watched();
         let polls = &self.poller.metrics.polls;
-        let Tier::Pass(pass) = tier else {
-            polls.with_label_values(&[TIER_WATCH]).inc();
-            return;
+        let pass = match tier {
+            Tier::Pass(pass) => pass,
+            Tier::Watch => return polls.with_label_values(&[TIER_WATCH]).inc(),
+            Tier::Configured => return polls.with_label_values(&[TIER_PASS]).inc(),
         };
         polls.with_label_values(&[TIER_PASS]).inc();
         self.passes.ended(pass, result);

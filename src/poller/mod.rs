@@ -1,6 +1,7 @@
 //! The background schedule: which room is polled when. [`Poller::run`] runs
-//! passes (`pass`) and, between their turns, catch-up and watch-tier polls
-//! (`inflight`); every wait goes through one select, `Loop::serve_until`.
+//! passes (`pass`) and, between their turns, catch-up, watch-tier and
+//! configured-room polls (`inflight`); every wait goes through one select,
+//! `Loop::serve_until`.
 
 mod inflight;
 pub mod metrics;
@@ -11,7 +12,7 @@ pub mod retry;
 #[cfg(test)]
 mod tests;
 
-use std::collections::HashSet;
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::future::Future;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -34,6 +35,9 @@ pub use retry::{with_retries, MAX_RETRIES};
 /// Polls waiting for the budget or a response at once; beyond this the
 /// schedule waits, so a slow API cannot pile up tasks or memory.
 pub const MAX_IN_FLIGHT: usize = 64;
+/// A configured room is polled on its own once its last poll is this many
+/// intervals old: discovered rooms may stretch a pass, never its turns.
+const CONFIGURED_AGE: f64 = 1.25;
 
 /// Told of a room the API answered 100004 for, with when the call was sent (ms).
 pub type OnGone = Box<dyn Fn(&str, u64) + Send + Sync>;
@@ -54,6 +58,8 @@ pub struct Poller<A = ApiClient> {
     pub on_gone: OnGone,
     /// The status page's journal: every poll's outcome.
     pub journal: Arc<crate::journal::Journal>,
+    /// The configured rooms at start (reloads bring changes).
+    pub configured: Vec<String>,
 }
 
 /// The rooms in turn order and the pass length: what a reload rewrites.
@@ -82,6 +88,13 @@ struct Loop<A: RoomApi> {
     shutdown: CancellationToken,
     /// The stretch warning is logged once per run.
     warned_stretch: bool,
+    /// When each room's last poll started, by any tier: a pass takes its
+    /// rooms least recently polled first (never polled: first of all).
+    last_start: HashMap<String, Instant>,
+    configured: HashSet<String>,
+    /// Configured rooms by when they are due a poll of their own, and back.
+    due: BTreeSet<(Instant, String)>,
+    due_of: HashMap<String, Instant>,
 }
 
 impl<A: RoomApi> Poller<A> {
@@ -95,6 +108,7 @@ impl<A: RoomApi> Poller<A> {
         shutdown: CancellationToken,
     ) {
         let members = rooms.iter().cloned().collect();
+        let configured = self.configured.clone();
         let mut state = Loop {
             watch: Watch::new(self.watch),
             poller: Arc::new(self),
@@ -110,7 +124,12 @@ impl<A: RoomApi> Poller<A> {
             reloads,
             shutdown,
             warned_stretch: false,
+            last_start: HashMap::new(),
+            configured: HashSet::new(),
+            due: BTreeSet::new(),
+            due_of: HashMap::new(),
         };
+        state.set_configured(configured);
         let mut first = true;
         while !state.shutdown.is_cancelled() {
             if state.pass(first).await.is_none() {
@@ -145,6 +164,11 @@ impl<A: RoomApi> Loop<A> {
     {
         loop {
             let watch_at = self.watch.next_poll_at(self.poller.client.budget().sustained());
+            let configured_at = self
+                .due
+                .first()
+                .map(|(at, _)| *at)
+                .filter(|_| self.configured_rate() > 0.0);
             let wanted = wanted(self);
             tokio::select! {
                 _ = self.shutdown.cancelled() => return None,
@@ -157,9 +181,14 @@ impl<A: RoomApi> Loop<A> {
                         self.catch_up(slot);
                     }
                 }
-                slot = watch_slot(watch_at, &self.slots), if watch_at.is_some() => {
+                slot = slot_at(watch_at, &self.slots), if watch_at.is_some() => {
                     if let Ok(slot) = slot {
                         self.watch_poll(slot);
+                    }
+                }
+                slot = slot_at(configured_at, &self.slots), if configured_at.is_some() => {
+                    if let Ok(slot) = slot {
+                        self.configured_poll(slot);
                     }
                 }
                 out = wanted => return Some(out),
@@ -176,10 +205,12 @@ impl<A: RoomApi> Loop<A> {
                 interval,
                 seat_usage,
                 watch,
+                configured,
             } => {
                 self.poller.seat_usage.store(seat_usage, Ordering::Relaxed);
                 self.schedule.interval = interval;
                 self.watch.reconfigure(watch);
+                self.set_configured(configured);
             }
             Reschedule::Rooms { added, removed } => {
                 let schedule = &mut self.schedule;
@@ -187,6 +218,7 @@ impl<A: RoomApi> Loop<A> {
                     for room in &removed {
                         schedule.members.remove(room);
                         self.watch.forget(room);
+                        self.last_start.remove(room);
                     }
                     let members = &schedule.members;
                     schedule.rooms.retain(|room| members.contains(room));
@@ -215,6 +247,71 @@ impl<A: RoomApi> Loop<A> {
     }
 }
 
+impl<A: RoomApi> Loop<A> {
+    /// Makes `rooms` the configured rooms; each joins due an interval and a
+    /// quarter from now (its pass turn normally comes first).
+    fn set_configured(&mut self, rooms: Vec<String>) {
+        let wanted: HashSet<String> = rooms.into_iter().collect();
+        for room in self.configured.difference(&wanted).cloned().collect::<Vec<_>>() {
+            if let Some(at) = self.due_of.remove(&room) {
+                self.due.remove(&(at, room));
+            }
+        }
+        let now = Instant::now();
+        for room in wanted.difference(&self.configured).cloned().collect::<Vec<_>>() {
+            let last = self.last_start.get(&room).copied().unwrap_or(now);
+            self.set_due(room, last);
+        }
+        self.configured = wanted;
+    }
+
+    /// The calls/s the configured rooms' own polls take: 0 unless the pass is
+    /// longer than their age limit, and they alone fit in half the budget
+    /// (otherwise every room simply waits for the stretched pass).
+    fn configured_rate(&self) -> f64 {
+        let sustained = self.poller.client.budget().sustained();
+        let age = self
+            .schedule
+            .interval
+            .mul_f64(CONFIGURED_AGE)
+            .as_secs_f64()
+            .max(0.001);
+        let rate = self.configured.len() as f64 / age;
+        let pass = self.calls as f64 / sustained.max(0.001);
+        if self.configured.is_empty() || pass <= age || rate > sustained / 2.0 {
+            0.0
+        } else {
+            rate
+        }
+    }
+
+    /// `room` (configured) last started a poll at `last`: due again
+    /// [`CONFIGURED_AGE`] intervals later.
+    fn set_due(&mut self, room: String, last: Instant) {
+        let at = last + self.schedule.interval.mul_f64(CONFIGURED_AGE);
+        if let Some(old) = self.due_of.insert(room.clone(), at) {
+            self.due.remove(&(old, room.clone()));
+        }
+        self.due.insert((at, room));
+    }
+
+    /// A poll of `room` starts now, by any tier.
+    fn started_now(&mut self, room: &str, now: Instant) {
+        self.last_start.insert(room.to_owned(), now);
+        if self.configured.contains(room) {
+            self.set_due(room.to_owned(), now);
+        }
+    }
+
+    /// Orders a pass's turns: rooms never polled first, then least recently
+    /// polled (so a room a callback just announced does not wait behind
+    /// rooms polled a moment ago, nor rooms polled recently go before it).
+    fn order_turns(&mut self) {
+        let last = &self.last_start;
+        self.schedule.rooms.sort_by_key(|room| last.get(room).copied());
+    }
+}
+
 /// The next reload; never resolves once the reloader is gone.
 async fn next_reload(reloads: &mut mpsc::UnboundedReceiver<Reschedule>) -> Reschedule {
     match reloads.recv().await {
@@ -223,11 +320,8 @@ async fn next_reload(reloads: &mut mpsc::UnboundedReceiver<Reschedule>) -> Resch
     }
 }
 
-/// Waits until the watch tier's next poll may start (`at`), then for room in flight.
-async fn watch_slot(
-    at: Option<Instant>,
-    slots: &Arc<Semaphore>,
-) -> Result<OwnedSemaphorePermit, AcquireError> {
+/// Waits until a tier's next poll may start (`at`), then for room in flight.
+async fn slot_at(at: Option<Instant>, slots: &Arc<Semaphore>) -> Result<OwnedSemaphorePermit, AcquireError> {
     if let Some(at) = at {
         tokio::time::sleep_until(at).await;
     }

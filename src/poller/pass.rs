@@ -114,6 +114,7 @@ impl<A: RoomApi> Loop<A> {
         }
         let kind = if first { PassKind::First } else { PassKind::Regular };
         let pass = self.passes.begin(pass_start, kind);
+        self.order_turns();
         let mut due = pass_start;
         for room in self.schedule.rooms.clone() {
             if !self.schedule.members.contains(&room) || self.skip_if_busy(pass, &room) {
@@ -163,7 +164,8 @@ impl<A: RoomApi> Loop<A> {
     /// The time between two turns of a regular pass: the pass length (the
     /// interval, or calls ÷ what the watch tier leaves of the budget) ÷ rooms.
     fn turn_gap(&self) -> Duration {
-        let sustained = self.poller.client.budget().sustained();
+        // The pass is spread over what the configured rooms' own polls leave.
+        let sustained = self.poller.client.budget().sustained() - self.configured_rate();
         self.watch
             .pass_length(self.schedule.interval, self.calls, sustained)
             / self.schedule.rooms.len().max(1) as u32

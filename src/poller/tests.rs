@@ -99,6 +99,8 @@ struct Setup<'a> {
     watch: WatchSettings,
     members: &'a [(&'a str, u64, u64)],
     failures: &'a [(&'a str, &'a [ErrorClass])],
+    /// Rooms of `rooms` that are configured (the rest as if discovered).
+    configured: Vec<String>,
 }
 
 const NO_WATCH: WatchSettings = WatchSettings {
@@ -118,6 +120,7 @@ impl Setup<'_> {
             watch: NO_WATCH,
             members: &[],
             failures: &[],
+            configured: Vec::new(),
         }
     }
 
@@ -152,6 +155,7 @@ impl Setup<'_> {
             watch: self.watch,
             on_gone: Box::new(|_, _| {}),
             journal: Arc::new(crate::journal::Journal::new()),
+            configured: self.configured.clone(),
         };
         let (reschedule, reloads) = mpsc::unbounded_channel();
         let shutdown = CancellationToken::new();
@@ -260,7 +264,7 @@ async fn a_pass_that_does_not_fit_stretches_to_calls_over_rate() {
 }
 
 #[tokio::test(start_paused = true)]
-async fn added_rooms_are_polled_at_once_then_keep_a_turn_and_removed_rooms_are_skipped() {
+async fn added_rooms_are_polled_at_once_then_take_turns_by_last_poll_and_removed_rooms_are_skipped() {
     let poller = Setup::new(rooms(&["a", "b", "c", "d"]), Duration::from_secs(8), 100).start();
     // Mid-way through the second pass (turns at 8, 10, 12 and 14 s), x joins and c leaves.
     tokio::time::sleep(ms(9_000)).await;
@@ -287,11 +291,12 @@ async fn added_rooms_are_polled_at_once_then_keep_a_turn_and_removed_rooms_are_s
             ("b", 10_000),
             // c's turn is skipped; d keeps its own.
             ("d", 12_000),
-            // The next pass: x has a turn at the end.
+            // The next pass takes the rooms least recently polled first: x
+            // (polled at 9 s) now comes between a (8 s) and b (10 s).
             ("a", 16_000),
-            ("b", 18_000),
-            ("d", 20_000),
-            ("x", 22_000),
+            ("x", 18_000),
+            ("b", 20_000),
+            ("d", 22_000),
         ]
     );
     poller.stop().await;
@@ -363,5 +368,58 @@ async fn a_room_close_to_capacity_gets_watch_polls_between_the_turns() {
     assert_eq!(seconds("empty"), [10]);
     assert_eq!((poller.polls("pass"), poller.polls("watch")), (2, 5));
     assert_eq!(poller.metrics.rooms_watched.get(), 1);
+    poller.stop().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn configured_rooms_keep_their_interval_while_discovered_rooms_stretch_the_pass() {
+    // 40 rooms at 2 calls/s take 20 s a pass; interval 4 s. conf-1 and conf-2
+    // are configured: each is polled at least every 1.25 x 4 s = 5 s.
+    let mut all = rooms(&["conf-1", "conf-2"]);
+    all.extend((0..38).map(|i| format!("d-{i:02}")));
+    let mut setup = Setup::new(all, Duration::from_secs(4), 2);
+    setup.configured = rooms(&["conf-1", "conf-2"]);
+    let poller = setup.start();
+    tokio::time::sleep(ms(60_000)).await;
+    let calls = poller.api.calls();
+    for room in ["conf-1", "conf-2"] {
+        let at: Vec<Duration> = calls
+            .iter()
+            .filter(|(r, _)| r == room)
+            .map(|(_, at)| *at)
+            .collect();
+        assert!(at.len() >= 9, "{room} polled {} times in 60 s: {at:?}", at.len());
+        // After the first pass (at the full budget, its calls all queued at
+        // once): 5 s, plus the wait for the budget behind a turn or two.
+        for pair in at.windows(2).filter(|p| p[0] >= ms(20_000)) {
+            let gap = pair[1] - pair[0];
+            assert!(gap <= ms(6_100), "{room}: {gap:?} between polls: {at:?}");
+        }
+    }
+    // Every discovered room still gets its turn, later than every 4 s.
+    for i in 0..38 {
+        let room = format!("d-{i:02}");
+        let n = calls.iter().filter(|(r, _)| *r == room).count();
+        assert!((2..=4).contains(&n), "{room} polled {n} times in 60 s");
+    }
+    // The budget holds: never more than 2 calls in a second.
+    let at: Vec<Duration> = calls.iter().map(|(_, at)| *at).collect();
+    for (i, start) in at.iter().enumerate() {
+        let in_window = at[i..].iter().take_while(|t| **t - *start < ms(1_000)).count();
+        assert!(in_window <= 2, "{in_window} calls in the second from {start:?}");
+    }
+    poller.stop().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn without_a_stretch_configured_rooms_get_no_extra_polls() {
+    let mut setup = Setup::new(rooms(&["conf-1", "d-1", "d-2"]), Duration::from_secs(3), 100);
+    setup.configured = rooms(&["conf-1"]);
+    let poller = setup.start();
+    tokio::time::sleep(ms(10_500)).await;
+    let calls = poller.api.calls();
+    let n = calls.iter().filter(|(r, _)| r == "conf-1").count();
+    // Passes at 0, 3, 6 and 9 s: one poll each, no more.
+    assert_eq!(n, 4, "{:?}", in_ms(&calls));
     poller.stop().await;
 }

@@ -15,6 +15,9 @@ pub enum Reschedule {
         interval: Duration,
         seat_usage: bool,
         watch: WatchSettings,
+        /// The configured rooms, which keep their interval however long
+        /// discovered rooms stretch a pass.
+        configured: Vec<String>,
     },
     /// Rooms joining the turns (polled at once, then every pass) or leaving them.
     Rooms {
