@@ -233,10 +233,9 @@ pub async fn run(
     Ok(())
 }
 
-/// Polling gets its own thread and runtime. Twenty scrapers can keep both
-/// cores busy; on a shared runtime a poll's task then waits behind scrape
-/// work between its permit and the socket, and calls bunch up at the server
-/// beyond the budget (measured: 218 in one second at `rate_limit: 200`).
+/// Polling gets its own thread and runtime: on a runtime shared with busy
+/// scrapers a poll's task waits between its permit and the socket, and calls
+/// bunch up at the server beyond the budget.
 fn spawn_polling(
     polling: impl std::future::Future<Output = ()> + Send + 'static,
     metrics: &SelfMetrics,
