@@ -20,7 +20,7 @@ use axum::Router;
 use http_body_util::{BodyExt, LengthLimitError, Limited};
 
 use crate::config::SecretKey;
-use crate::roomset::RoomSet;
+use crate::roomset::{Refusal as RoomRefusal, RoomSet};
 
 use auth::{Query, Refusal};
 pub use metrics::{CallbackMetrics, REJECT_REASONS};
@@ -56,11 +56,15 @@ async fn receive(State(receiver): State<Arc<Receiver>>, request: Request) -> Res
     let started = Instant::now();
     let (peer, mut seen) = (crate::journal::peer_of(&request), None);
     let answer = match handle(&receiver, request, &mut seen).await {
-        Ok(command) => {
+        Ok((command, refused)) => {
             receiver.metrics.accepted.with_label_values(&[command]).inc();
             receiver
                 .journal
                 .callback(command, seen.as_ref().map(|s| &s.0), 200);
+            // Answered OK (the app's flow is never blocked), but listed apart.
+            if let Some(why) = refused {
+                receiver.journal.refused(why.label(), 200, peer);
+            }
             ([(header::CONTENT_TYPE, "application/json")], OK_ANSWER).into_response()
         }
         Err(Rejected::Refused(reason, status, message)) => {
@@ -93,12 +97,13 @@ fn refused(reason: &'static str, status: StatusCode, message: impl Into<String>)
     Rejected::Refused(reason, status, message.into())
 }
 
-/// Applies one callback; the label it counts under when accepted.
+/// Applies one callback; the label it counts under when accepted, and the
+/// refusal its room met in the room set (answered OK all the same).
 async fn handle(
     receiver: &Receiver,
     request: Request,
     seen: &mut Option<(crate::journal::Seen, &'static str)>,
-) -> Result<&'static str, Rejected> {
+) -> Result<(&'static str, Option<RoomRefusal>), Rejected> {
     if request.method() != Method::POST {
         return Err(refused(
             "method",
@@ -125,7 +130,7 @@ async fn handle(
         })?,
     };
     let Some(handled) = command::find(&name) else {
-        return Ok(command::OTHER);
+        return Ok((command::OTHER, None));
     };
     let event = decode::decode(handled.command, &body).map_err(|e| {
         refused(
@@ -136,7 +141,7 @@ async fn handle(
     })?;
     *seen = Some((crate::journal::Seen::of(&event), handled.name));
     match tokio::time::timeout(STORE_TIMEOUT, receiver.room_set.apply(event)).await {
-        Ok(Ok(())) => Ok(handled.name),
+        Ok(Ok(refused)) => Ok((handled.name, refused)),
         Ok(Err(e)) => Err(Rejected::Failed(StatusCode::SERVICE_UNAVAILABLE, e)),
         Err(_) => Err(Rejected::Failed(
             StatusCode::SERVICE_UNAVAILABLE,

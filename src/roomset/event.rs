@@ -4,7 +4,13 @@
 
 use std::time::Duration;
 
+use super::admission::Refusal;
 use crate::room::RoomUpdate;
+
+/// What a callback is answered: `Ok` once durable and visible, with the
+/// refusal its room met (answered OK all the same); `Err` when the backend
+/// failed (503).
+pub type Answer = Result<Option<Refusal>, String>;
 use crate::watch::WatchSettings;
 
 /// A change to the schedule, from a reload or the room set.

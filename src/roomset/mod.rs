@@ -30,7 +30,7 @@ pub use self::metrics::RoomSetMetrics;
 pub use self::redis::RedisState;
 pub use admission::{Limits, Refusal, RoomIdFilter};
 pub use backend::{open_redis, open_sqlite, MemoryState, Record, StateBackend};
-pub use event::{EventKind, Reschedule, RoomEvent};
+pub use event::{Answer, EventKind, Reschedule, RoomEvent};
 pub use sqlite::SqliteState;
 
 /// A handle to the room set's writer; cheap to clone.
@@ -136,8 +136,9 @@ impl RoomSet {
         Ok((RoomSet { jobs }, polled))
     }
 
-    /// Applies a callback; `Ok` once it is durable and visible on /metrics.
-    pub async fn apply(&self, event: RoomEvent) -> Result<(), String> {
+    /// Applies a callback; `Ok` once it is durable and visible on /metrics
+    /// (with the refusal, when its room was not taken).
+    pub async fn apply(&self, event: RoomEvent) -> Answer {
         let (done, answer) = oneshot::channel();
         self.jobs
             .send(Job::Callback {

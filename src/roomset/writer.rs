@@ -12,7 +12,7 @@ use tokio::sync::{mpsc as tokio_mpsc, oneshot};
 
 use super::admission::{Limits, Refusal, RefusalLog};
 use super::backend::{Record, StateBackend};
-use super::event::{EventKind, Reschedule, RoomEvent};
+use super::event::{Answer, EventKind, Reschedule, RoomEvent};
 use super::metrics::RoomSetMetrics;
 use crate::clock::unix_now_ms;
 use crate::room::RoomUpdate;
@@ -31,7 +31,7 @@ pub(super) enum Job {
     Callback {
         // Boxed, so that the queue's small jobs do not take a RoomEvent's room each.
         event: Box<RoomEvent>,
-        done: oneshot::Sender<Result<(), String>>,
+        done: oneshot::Sender<Answer>,
     },
     Configured {
         rooms: Vec<String>,
@@ -65,7 +65,8 @@ pub(super) struct Change {
     pub stop_polling: Vec<String>,
     /// Whether rooms joined or left the set (the discovered count changes).
     pub membership: bool,
-    pub acks: Vec<oneshot::Sender<Result<(), String>>>,
+    /// Each callback's answer channel, with the refusal its room met if any.
+    pub acks: Vec<(oneshot::Sender<Answer>, Option<Refusal>)>,
 }
 
 /// One batch on its way to the backend.
@@ -124,8 +125,8 @@ impl Writer {
             {
                 match job {
                     Job::Callback { event, done } => {
-                        self.take(&event, &mut batch);
-                        batch.change.acks.push(done);
+                        let refused = self.take(&event, &mut batch);
+                        batch.change.acks.push((done, refused));
                     }
                     Job::Gone { room_id, at_ms } => self.destroyed(&room_id, at_ms, &mut batch),
                     Job::Configured { rooms, done } => configured.push((rooms, done)),
@@ -162,8 +163,9 @@ impl Writer {
         }
     }
 
-    /// Applies one callback to the records (not yet to the store).
-    fn take(&mut self, event: &RoomEvent, batch: &mut Batch) {
+    /// Applies one callback to the records (not yet to the store); the
+    /// refusal, when its room was not taken.
+    fn take(&mut self, event: &RoomEvent, batch: &mut Batch) -> Option<Refusal> {
         let room = &event.room_id;
         let now = unix_now_ms();
         let (at_ms, skewed) = self.limits.clamp(event.update.at_ms, now);
@@ -182,14 +184,14 @@ impl Writer {
             let stale = update.at_ms < now.saturating_sub(self.forget_after.as_millis() as u64);
             let forgotten = event.kind == EventKind::Destroy && !self.configured.contains(room);
             if forgotten || stale {
-                return;
+                return None;
             }
         }
         let before = self.records.get(room).cloned();
         let record = self.records.entry(room.clone()).or_default();
         let was_alive = before.as_ref().is_some_and(|r| r.destroyed_at_ms.is_none());
         if !record.facts.merge(&update) && before.is_some() {
-            return;
+            return None;
         }
         record.last_callback_ms = record.last_callback_ms.max(update.at_ms);
         let alive = record.facts.exists != Some(false);
@@ -207,7 +209,7 @@ impl Writer {
                         None => self.records.remove(room),
                     };
                     self.refused(why);
-                    return;
+                    return Some(why);
                 }
                 self.live += 1;
             } else if !alive && was_alive {
@@ -226,6 +228,7 @@ impl Writer {
                 change.stop_polling.push(room.clone());
             }
         }
+        None
     }
 
     /// The API said a discovered room does not exist: stop polling it, forget it later.
@@ -333,7 +336,7 @@ impl Writer {
                         None => self.records.remove(&room),
                     };
                 }
-                for ack in change.acks {
+                for (ack, _) in change.acks {
                     let _ = ack.send(Err(STORE_FAILED.to_owned()));
                 }
                 false
@@ -367,8 +370,8 @@ impl Writer {
             .rooms
             .with_label_values(&["discovered"])
             .set(self.live as i64);
-        for ack in change.acks {
-            let _ = ack.send(Ok(()));
+        for (ack, refused) in change.acks {
+            let _ = ack.send(Ok(refused));
         }
     }
 
@@ -598,7 +601,7 @@ mod tests {
         let mut batch = Batch::default();
         w.take(&event("new-1", EventKind::Create, unix_now_ms()), &mut batch);
         let (done, mut answer) = oneshot::channel();
-        batch.change.acks.push(done);
+        batch.change.acks.push((done, None));
         assert!(w.commit(batch));
         assert!(w.store.contains("new-1"));
         assert_eq!(w.metrics.rooms_discovered.get(), 1);
@@ -608,7 +611,7 @@ mod tests {
             }
             other => panic!("no turn change: {other:?}"),
         }
-        assert_eq!(answer.try_recv(), Ok(Ok(())));
+        assert_eq!(answer.try_recv(), Ok(Ok(None)));
     }
 
     #[test]
