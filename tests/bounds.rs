@@ -13,7 +13,8 @@ use std::time::Duration;
 use serde_json::json;
 
 use common::{
-    create_body, free_port, members_body, now_ms, post_callback, value, Exporter, Fake, CREATE, ENTER, SDKAPPID,
+    create_body, free_port, members_body, now_ms, post_callback, value, Exporter, Fake, CREATE, ENTER,
+    SDKAPPID,
 };
 use roomengine_exporter::api::model::RoomInfo;
 use roomengine_exporter::room::{Field, Fields, RoomFacts, RoomUpdate};
@@ -164,7 +165,12 @@ async fn rooms_beyond_the_cap_are_answered_ok_and_change_neither_metrics_nor_the
         "the refused creates add or remove no series"
     );
     // Two refusals within a minute: one warning line.
-    assert_eq!(r.exporter.log().matches(REFUSAL_WARNING).count(), 1, "{}", r.exporter.log());
+    assert_eq!(
+        r.exporter.log().matches(REFUSAL_WARNING).count(),
+        1,
+        "{}",
+        r.exporter.log()
+    );
 
     // The state file holds the 3 taken rooms; after kill -9 the same 3 come back.
     let _ = r.exporter.child.kill();
@@ -230,8 +236,7 @@ async fn room_id_filters_match_whole_ids_deny_wins_and_filtered_callbacks_are_an
     let taken = ["meet-1", "class-12"];
     let filtered = ["class-12x", "xmeet-1", "meet-test-1", "other-1"];
     let fake = fake_with(&[&taken[..], &filtered[..]].concat(), 3).await;
-    let bounds =
-        "  room_ids:\n    allow: [\"meet-.*\", \"class-[0-9]+\"]\n    deny: [\"meet-test-.*\"]\n";
+    let bounds = "  room_ids:\n    allow: [\"meet-.*\", \"class-[0-9]+\"]\n    deny: [\"meet-test-.*\"]\n";
     let r = start(&fake, bounds, &[]).await;
     for id in taken.iter().chain(&filtered) {
         r.create(id).await;
