@@ -16,6 +16,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use common::raw_http::RawSender;
 use common::{ms, percentile, proc, secs_from_env, Exporter, Sim};
 use roomengine_exporter::room::Field;
 use roomengine_exporter::roomset::Record;
@@ -87,14 +88,15 @@ fn main() {
                             seq.clone(),
                         );
                         tokio::spawn(async move {
-                            let mut sender = RawSender { port, stream: None };
+                            let mut sender = RawSender::new(port);
                             while !stop.load(Ordering::Relaxed) {
                                 let n = seq.fetch_add(1, Ordering::Relaxed);
                                 let room = (n as usize * 7919) % ROOMS;
                                 let count = n % 500;
                                 let at = now_ms();
                                 let sent = Instant::now();
-                                match sender.send(room, count, at).await {
+                                let (path, body) = callback(room, count, at);
+                                match sender.post(&path, &body).await == Some(200) {
                                     true => {
                                         latencies.lock().expect("lock").push(sent.elapsed());
                                         let mut acked = acked.lock().expect("lock");
@@ -262,67 +264,6 @@ async fn send(client: &reqwest::Client, port: u16, room: usize, count: u64, at: 
             .await,
         Ok(r) if r.status() == 200
     )
-}
-
-/// HTTP/1.1 over one kept-alive connection, written by hand: a general
-/// client costs more CPU per request than the receiver, and on two cores
-/// the load generator would be what the benchmark measures.
-struct RawSender {
-    port: u16,
-    stream: Option<tokio::net::TcpStream>,
-}
-
-impl RawSender {
-    /// Whether the callback was answered 200.
-    async fn send(&mut self, room: usize, count: u64, at: u64) -> bool {
-        let (path, body) = callback(room, count, at);
-        let request = format!(
-            "POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
-            body.len()
-        );
-        let status = self.exchange(request.as_bytes()).await;
-        if status.is_none() {
-            self.stream = None;
-        }
-        status == Some(200)
-    }
-
-    async fn exchange(&mut self, request: &[u8]) -> Option<u16> {
-        use tokio::io::{AsyncReadExt, AsyncWriteExt};
-        if self.stream.is_none() {
-            let stream = tokio::net::TcpStream::connect(("127.0.0.1", self.port))
-                .await
-                .ok()?;
-            let _ = stream.set_nodelay(true);
-            self.stream = Some(stream);
-        }
-        let stream = self.stream.as_mut()?;
-        stream.write_all(request).await.ok()?;
-        let mut answer = Vec::with_capacity(512);
-        let mut chunk = [0u8; 1024];
-        loop {
-            let n = stream.read(&mut chunk).await.ok()?;
-            if n == 0 {
-                return None;
-            }
-            answer.extend_from_slice(&chunk[..n]);
-            let Some(end) = answer.windows(4).position(|w| w == b"\r\n\r\n") else {
-                continue;
-            };
-            let head = std::str::from_utf8(&answer[..end]).ok()?;
-            let length: usize = head
-                .lines()
-                .find_map(|l| {
-                    let (name, value) = l.split_once(':')?;
-                    name.eq_ignore_ascii_case("content-length")
-                        .then(|| value.trim().parse().ok())?
-                })
-                .unwrap_or(0);
-            if answer.len() >= end + 4 + length {
-                return head.split(' ').nth(1)?.parse().ok();
-            }
-        }
-    }
 }
 
 async fn scrape(client: &reqwest::Client, addr: &str) -> Result<Option<String>, reqwest::Error> {

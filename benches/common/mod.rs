@@ -14,7 +14,11 @@ use roomengine_exporter::sim::{SimHandle, SimOptions, Simulator};
 /// bench profile's, i.e. release) with the harness's SecretKey.
 #[path = "../../tests/common/mod.rs"]
 mod harness;
+pub mod raw_http;
 pub use harness::{Exporter, KEY};
+// For the flood bench (benches/bounds.rs); the other benches use none of them.
+#[allow(unused_imports)]
+pub use harness::{create_body, free_port, worst_window, Fake};
 
 /// The value of the sample line `series` in a scrape (the tests' helper).
 pub fn value(text: &str, series: &str) -> Option<f64> {
