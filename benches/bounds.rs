@@ -2,7 +2,8 @@
 //! 20 configured rooms on the fake API (`rate_limit` 200), flooded by signed
 //! creates of distinct random room IDs from `FLOOD_SENDERS` keep-alive
 //! connections; first 200,000 creates against `max_rooms: 20000`, then
-//! 100,000 against `max_rooms: 100000`. Prints the room set's size, the
+//! 100,000 against `max_rooms: 100000` with `metrics.room_series_limit:
+//! 2000` and again with every room exposed (the cost per room). Prints the room set's size, the
 //! refusals, peak RSS, the configured rooms' poll gaps, the budget, scrape
 //! times, the state file and what comes back after `kill -9`, with PASS/FAIL
 //! against the targets. Asserts nothing but that the pieces start.
@@ -40,12 +41,14 @@ fn main() {
     let token_file = token_dir.path().join("token");
     std::fs::write(&token_file, TOKEN).expect("token file");
 
-    let small = flood_run(&rt, &token_file, senders, 200_000, 20_000, 0);
+    let small = flood_run(&rt, &token_file, senders, 200_000, 20_000, 0, 0);
     println!();
-    let large = flood_run(&rt, &token_file, senders, 100_000, 100_000, 1);
+    flood_run(&rt, &token_file, senders, 100_000, 100_000, 2_000, 1);
     println!();
-    // room_series_limit is not in this build: both runs expose every room,
-    // so the difference between them is the cost of a room.
+    let large = flood_run(&rt, &token_file, senders, 100_000, 100_000, 0, 2);
+    println!();
+    // Both runs expose every room (room_series_limit 0), so the difference
+    // between them is the cost of a room.
     let rooms = (large.rooms - small.rooms) as f64;
     println!(
         "cost per room (100,000 vs 20,000 rooms, every room exposed): {:.0} bytes of RSS, {:.2} µs of scrape, {:.1} series",
@@ -72,6 +75,7 @@ fn flood_run(
     senders: usize,
     creates: u64,
     max_rooms: usize,
+    series_limit: usize,
     seed: u64,
 ) -> Settled {
     let fake = rt.block_on(Fake::start(CONFIGURED));
@@ -79,7 +83,7 @@ fn flood_run(
     let configured = common_rooms();
     let port = free_port();
     let yaml = format!(
-        "app:\n  sdkappid: {SDKAPPID}\n  identifier: administrator\n  endpoint: {}\n  usersig_ttl: 1h\npolling:\n  interval: {}s\n  rate_limit: {RATE_LIMIT}\n  timeout: 5s\nprobe:\n  enabled: false\nrooms: [{}]\ncallbacks:\n  listen_address: 127.0.0.1:{port}\n  token_file: {}\n  state_file: state.db\n  max_rooms: {max_rooms}\n",
+        "app:\n  sdkappid: {SDKAPPID}\n  identifier: administrator\n  endpoint: {}\n  usersig_ttl: 1h\npolling:\n  interval: {}s\n  rate_limit: {RATE_LIMIT}\n  timeout: 5s\nprobe:\n  enabled: false\nrooms: [{}]\ncallbacks:\n  listen_address: 127.0.0.1:{port}\n  token_file: {}\n  state_file: state.db\n  max_rooms: {max_rooms}\nmetrics:\n  room_series_limit: {series_limit}\n",
         fake.endpoint(),
         INTERVAL.as_secs(),
         configured.join(", "),
@@ -87,7 +91,7 @@ fn flood_run(
     );
     let mut exporter = Exporter::start_yaml(&yaml, &[]);
     rt.block_on(exporter.wait_ready(Duration::from_secs(30)));
-    println!("flood: {creates} signed creates of distinct random room IDs, max_rooms {max_rooms}");
+    println!("flood: {creates} signed creates of distinct random room IDs, max_rooms {max_rooms}, room_series_limit {series_limit}");
 
     let started = Instant::now();
     let done = Arc::new(AtomicBool::new(false));
