@@ -6,9 +6,9 @@
 //! the callbacks it sends.
 
 mod callbacks;
-mod clock;
 mod control;
 mod handlers;
+mod skewed_clock;
 mod stats;
 mod world;
 
@@ -26,7 +26,7 @@ use crate::BoxError;
 
 pub use crate::callbacks::command::NAMES as CALLBACK_COMMANDS;
 pub use callbacks::{sign as callback_sign, CallbackStats};
-use clock::Clock;
+use skewed_clock::Clock;
 pub use stats::{Fill, PeriodStats, Spread};
 pub use world::{room_id, RoomInfo, TICK_SECONDS};
 
