@@ -94,8 +94,9 @@ async fn three_thousand_half_open_connections_per_listener_cost_neither_descript
             value(&text, "roomengine_room_up{room_id=\"room-0001\"}"),
             Some(1.0)
         );
-        // Ahead of every poll, so the polls that follow do not overwrite it.
-        let body = json!({"EventTime": now_ms() + 600_000 + i, "RoomId": "room-0002", "MemberCount": 10 + i});
+        // Ahead of every poll of the test (within callbacks.max_clock_skew,
+        // 5m), so the polls that follow do not overwrite it.
+        let body = json!({"EventTime": now_ms() + 120_000 + i, "RoomId": "room-0002", "MemberCount": 10 + i});
         let callback = Instant::now();
         assert_eq!(
             post_callback(callbacks, "Room.CallbackAfterMemberEnter", &body, "")
