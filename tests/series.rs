@@ -71,8 +71,8 @@ fn a_limit_shows_the_configured_rooms_and_the_fullest_others() {
     assert_eq!(lines(&text, "roomengine_room_up{").len(), 4);
     // Hidden rooms still count.
     assert_eq!(
-        lines(&text, "roomengine_room_members_sum"),
-        vec!["roomengine_room_members_sum{room_type=\"Conference\"} 451"]
+        lines(&text, "roomengine_members"),
+        vec!["roomengine_members{room_type=\"Conference\"} 451"]
     );
 }
 
@@ -113,8 +113,8 @@ fn the_choice_stands_for_ten_seconds() {
     let before = scrape_at(&store, t0 + Duration::from_millis(9_999));
     assert_eq!(shown(&before), ["conf-1", "r7", "r8", "r9"]);
     assert_eq!(
-        lines(&before, "roomengine_room_members_sum"),
-        vec!["roomengine_room_members_sum{room_type=\"Conference\"} 551"]
+        lines(&before, "roomengine_members"),
+        vec!["roomengine_members{room_type=\"Conference\"} 551"]
     );
     let after = scrape_at(&store, t0 + Duration::from_secs(10));
     assert_eq!(shown(&after), ["conf-1", "r0", "r8", "r9"]);
@@ -152,8 +152,8 @@ roomengine_rooms{room_type=\"Conference\",status=\"Running\"} 2
 roomengine_rooms{room_type=\"Live\",status=\"None\"} 0
 roomengine_rooms{room_type=\"Live\",status=\"NotStarted\"} 0
 roomengine_rooms{room_type=\"Live\",status=\"Running\"} 1
-roomengine_room_members_sum{room_type=\"Conference\"} 1350
-roomengine_room_members_sum{room_type=\"Live\"} 3
+roomengine_members{room_type=\"Conference\"} 1350
+roomengine_members{room_type=\"Live\"} 3
 roomengine_rooms_without_capacity 1
 roomengine_rooms_full 2
 roomengine_room_occupancy_ratio_bucket{le=\"0.5\"} 1

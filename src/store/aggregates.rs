@@ -185,11 +185,11 @@ impl Aggregates {
                     }
                 }
             }
-            let _ = writeln!(out, "# HELP roomengine_room_members_sum Members of all rooms, by RoomType ({EVERY}).\n# TYPE roomengine_room_members_sum gauge");
+            let _ = writeln!(out, "# HELP roomengine_members Members of all rooms, by RoomType ({EVERY}).\n# TYPE roomengine_members gauge");
             for (room_type, members) in self.types.iter().zip(&self.members) {
                 let _ = writeln!(
                     out,
-                    "roomengine_room_members_sum{{room_type=\"{}\"}} {members}",
+                    "roomengine_members{{room_type=\"{}\"}} {members}",
                     escape(room_type)
                 );
             }
