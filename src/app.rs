@@ -137,6 +137,9 @@ pub async fn run(
         &metrics,
     )?;
 
+    // Registered with the receiver off too: every command and reason shows
+    // at 0, so dashboards and alerts need no `or vector(0)`.
+    let callback_metrics = CallbackMetrics::new(registry);
     let receiver = match (&config.callbacks, callback_listener) {
         (Some(c), Some(listener)) => {
             tracing::info!(
@@ -149,7 +152,7 @@ pub async fn run(
                 sdkappid: config.sdkappid,
                 token: c.token.clone(),
                 room_set: room_set.clone(),
-                metrics: CallbackMetrics::new(registry),
+                metrics: callback_metrics,
                 journal: journal.clone(),
             });
             let serving = Serving {

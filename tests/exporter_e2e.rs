@@ -16,6 +16,14 @@ async fn fifty_rooms_values_and_changes_show_up() {
     let mut exporter = Exporter::start(&fake.endpoint(), FAST, &rooms(50), &[]);
     exporter.wait_ready(Duration::from_secs(20)).await;
     let text = exporter.metrics().await;
+    // The receiver is off, yet its families show at 0 (dashboards need no `or vector(0)`).
+    for series in [
+        "roomengine_callbacks_total{command=\"other\"}",
+        "roomengine_callbacks_rejected_total{reason=\"signature\"}",
+        "roomengine_callbacks_rooms_refused_total{reason=\"room_limit\"}",
+    ] {
+        assert_eq!(value(&text, series), Some(0.0), "{series}");
+    }
     for i in 1..=50 {
         let id = format!("room-{i:04}");
         assert_eq!(
