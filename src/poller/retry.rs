@@ -82,6 +82,8 @@ mod tests {
                     backoff(retry as u32, JITTER.start),
                     backoff(retry as u32, JITTER.end),
                 );
+                // Timers fire on whole milliseconds: a sleep of 374.6 ms ends at 375.
+                let high = high + Duration::from_millis(1);
                 assert!(
                     low <= gap && gap < high,
                     "retry {retry} after {gap:?}, not in [{low:?}, {high:?})"
