@@ -5,6 +5,7 @@
 pub mod metrics;
 pub mod model;
 pub mod outcome;
+mod wire;
 
 use std::collections::HashSet;
 use std::sync::{Arc, Mutex, RwLock};
@@ -193,7 +194,7 @@ impl ApiClient {
     /// the outcome.
     async fn call<T: DeserializeOwned, R>(
         &self,
-        _permit: Permit,
+        permit: Permit,
         api: &str,
         command: &str,
         body: serde_json::Value,
@@ -213,11 +214,20 @@ impl ApiClient {
 
         self.metrics.requests.with_label_values(&[api]).inc();
         let started = Instant::now();
-        let result = self.send(url, body, target.timeout).await.and_then(extract);
+        let result = self.send(url, body, permit, target.timeout).await;
+        let took = started.elapsed();
+        // Only an answer tells how long the way there and back took.
+        if !result
+            .as_ref()
+            .is_err_and(|e| matches!(e.code.as_str(), "timeout" | "connect"))
+        {
+            self.budget.on_round_trip(took);
+        }
+        let result = result.and_then(extract);
         self.metrics
             .duration
             .with_label_values(&[api])
-            .observe(started.elapsed().as_secs_f64());
+            .observe(took.as_secs_f64());
 
         match &result {
             Ok(_) => self.budget.on_success(),
@@ -239,14 +249,18 @@ impl ApiClient {
         &self,
         url: String,
         body: String,
+        permit: Permit,
         timeout: Duration,
     ) -> Result<Option<T>, CallError> {
+        let length = body.len();
         let mut response = self
             .http
             .post(url)
             .timeout(timeout)
             .header(reqwest::header::CONTENT_TYPE, "application/json")
-            .body(body)
+            // Set, so the body handed over as a stream is not sent chunked.
+            .header(reqwest::header::CONTENT_LENGTH, length)
+            .body(reqwest::Body::wrap_stream(wire::OnTheWire::new(body, permit)))
             .send()
             .await
             .map_err(transport_error)?;
