@@ -433,4 +433,41 @@ mod tests {
         let e = result.expect_err("no answer is an error");
         assert_eq!(e.code, "connect", "{e}");
     }
+
+    #[tokio::test]
+    async fn the_request_goes_with_its_length_not_chunked() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let server = tokio::spawn(async move {
+            let (mut socket, _) = listener.accept().await.expect("accept");
+            let mut request = Vec::new();
+            let mut buf = [0u8; 4096];
+            while !String::from_utf8_lossy(&request).ends_with("{\"RoomId\":\"r1\"}") {
+                match socket.read(&mut buf).await {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => request.extend_from_slice(&buf[..n]),
+                }
+            }
+            String::from_utf8_lossy(&request).to_lowercase()
+        });
+        let config = crate::config::parse(
+            &format!(
+                "app:\n  sdkappid: 1400000000\n  identifier: administrator\n  endpoint: http://{addr}\npolling:\n  timeout: 4s\nrooms:\n  - r1\n"
+            ),
+            &Key,
+        )
+        .expect("config");
+        let budget = Arc::new(Budget::new(10));
+        let client = ApiClient::new(
+            &config,
+            budget.clone(),
+            ApiMetrics::new(&prometheus::Registry::new()),
+        )
+        .expect("client");
+        let _ = client.get_room_info(budget.acquire().await, "r1").await;
+        let request = server.await.expect("server");
+        assert!(request.contains("\r\ncontent-length: 15\r\n"), "{request}");
+        assert!(!request.contains("transfer-encoding"), "{request}");
+        assert!(request.ends_with("\r\n\r\n{\"roomid\":\"r1\"}"), "{request}");
+    }
 }
