@@ -8,7 +8,9 @@
 //! times, the state file and what comes back after `kill -9`, with PASS/FAIL
 //! against the targets. Asserts nothing but that the pieces start.
 //!
-//! `cargo bench --bench bounds` (a few minutes).
+//! `cargo bench --bench bounds` (a few minutes); `BOUNDS_RUNS=flood,limit,all`
+//! picks runs (the cost per room needs `flood` and `all`), `FLOOD_SENDERS` (64)
+//! the connections.
 
 mod common;
 
@@ -41,12 +43,19 @@ fn main() {
     let token_file = token_dir.path().join("token");
     std::fs::write(&token_file, TOKEN).expect("token file");
 
-    let small = flood_run(&rt, &token_file, senders, 200_000, 20_000, 0, 0);
+    let runs = std::env::var("BOUNDS_RUNS").unwrap_or_else(|_| "flood,limit,all".into());
+    let run = |name: &str| runs.split(',').any(|r| r.trim() == name);
+    let small = run("flood").then(|| flood_run(&rt, &token_file, senders, 200_000, 20_000, 0, 0));
     println!();
-    flood_run(&rt, &token_file, senders, 100_000, 100_000, 2_000, 1);
+    if run("limit") {
+        flood_run(&rt, &token_file, senders, 100_000, 100_000, 2_000, 1);
+        println!();
+    }
+    let large = run("all").then(|| flood_run(&rt, &token_file, senders, 100_000, 100_000, 0, 2));
     println!();
-    let large = flood_run(&rt, &token_file, senders, 100_000, 100_000, 0, 2);
-    println!();
+    let (Some(small), Some(large)) = (small, large) else {
+        return;
+    };
     // Both runs expose every room (room_series_limit 0), so the difference
     // between them is the cost of a room.
     let rooms = (large.rooms - small.rooms) as f64;

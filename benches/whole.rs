@@ -1,10 +1,12 @@
 //! Whole-process figures of issues 6 and 7: the release exporter binary
 //! against the in-process simulator. Sections (all by default; pick some with
-//! `BENCH_ONLY=footprint,load,fidelity`):
+//! `BENCH_ONLY=footprint,busy,load,fidelity`):
 //! - footprint: 10,000 rooms, 60 s of full-budget polling after the first
 //!   pass (every room has data): CPU per 1,000 polls,
 //!   peak RSS; then 50 plain and 50 gzip scrapes of /metrics (median, p99);
 //!   and, for scale, the CPU of the API client path alone (sign, HTTP, decode).
+//! - busy: 10,000 rooms at full-budget polling and 1,000 member callbacks/s:
+//!   50 plain and 50 gzip scrapes meanwhile (median, p99), callbacks answered.
 //! - load: 5,000 rooms, 20 concurrent scrapers for 60 s: failures, scrape
 //!   times, and the budget as the simulator saw it.
 //! - fidelity: 5,000 rooms, interval 1s, at rate_limit 200, 50, and 200 with
@@ -42,6 +44,9 @@ fn main() {
     );
     if section_enabled("footprint") {
         footprint(&rt);
+    }
+    if section_enabled("busy") {
+        busy(&rt);
     }
     if section_enabled("load") {
         load(&rt);
@@ -146,8 +151,26 @@ fn footprint(rt: &tokio::runtime::Runtime) {
         after.threads,
     );
 
+    scrape_times(rt, &exporter, &format!("{ROOMS} rooms"), "while polling");
+    let end = proc(&exporter);
+    let period = sim.handle.period();
+    println!(
+        "  after the scrapes: RSS {:.1} MiB, peak (VmHWM) {:.1} MiB; budget over the whole run: {}; load average {}",
+        end.rss_mib(),
+        end.hwm_mib(),
+        budget_line(&period, RATE),
+        common::load_average()
+    );
+    drop(exporter);
+    drop(sim);
+    client_path_cost();
+}
+
+/// 50 uncompressed then 50 gzip scrapes of /metrics, one after another,
+/// each after an unmeasured one; prints size, median and p99 of each kind.
+fn scrape_times(rt: &tokio::runtime::Runtime, exporter: &common::Exporter, what: &str, meanwhile: &str) {
     let http = common::client();
-    let url = url(&exporter, "/metrics");
+    let url = url(exporter, "/metrics");
     for gzip in [false, true] {
         let mut times = Vec::new();
         let mut size = 0;
@@ -162,25 +185,122 @@ fn footprint(rt: &tokio::runtime::Runtime) {
             }
         });
         println!(
-            "  HTTP scrape at {ROOMS} rooms, {} ({:.1} MB on the wire), 50 scrapes while polling: median {:.1} ms, p99 {:.1} ms",
+            "  HTTP scrape at {what}, {} ({:.1} MB on the wire), 50 scrapes {meanwhile}: median {:.1} ms, p99 {:.1} ms",
             if gzip { "gzip" } else { "uncompressed" },
             size as f64 / 1e6,
             ms(percentile(&mut times, 0.5)),
             ms(percentile(&mut times, 0.99)),
         );
     }
-    let end = proc(&exporter);
-    let period = sim.handle.period();
+}
+
+/// Issue 24 item 3: scrapes of 10,000 rooms while the full budget of polls
+/// runs and member callbacks arrive at 1,000/s (signed, spread over the
+/// rooms, from 8 kept-alive connections paced on one thread).
+fn busy(rt: &tokio::runtime::Runtime) {
+    const ROOMS: usize = 10_000;
+    const PER_SECOND: u64 = 1_000;
+    const SENDERS: u64 = 8;
+    const TOKEN: &str = "bench-callback-token-0123456789";
+    let dir = tempfile::tempdir().expect("temp dir");
+    let token_file = dir.path().join("token");
+    std::fs::write(&token_file, TOKEN).expect("token file");
+    let port = common::free_port();
+    // A top-level section after the polling lines.
+    let callbacks = format!(
+        "callbacks:\n  listen_address: 127.0.0.1:{port}\n  token_file: {}\n  state_file: state.db\n",
+        token_file.display()
+    );
+    let (sim, exporter) = common::sim_and_exporter_with(
+        ROOMS,
+        Duration::from_millis(20),
+        &FULL_BUDGET,
+        &callbacks,
+        |_| {},
+        |_| {},
+    );
+    common::wait_ready(rt, &exporter, Duration::from_secs(300));
+    let rooms = Arc::new(sim.handle.room_ids());
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let sent = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let sender = {
+        let (rooms, stop, sent) = (rooms.clone(), stop.clone(), sent.clone());
+        std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("runtime");
+            rt.block_on(async move {
+                let start = tokio::time::Instant::now();
+                let tasks: Vec<_> = (0..SENDERS)
+                    .map(|k| {
+                        let (rooms, stop, sent) = (rooms.clone(), stop.clone(), sent.clone());
+                        tokio::spawn(async move {
+                            let mut http = common::raw_http::RawSender::new(port);
+                            let mut n = k;
+                            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                                tokio::time::sleep_until(
+                                    start + Duration::from_micros(n * 1_000_000 / PER_SECOND),
+                                )
+                                .await;
+                                let (path, body) =
+                                    member_callback(&rooms[n as usize % rooms.len()], n, TOKEN);
+                                if http.post(&path, &body).await == Some(200) {
+                                    sent.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                                }
+                                n += SENDERS;
+                            }
+                        })
+                    })
+                    .collect();
+                for task in tasks {
+                    let _ = task.await;
+                }
+            })
+        })
+    };
+    std::thread::sleep(Duration::from_secs(2));
+    sim.handle.reset_period();
+    let (started, sent0) = (Instant::now(), sent.load(std::sync::atomic::Ordering::Relaxed));
     println!(
-        "  after the scrapes: RSS {:.1} MiB, peak (VmHWM) {:.1} MiB; budget over the whole run: {}; load average {}",
-        end.rss_mib(),
-        end.hwm_mib(),
-        budget_line(&period, RATE),
+        "busy: {ROOMS} rooms polled at rate_limit {}, member callbacks paced at {PER_SECOND}/s:",
+        FULL_BUDGET.rate_limit
+    );
+    scrape_times(
+        rt,
+        &exporter,
+        &format!("{ROOMS} rooms"),
+        "while polling and callbacks run",
+    );
+    let accepted = sent.load(std::sync::atomic::Ordering::Relaxed) - sent0;
+    let elapsed = started.elapsed().as_secs_f64();
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let _ = sender.join();
+    let stat = proc(&exporter);
+    println!(
+        "  callbacks answered 200 meanwhile: {:.0}/s; budget: {}; exporter RSS {:.1} MiB, peak (VmHWM) {:.1} MiB; load average {}",
+        accepted as f64 / elapsed,
+        budget_line(&sim.handle.period(), FULL_BUDGET.rate_limit),
+        stat.rss_mib(),
+        stat.hwm_mib(),
         common::load_average()
     );
-    drop(exporter);
-    drop(sim);
-    client_path_cost();
+}
+
+/// A signed `Room.CallbackAfterMemberEnter` for `room`: the `n`th callback,
+/// its MemberCount cycling so that each one changes the room's lines.
+fn member_callback(room: &str, n: u64, token: &str) -> (String, String) {
+    let now = roomengine_exporter::clock::unix_now_ms();
+    let request_time = now / 1000;
+    let sign = roomengine_exporter::sim::callback_sign(token, request_time);
+    let path = format!(
+        "/callback?SdkAppid=1400000000&CallbackCommand=Room.CallbackAfterMemberEnter&contenttype=json&ClientIP=127.0.0.1&OptPlatform=RESTAPI&Sign={sign}&RequestTime={request_time}"
+    );
+    let body = format!(
+        r#"{{"CallbackCommand":"Room.CallbackAfterMemberEnter","Operator_Account":"u1","EventTime":{now},"RoomId":"{room}","MemberCount":{},"Type":"Enter","MemberList_Account":["u1"]}}"#,
+        n % 97
+    );
+    (path, body)
 }
 
 /// CPU of the exporter's API client path alone (UserSig, URL, reqwest over

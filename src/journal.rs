@@ -23,36 +23,46 @@ const MAX_JOURNALED_ROOMS: usize = 200_000;
 /// Seconds of counter samples the measured rates are taken over.
 const RATE_WINDOW: usize = 10;
 
-/// A ring of `N` slots written in place: recording never grows it, and a slot's
-/// strings keep their buffers, so a full ring records without allocating.
+/// A ring of at most `capacity` slots written in place: once full, recording
+/// never grows it, and a slot's strings keep their buffers, so a full ring
+/// records without allocating. Slots are added as entries come, so a room
+/// with two events holds two slots, not [`ROOM_EVENTS`].
 struct Ring<T> {
     slots: Vec<T>,
+    capacity: usize,
     next: usize,
-    filled: usize,
 }
 
 impl<T: Default> Ring<T> {
     fn new(capacity: usize) -> Ring<T> {
         Ring {
-            slots: (0..capacity).map(|_| T::default()).collect(),
+            slots: Vec::new(),
+            capacity: capacity.max(1),
             next: 0,
-            filled: 0,
         }
+    }
+
+    /// The slot to overwrite: a new one until the ring is full, then the oldest.
+    fn push(&mut self) -> &mut T {
+        if self.slots.len() < self.capacity {
+            if self.slots.len() == self.slots.capacity() {
+                // Exact steps (2, 4, 8, ... capacity), so a full ring holds no spare slots.
+                let more = self.slots.len().max(2).min(self.capacity - self.slots.len());
+                self.slots.reserve_exact(more);
+            }
+            self.slots.push(T::default());
+        }
+        let index = self.next;
+        self.next = (self.next + 1) % self.capacity;
+        &mut self.slots[index]
     }
 }
 
 impl<T> Ring<T> {
-    /// The slot to overwrite: the oldest once the ring is full.
-    fn push(&mut self) -> &mut T {
-        let index = self.next;
-        self.next = (self.next + 1) % self.slots.len();
-        self.filled = (self.filled + 1).min(self.slots.len());
-        &mut self.slots[index]
-    }
-
     fn newest_first(&self) -> impl Iterator<Item = &T> {
+        // Until the ring is full, `next` is the number of slots.
         let n = self.slots.len();
-        (1..=self.filled).map(move |back| &self.slots[(self.next + n - back) % n])
+        (1..=n).map(move |back| &self.slots[(self.next + n - back) % n])
     }
 }
 
@@ -114,9 +124,55 @@ pub struct RoomEventEntry {
     pub outcome: String,
 }
 
+/// A [`RoomEventEntry`] as the journal keeps it, 24 bytes: the command and
+/// the outcome are indices into [`NAMES`], the kind follows from a flag.
+#[derive(Debug, Default, Clone, Copy)]
+struct RoomEvent {
+    at_ms: u64,
+    as_of_ms: u64,
+    what: u8,
+    outcome: u8,
+    poll: bool,
+}
+
+impl RoomEvent {
+    fn entry(&self) -> RoomEventEntry {
+        RoomEventEntry {
+            at_ms: self.at_ms,
+            kind: if self.poll { "poll" } else { "callback" },
+            what: name(self.what),
+            as_of_ms: self.as_of_ms,
+            outcome: name(self.outcome).to_owned(),
+        }
+    }
+}
+
+/// Commands and outcomes (`ok`, error codes, callback outcomes) the room
+/// journals name: few distinct values, each kept once for the process.
+static NAMES: Mutex<Vec<&'static str>> = Mutex::new(Vec::new());
+/// Index of `other`, what an event shows once [`NAMES`] is full (a
+/// misbehaving API sending ever new error codes cannot grow it).
+const OTHER: u8 = u8::MAX;
+
+fn intern(value: &str) -> u8 {
+    let mut names = lock(&NAMES);
+    if let Some(i) = names.iter().position(|n| *n == value) {
+        return i as u8;
+    }
+    if names.len() >= usize::from(OTHER) {
+        return OTHER;
+    }
+    names.push(Box::leak(value.to_owned().into_boxed_str()));
+    (names.len() - 1) as u8
+}
+
+fn name(index: u8) -> &'static str {
+    lock(&NAMES).get(usize::from(index)).copied().unwrap_or("other")
+}
+
 /// What is journaled of one room.
 struct RoomJournal {
-    events: Ring<RoomEventEntry>,
+    events: Ring<RoomEvent>,
     /// The code of the last poll, when it failed.
     last_error: Option<String>,
 }
@@ -213,6 +269,17 @@ impl Journal {
 
     /// A callback answered (not refused): `status` 200 when applied or ignored.
     pub fn callback(&self, command: &'static str, seen: Option<&Seen>, status: u16) {
+        self.record_callback(command, seen, status, true);
+    }
+
+    /// A callback answered OK whose room the room set refused (cap, filter):
+    /// in the recent callbacks only, since the room has no journal to keep
+    /// (a flood of refused IDs would otherwise fill the room journals).
+    pub fn callback_of_refused_room(&self, command: &'static str, seen: Option<&Seen>) {
+        self.record_callback(command, seen, 200, false);
+    }
+
+    fn record_callback(&self, command: &'static str, seen: Option<&Seen>, status: u16, per_room: bool) {
         let now = unix_now_ms();
         let outcome = match (status, seen) {
             (200, Some(_)) => "applied",
@@ -233,8 +300,8 @@ impl Journal {
             slot.outcome = outcome;
             slot.status = status;
         }
-        if let Some(seen) = seen {
-            self.room_event(&seen.room_id, now, "callback", command, event_time, outcome, None);
+        if let Some(seen) = seen.filter(|_| per_room) {
+            self.room_event(&seen.room_id, now, false, command, event_time, outcome, None);
         }
     }
 
@@ -262,7 +329,7 @@ impl Journal {
             slot.class = class_name(e.class);
         }
         let failed = error.map(|e| e.code.as_str());
-        self.room_event(room, now, "poll", "get_room_info", sent_ms, code, Some(failed));
+        self.room_event(room, now, true, "get_room_info", sent_ms, code, Some(failed));
     }
 
     /// `last_error`: `Some` for a poll (`Some(code)` failed, `None` succeeded).
@@ -271,7 +338,7 @@ impl Journal {
         &self,
         room: &str,
         now: u64,
-        kind: &'static str,
+        poll: bool,
         what: &'static str,
         as_of_ms: u64,
         outcome: &str,
@@ -293,10 +360,10 @@ impl Journal {
         };
         let slot = journal.events.push();
         slot.at_ms = now;
-        slot.kind = kind;
-        slot.what = what;
+        slot.poll = poll;
+        slot.what = intern(what);
         slot.as_of_ms = as_of_ms;
-        put(&mut slot.outcome, outcome);
+        slot.outcome = intern(outcome);
         match last_error {
             Some(Some(code)) => journal.last_error = Some(code.to_owned()),
             Some(None) => journal.last_error = None,
@@ -324,7 +391,7 @@ impl Journal {
     pub fn room_events(&self, room: &str) -> Vec<RoomEventEntry> {
         lock(&self.rooms)
             .get(room)
-            .map(|j| j.events.newest_first().cloned().collect())
+            .map(|j| j.events.newest_first().map(RoomEvent::entry).collect())
             .unwrap_or_default()
     }
 
@@ -407,6 +474,52 @@ mod tests {
         }
         assert_eq!(ring.newest_first().copied().collect::<Vec<_>>(), vec![5, 4, 3]);
         assert_eq!(ring.slots.len(), 3);
+    }
+
+    #[test]
+    fn a_ring_holds_only_the_slots_it_was_given() {
+        let mut ring: Ring<u32> = Ring::new(ROOM_EVENTS);
+        *ring.push() = 1;
+        *ring.push() = 2;
+        assert_eq!(ring.slots.capacity(), 2);
+        assert_eq!(ring.newest_first().copied().collect::<Vec<_>>(), vec![2, 1]);
+        for i in 3..=25 {
+            *ring.push() = i;
+        }
+        assert_eq!(ring.slots.capacity(), ROOM_EVENTS);
+        assert_eq!(ring.newest_first().next(), Some(&25));
+        assert_eq!(ring.newest_first().last(), Some(&6));
+    }
+
+    #[test]
+    fn a_refused_room_is_listed_with_the_callbacks_but_gets_no_journal() {
+        let status = Journal::new();
+        let seen = Seen {
+            room_id: "flood-1".into(),
+            event_time_ms: 7,
+        };
+        status.callback_of_refused_room("Room.CallbackAfterCreateRoom", Some(&seen));
+        status.callback(
+            "Room.CallbackAfterCreateRoom",
+            Some(&Seen {
+                room_id: "kept".into(),
+                ..seen.clone()
+            }),
+            200,
+        );
+        let recent = status.recent_callbacks();
+        assert_eq!(recent.len(), 2);
+        assert_eq!(
+            (recent[1].room_id.as_str(), recent[1].outcome),
+            ("flood-1", "applied")
+        );
+        assert_eq!(status.journaled_rooms(), 1);
+        assert!(status.room_events("flood-1").is_empty());
+        let events = status.room_events("kept");
+        assert_eq!(
+            (events[0].kind, events[0].outcome.as_str(), events[0].as_of_ms),
+            ("callback", "applied", 7)
+        );
     }
 
     #[test]

@@ -38,6 +38,8 @@ pub const SHARD_ROOMS: usize = 64;
 // A shard's shown and configured rooms are bit masks of one u64.
 const _: () = assert!(SHARD_ROOMS == u64::BITS as usize);
 
+const FAMILY_COUNT: usize = FAMILIES.len();
+
 /// With a series limit, how long a choice of shown rooms stands: about a
 /// scrape interval, so series do not come and go between scrapes.
 pub const RECHOOSE_EVERY: Duration = Duration::from_secs(10);
@@ -122,8 +124,9 @@ struct Shard {
     /// Family `i`'s lines are `text[families[i]]`.
     families: Vec<Range<usize>>,
     /// `line_lengths[slot][family]`: bytes of that room's lines in the
-    /// family's section of `text` (0 for empty slots), to find where to splice.
-    line_lengths: Vec<Vec<usize>>,
+    /// family's section of `text` (0 for empty slots), to find where to splice;
+    /// one flat block per shard rather than a vector per room.
+    line_lengths: Box<[[u32; FAMILY_COUNT]; SHARD_ROOMS]>,
     /// Slots whose lines are in `text` (bit `slot`).
     shown: u64,
     /// Slots holding a configured room.
@@ -136,7 +139,7 @@ impl Shard {
             rooms: (0..SHARD_ROOMS).map(|_| None).collect(),
             text: Bytes::new(),
             families: vec![0..0; FAMILIES.len()],
-            line_lengths: vec![vec![0; FAMILIES.len()]; SHARD_ROOMS],
+            line_lengths: Box::new([[0; FAMILY_COUNT]; SHARD_ROOMS]),
             shown: 0,
             configured: 0,
         }
@@ -179,7 +182,12 @@ impl Shard {
         let new_len: usize = changes.iter().map(|(_, l)| l.map_or(0, RenderedRoom::len)).sum();
         let old_len: usize = changes
             .iter()
-            .map(|(slot, _)| self.line_lengths[*slot].iter().sum::<usize>())
+            .map(|(slot, _)| {
+                self.line_lengths[*slot]
+                    .iter()
+                    .map(|&l| l as usize)
+                    .sum::<usize>()
+            })
             .sum();
         let mut text = Vec::with_capacity((self.text.len() + new_len).saturating_sub(old_len));
         for family in 0..FAMILIES.len() {
@@ -189,15 +197,16 @@ impl Shard {
             for &(slot, lines) in changes {
                 offset += self.line_lengths[next_slot..slot]
                     .iter()
-                    .map(|l| l[family])
+                    .map(|l| l[family] as usize)
                     .sum::<usize>();
                 text.extend_from_slice(&section[copied..offset]);
                 let room_lines = lines.map_or("", |l| l.family(family));
                 text.extend_from_slice(room_lines.as_bytes());
-                offset += self.line_lengths[slot][family];
+                offset += self.line_lengths[slot][family] as usize;
                 copied = offset;
                 next_slot = slot + 1;
-                self.line_lengths[slot][family] = room_lines.len();
+                // A room's lines of one family are far below 4 GiB.
+                self.line_lengths[slot][family] = room_lines.len() as u32;
             }
             text.extend_from_slice(&section[copied..]);
             self.families[family] = start..text.len();

@@ -58,12 +58,13 @@ async fn receive(State(receiver): State<Arc<Receiver>>, request: Request) -> Res
     let answer = match handle(&receiver, request, &mut seen).await {
         Ok((command, refused)) => {
             receiver.metrics.accepted.with_label_values(&[command]).inc();
-            receiver
-                .journal
-                .callback(command, seen.as_ref().map(|s| &s.0), 200);
+            let seen = seen.as_ref().map(|s| &s.0);
             // Answered OK (the app's flow is never blocked), but listed apart.
             if let Some(why) = refused {
+                receiver.journal.callback_of_refused_room(command, seen);
                 receiver.journal.refused(why.label(), 200, peer);
+            } else {
+                receiver.journal.callback(command, seen, 200);
             }
             ([(header::CONTENT_TYPE, "application/json")], OK_ANSWER).into_response()
         }

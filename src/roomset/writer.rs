@@ -509,11 +509,14 @@ impl Writer {
     }
 
     pub fn count_discovered(&self) {
-        let discovered = self
-            .records
-            .keys()
-            .filter(|room| !self.configured.contains(*room))
+        // Counted over the configured rooms (few), not the records (up to
+        // max_rooms): this runs after every batch that changed membership.
+        let configured = self
+            .configured
+            .iter()
+            .filter(|room| self.records.contains_key(*room))
             .count();
+        let discovered = self.records.len() - configured;
         self.metrics.rooms_discovered.set(discovered as i64);
     }
 }
