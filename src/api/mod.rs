@@ -211,6 +211,8 @@ impl ApiClient {
         );
         let body = body.to_string();
 
+        #[cfg(feature = "regress-demo-slowdown")]
+        demo_slowdown();
         self.metrics.requests.with_label_values(&[api]).inc();
         let started = Instant::now();
         let result = self.send(url, body, target.timeout).await.and_then(extract);
@@ -305,6 +307,15 @@ impl ApiClient {
                 "{code}: {hint} (the API refuses the exporter's credentials: nothing is measured until this is fixed; logged once per code)"
             );
         }
+    }
+}
+
+/// The deliberate slowdown the regression guard must catch: 100 µs of busy CPU per call.
+#[cfg(feature = "regress-demo-slowdown")]
+fn demo_slowdown() {
+    let start = Instant::now();
+    while start.elapsed() < Duration::from_micros(100) {
+        std::hint::spin_loop();
     }
 }
 
