@@ -7,7 +7,7 @@ pub mod model;
 pub mod outcome;
 
 use std::collections::HashSet;
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{Arc, Mutex, OnceLock, RwLock};
 use std::time::{Duration, Instant};
 
 use serde::de::DeserializeOwned;
@@ -15,7 +15,7 @@ use serde::de::DeserializeOwned;
 use crate::budget::{Budget, Permit};
 use crate::config::Config;
 use crate::usersig::Signer;
-pub use metrics::{ApiMetrics, API_GET_ROOM_INFO, API_GET_SEAT_LIST};
+pub use metrics::{ApiMetrics, ApiSeries, API_GET_ROOM_INFO, API_GET_SEAT_LIST};
 use model::{CallbackSetting, Envelope, RoomInfo, RoomInfoResponse, SeatListResponse, SeatUsage};
 pub use outcome::{CallError, ErrorClass};
 
@@ -28,6 +28,10 @@ pub struct ApiClient {
     target: RwLock<Arc<Target>>,
     budget: Arc<Budget>,
     metrics: ApiMetrics,
+    /// The polls' series, created on the first call of each (a series appears
+    /// on /metrics only once its API is called).
+    room_info_series: OnceLock<ApiSeries>,
+    seat_list_series: OnceLock<ApiSeries>,
     /// Auth/config codes already logged with their hint: each is logged once.
     hinted: Mutex<HashSet<String>>,
 }
@@ -95,6 +99,8 @@ impl ApiClient {
             target: RwLock::new(Arc::new(target)),
             budget,
             metrics,
+            room_info_series: OnceLock::new(),
+            seat_list_series: OnceLock::new(),
             hinted: Mutex::new(HashSet::new()),
         })
     }
@@ -139,7 +145,7 @@ impl ApiClient {
                 permit,
                 API_GET_ROOM_INFO,
                 "room_engine_http_srv/get_room_info",
-                serde_json::json!({ "RoomId": room_id }),
+                room_body(room_id),
                 required,
             )
             .await?;
@@ -155,7 +161,7 @@ impl ApiClient {
                 permit,
                 API_GET_SEAT_LIST,
                 "room_engine_http_mic/get_seat_list",
-                serde_json::json!({ "RoomId": room_id }),
+                room_body(room_id),
                 required,
             )
             .await?;
@@ -164,8 +170,7 @@ impl ApiClient {
 
     /// `room_config/get_callback`: the app's callback URL and commands.
     pub async fn get_callback(&self, permit: Permit) -> Result<CallbackSetting, CallError> {
-        let body = serde_json::json!({});
-        self.call(permit, "get_callback", "room_config/get_callback", body, required)
+        self.call(permit, "get_callback", "room_config/get_callback", "{}".to_owned(), required)
             .await
     }
 
@@ -182,7 +187,7 @@ impl ApiClient {
             true => ("update_callback", "room_config/update_callback"),
             false => ("set_callback", "room_config/set_callback"),
         };
-        let body = serde_json::json!({ "Url": url, "CallbackCommandList": commands });
+        let body = serde_json::json!({ "Url": url, "CallbackCommandList": commands }).to_string();
         // The answer carries nothing but the envelope.
         let nothing = |_: Option<serde::de::IgnoredAny>| Ok(());
         self.call(permit, api, command, body, nothing).await
@@ -196,7 +201,7 @@ impl ApiClient {
         _permit: Permit,
         api: &str,
         command: &str,
-        body: serde_json::Value,
+        body: String,
         extract: impl FnOnce(Option<T>) -> Result<R, CallError>,
     ) -> Result<R, CallError> {
         let target = self.target();
@@ -209,17 +214,21 @@ impl ApiClient {
             target.identifier_query,
             rand::random::<u32>()
         );
-        let body = body.to_string();
-
         #[cfg(feature = "regress-demo-slowdown")]
         demo_slowdown();
-        self.metrics.requests.with_label_values(&[api]).inc();
+        let other;
+        let series = match api {
+            API_GET_ROOM_INFO => self.room_info_series.get_or_init(|| self.metrics.series(api)),
+            API_GET_SEAT_LIST => self.seat_list_series.get_or_init(|| self.metrics.series(api)),
+            _ => {
+                other = self.metrics.series(api);
+                &other
+            }
+        };
+        series.requests.inc();
         let started = Instant::now();
         let result = self.send(url, body, target.timeout).await.and_then(extract);
-        self.metrics
-            .duration
-            .with_label_values(&[api])
-            .observe(started.elapsed().as_secs_f64());
+        series.duration.observe(started.elapsed().as_secs_f64());
 
         match &result {
             Ok(_) => self.budget.on_success(),
@@ -317,6 +326,17 @@ fn demo_slowdown() {
     while start.elapsed() < Duration::from_micros(100) {
         std::hint::spin_loop();
     }
+}
+
+/// `{"RoomId":"..."}`, the body of the per-room calls.
+fn room_body(room_id: &str) -> String {
+    #[derive(serde::Serialize)]
+    struct RoomBody<'a> {
+        #[serde(rename = "RoomId")]
+        room_id: &'a str,
+    }
+    // Serializing a struct of one string cannot fail.
+    serde_json::to_string(&RoomBody { room_id }).unwrap_or_default()
 }
 
 /// An answer whose `Response` is needed.
