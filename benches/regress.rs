@@ -112,16 +112,8 @@ fn budget_without_callbacks(secs: Duration, figures: &mut Vec<Figure>) {
 /// Budget with `BUDGET_ROOMS` rooms announced by creates, then the CPU of
 /// member callbacks at `CALLBACK_RATE` while polling goes on.
 fn budget_with_callbacks(rt: &tokio::runtime::Runtime, secs: Duration, figures: &mut Vec<Figure>) {
-    let sim = Sim::start(BUDGET_ROOMS, |o| {
-        o.rate_limit = RATE_LIMIT;
-        o.latency = LATENCY;
-    });
-    let port = common::free_port();
-    let (exporter, _token) = common::exporter_with_callbacks(&sim, &POLLING, port);
-    rt.block_on(exporter.wait_ready(Duration::from_secs(20)));
-    let created = announce(&sim, port);
-    sim.wait_first_call(Duration::from_secs(20));
-    std::thread::sleep(Duration::from_secs(3));
+    let (sim, exporter, port, _token) = announced(rt, BUDGET_ROOMS);
+    let created = BUDGET_ROOMS;
     let window = measure_budget(&sim, &exporter, secs);
     println!(
         "budget, callbacks on ({created} rooms from creates, rate_limit {RATE_LIMIT}, interval 1s): {}",
@@ -130,17 +122,11 @@ fn budget_with_callbacks(rt: &tokio::runtime::Runtime, secs: Duration, figures: 
     window.push("callbacks_on", figures);
 
     // Member callbacks at CALLBACK_RATE for a few seconds, polls going on.
-    let rooms = sim.handle.room_ids();
     let count = (CALLBACK_RATE * 8.0) as u64;
     let before = (proc(&exporter).cpu_seconds, sim.handle.calls("get_room_info"));
-    let sent = flood(port, SENDERS, count, Some(CALLBACK_RATE), move |n| {
-        let room = &rooms[n as usize % rooms.len()];
-        let at = roomengine_exporter::clock::unix_now_ms();
-        let body = common::members_body(room, n % 50, at);
-        (signed_callback_path(ENTER), body.to_string())
-    })
-    .join()
-    .expect("callback senders");
+    let sent = members(port, &sim, count, CALLBACK_RATE)
+        .join()
+        .expect("callback senders");
     let cpu = proc(&exporter).cpu_seconds - before.0;
     let polls = sim.handle.calls("get_room_info") - before.1;
     // The polls' share, at the CPU per call measured just before.
@@ -177,23 +163,14 @@ fn budget_with_callbacks(rt: &tokio::runtime::Runtime, secs: Duration, figures: 
 /// arrive at `SCRAPE_CALLBACK_RATE`; then the exporter's peak RSS.
 fn scrape_and_memory(rt: &tokio::runtime::Runtime, figures: &mut Vec<Figure>) {
     const SCRAPES: usize = 20;
-    let sim = Sim::start(SCRAPE_ROOMS, |o| {
-        o.rate_limit = RATE_LIMIT;
-        o.latency = LATENCY;
-    });
-    let port = common::free_port();
-    let (exporter, _token) = common::exporter_with_callbacks(&sim, &POLLING, port);
-    rt.block_on(exporter.wait_ready(Duration::from_secs(20)));
-    let created = announce(&sim, port);
-    sim.wait_first_call(Duration::from_secs(20));
-    std::thread::sleep(Duration::from_secs(2));
-
-    let rooms = sim.handle.room_ids();
-    let members = flood(port, SENDERS, (SCRAPE_CALLBACK_RATE * 6.0) as u64, Some(SCRAPE_CALLBACK_RATE), move |n| {
-        let room = &rooms[n as usize % rooms.len()];
-        let body = common::members_body(room, n % 50, roomengine_exporter::clock::unix_now_ms());
-        (signed_callback_path(ENTER), body.to_string())
-    });
+    let (sim, exporter, port, _token) = announced(rt, SCRAPE_ROOMS);
+    let created = SCRAPE_ROOMS;
+    let background = members(
+        port,
+        &sim,
+        (SCRAPE_CALLBACK_RATE * 6.0) as u64,
+        SCRAPE_CALLBACK_RATE,
+    );
     let http = common::client();
     let url = common::url(&exporter, "/metrics");
     for (gzip, name) in [(false, "scrape_median_ms_plain"), (true, "scrape_median_ms_gzip")] {
@@ -224,7 +201,7 @@ fn scrape_and_memory(rt: &tokio::runtime::Runtime, figures: &mut Vec<Figure>) {
             value: median,
         });
     }
-    let members = members.join().expect("callback senders");
+    let background = background.join().expect("callback senders");
     let stat = proc(&exporter);
     let series = rt
         .block_on(exporter.metrics())
@@ -235,8 +212,8 @@ fn scrape_and_memory(rt: &tokio::runtime::Runtime, figures: &mut Vec<Figure>) {
         "memory at {created} rooms ({series} room series): peak RSS (VmHWM) {:.1} MiB, RSS {:.1} MiB; {} member callbacks accepted meanwhile, {} failed",
         stat.hwm_mib(),
         stat.rss_mib(),
-        members.ok,
-        members.failed
+        background.ok,
+        background.failed
     );
     figures.push(Figure {
         name: "peak_rss_mib",
@@ -246,20 +223,40 @@ fn scrape_and_memory(rt: &tokio::runtime::Runtime, figures: &mut Vec<Figure>) {
     });
 }
 
-/// Announces every room of `sim` to the receiver on `port` with a signed
-/// create, as fast as it answers; the number of creates accepted.
-fn announce(sim: &Sim, port: u16) -> u64 {
-    let rooms = sim.handle.room_ids();
-    let count = rooms.len() as u64;
-    let answers = flood(port, SENDERS, count, None, move |n| {
+/// A simulator of `rooms` rooms and the exporter with the receiver on (no
+/// configured room), every room announced by a signed create, the creates
+/// answered and polling under way; the receiver's port.
+fn announced(rt: &tokio::runtime::Runtime, rooms: usize) -> (Sim, Exporter, u16, tempfile::TempDir) {
+    let sim = Sim::start(rooms, |o| {
+        o.rate_limit = RATE_LIMIT;
+        o.latency = LATENCY;
+    });
+    let port = common::free_port();
+    let (exporter, token) = common::exporter_with_callbacks(&sim, &POLLING, port);
+    rt.block_on(exporter.wait_ready(Duration::from_secs(20)));
+    let ids = sim.handle.room_ids();
+    let answers = flood(port, SENDERS, ids.len() as u64, None, move |n| {
         let at = roomengine_exporter::clock::unix_now_ms();
-        let body = common::create_body(&rooms[n as usize], at);
+        let body = common::create_body(&ids[n as usize], at);
         (signed_callback_path(CREATE), body.to_string())
     })
     .join()
     .expect("create senders");
-    assert_eq!(answers.failed, 0, "creates refused");
-    answers.ok
+    assert_eq!((answers.ok, answers.failed), (rooms as u64, 0), "creates refused");
+    sim.wait_first_call(Duration::from_secs(20));
+    // Past the start-up, so the windows see the steady pace.
+    std::thread::sleep(Duration::from_secs(3));
+    (sim, exporter, port, token)
+}
+
+/// `count` signed member callbacks over the rooms of `sim`, paced at `rate`.
+fn members(port: u16, sim: &Sim, count: u64, rate: f64) -> std::thread::JoinHandle<common::raw_http::Flood> {
+    let rooms = sim.handle.room_ids();
+    flood(port, SENDERS, count, Some(rate), move |n| {
+        let room = &rooms[n as usize % rooms.len()];
+        let body = common::members_body(room, n % 50, roomengine_exporter::clock::unix_now_ms());
+        (signed_callback_path(ENTER), body.to_string())
+    })
 }
 
 /// The budget as the simulator saw it over one window, and the exporter's CPU.
@@ -334,13 +331,19 @@ impl BudgetWindow {
 /// figure, the baseline, the new value and the ratio.
 fn judge(figures: &[Figure], baseline: Option<&BTreeMap<String, f64>>) -> Vec<String> {
     let mut failures = Vec::new();
-    println!("{:<40} {:>10} {:>10} {:>8}  verdict", "figure", "baseline", "now", "worse x");
+    println!(
+        "{:<40} {:>10} {:>10} {:>8}  verdict",
+        "figure", "baseline", "now", "worse x"
+    );
     for f in figures {
         let base = baseline.and_then(|b| b.get(f.name).copied());
         let base_text = base.map_or("-".to_owned(), |b| format!("{b:.2}"));
         let (ratio, verdict) = match (f.judge, base) {
             (Judge::AtMost(limit), _) if f.value > limit => {
-                failures.push(format!("{}: {} {} is over the limit {limit}", f.name, f.value, f.unit));
+                failures.push(format!(
+                    "{}: {} {} is over the limit {limit}",
+                    f.name, f.value, f.unit
+                ));
                 (None, format!("FAIL (limit {limit})"))
             }
             (Judge::AtMost(limit), _) => (None, format!("ok (limit {limit})")),
@@ -398,7 +401,12 @@ fn write_baseline(path: &std::path::Path, figures: &[Figure], load_before: &str,
         .unwrap_or_default();
     let values: serde_json::Map<String, serde_json::Value> = figures
         .iter()
-        .map(|f| (f.name.to_owned(), serde_json::json!((f.value * 100.0).round() / 100.0)))
+        .map(|f| {
+            (
+                f.name.to_owned(),
+                serde_json::json!((f.value * 100.0).round() / 100.0),
+            )
+        })
         .collect();
     let doc = serde_json::json!({
         "recorded": recorded,

@@ -395,7 +395,11 @@ pub fn signed_callback_path(command: &str) -> String {
 /// The release exporter against `sim` with no configured room, the callback
 /// receiver on `callback_port` (token [`CALLBACK_TOKEN`], SQLite state file)
 /// and `polling` as given: every room it polls is one callbacks announced.
-pub fn exporter_with_callbacks(sim: &Sim, polling: &Polling, callback_port: u16) -> (Exporter, tempfile::TempDir) {
+pub fn exporter_with_callbacks(
+    sim: &Sim,
+    polling: &Polling,
+    callback_port: u16,
+) -> (Exporter, tempfile::TempDir) {
     let token_dir = tempfile::tempdir().expect("temp dir");
     let token_file = token_dir.path().join("token");
     std::fs::write(&token_file, CALLBACK_TOKEN).expect("token file");

@@ -111,8 +111,10 @@ pub fn flood(
                                 return (ok, failed, latencies);
                             }
                             if let Some(rate) = rate {
-                                tokio::time::sleep_until(start + std::time::Duration::from_secs_f64(n as f64 / rate))
-                                    .await;
+                                tokio::time::sleep_until(
+                                    start + std::time::Duration::from_secs_f64(n as f64 / rate),
+                                )
+                                .await;
                             }
                             let (path, body) = request(n);
                             let sent = std::time::Instant::now();

@@ -170,8 +170,14 @@ impl ApiClient {
 
     /// `room_config/get_callback`: the app's callback URL and commands.
     pub async fn get_callback(&self, permit: Permit) -> Result<CallbackSetting, CallError> {
-        self.call(permit, "get_callback", "room_config/get_callback", "{}".to_owned(), required)
-            .await
+        self.call(
+            permit,
+            "get_callback",
+            "room_config/get_callback",
+            "{}".to_owned(),
+            required,
+        )
+        .await
     }
 
     /// `room_config/set_callback` (replaces what is set) or, with `update`,

@@ -274,6 +274,28 @@ mod tests {
     }
 
     #[test]
+    fn escaped_strings_negatives_floats_and_nulls_read_as_before() {
+        let info: RoomInfo = serde_json::from_str(
+            r#"{"RoomId":"r\u00e9","RoomName":null,"MemberCount":-3,"MaxMemberCount":12.0,"CreateTime":" 42 ","IsVideoDisabled":"Yes","RoomStatus":true}"#,
+        )
+        .expect("decodes");
+        assert_eq!(info.room_id, "r\u{e9}");
+        assert_eq!(info.room_name, "");
+        assert_eq!(
+            (info.member_count, info.max_member_count, info.create_time),
+            (0, 12, 42)
+        );
+        assert!(info.is_video_disabled);
+        assert_eq!(info.room_status, "true");
+        let nested = serde_json::from_str::<RoomInfo>(r#"{"MemberCount":{"n":1}}"#)
+            .expect_err("an object is no count");
+        assert_eq!(
+            nested.to_string(),
+            "invalid type: map, expected a string, number, bool or null at line 1 column 16"
+        );
+    }
+
+    #[test]
     fn a_callback_setting_tolerates_null_and_odd_entries() {
         let setting: CallbackSetting =
             serde_json::from_str(r#"{"Url":"http://h/cb","CallbackCommandList":["A",3,null,"B"],"X":1}"#)

@@ -133,7 +133,7 @@ fn shorten(value: &str) -> String {
 mod tests {
     use super::*;
 
-    fn query(text: &str) -> Query {
+    fn query(text: &str) -> Query<'_> {
         Query::parse(text)
     }
 
