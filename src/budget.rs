@@ -1,32 +1,28 @@
 //! The one rate limiter every outgoing API call passes, retries and probes
 //! included. It paces calls evenly at the effective rate and, as a hard
-//! guard, never grants more than `rate_limit` permits in any one-second window,
-//! counted both at the planned slots and at the instants the calls really go,
-//! and never releases permits that had to wait for the window closer than
-//! 3/4 of the pace.
+//! guard, never lets more than `rate_limit` calls share a one-second window,
+//! a call counting from the moment its permit is handed out until the permit
+//! is dropped (the API client drops it when the connection takes the request
+//! to write it), so a holder delayed on a busy machine still counts.
 //!
 //! Why not `governor`: its GCRA cannot change rate on the fly (we halve it on
-//! rate-limited answers) and cannot refuse a permit that would come after a
-//! deadline without reserving it (the probe needs both). The reservation model
-//! here is small: each caller reserves the next free slot under a mutex, then
-//! sleeps until it outside the lock.
+//! rate-limited answers), cannot refuse a permit that would come after a
+//! deadline without reserving it (the probe needs both), and counts a call
+//! only when it starts. The reservation model here is small: each caller
+//! reserves the next free slot under a mutex, then sleeps until it outside
+//! the lock.
 
 use std::collections::VecDeque;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use tokio::sync::Notify;
 use tokio::time::Instant;
 
 /// The API's documented cap on calls per second for one SDKAppID: no
 /// configured `rate_limit` may exceed it.
 pub const API_RATE_LIMIT: u32 = 200;
 
-/// Slack added to the one-second window, so that jitter between a call
-/// leaving and reaching the server cannot squeeze `rate_limit + 1` arrivals
-/// into one second there. It costs throughput: a full budget sends
-/// `rate_limit` calls per (1 s + margin), 98.5% of the limit at 15 ms. Late
-/// wake-ups on our side are not the margin's job: see `confirm`.
-const WINDOW_MARGIN: Duration = Duration::from_millis(15);
 const WINDOW: Duration = Duration::from_secs(1);
 /// While calls succeed, the effective rate climbs back by this share of the
 /// configured rate per second.
@@ -44,20 +40,60 @@ const MIN_SHARE: f64 = 0.25;
 /// wake-up, and merely late holders are not spaced, so one late wake-up
 /// does not push back every holder queued behind it.
 const MIN_GAP_SHARE: f64 = 0.75;
+/// Weight of the newest call in the running mean of how long a permit is
+/// held, which plans slots a window plus that long apart.
+const HELD_WEIGHT: f64 = 0.05;
+/// Round trips remembered to estimate how much the way to the server varies.
+const ROUND_TRIPS: usize = 128;
+/// The window is widened by how much round trips vary (the slowest of the
+/// last [`ROUND_TRIPS`] less the fastest): a call that left after another
+/// may reach the server that much sooner on its way. Bounded so one stall cannot halve the budget, and
+/// not below the jitter a quiet loopback shows.
+const MIN_SLACK: Duration = Duration::from_millis(2);
+const MAX_SLACK: Duration = Duration::from_millis(50);
+/// The slack before enough round trips were seen to estimate it.
+const INITIAL_SLACK: Duration = Duration::from_millis(15);
 
 /// Proof that a call was granted by the budget; API calls require one, so no
-/// code path can send a request without passing the budget.
+/// code path can send a request without passing the budget. The call counts
+/// against the window until the permit is dropped: hold it until the
+/// request is on the wire.
 #[derive(Debug)]
-pub struct Permit(());
+pub struct Permit {
+    shared: Arc<Shared>,
+    handed: Instant,
+}
+
+impl Drop for Permit {
+    fn drop(&mut self) {
+        let now = Instant::now();
+        let mut st = lock(&self.shared);
+        st.open = st.open.saturating_sub(1);
+        st.ends.push_back(now);
+        let held = now.duration_since(self.handed).as_secs_f64();
+        st.held = st.held * (1.0 - HELD_WEIGHT) + held * HELD_WEIGHT;
+        drop(st);
+        self.shared.ended.notify_one();
+    }
+}
 
 pub struct Budget {
-    state: Mutex<State>,
+    shared: Arc<Shared>,
     /// Holders confirm one at a time, in the order they woke: only the first
     /// waits on a timer, so holders gated together do not all wake for each
     /// permit (the ones behind it cannot go earlier anyway).
     confirm_turn: tokio::sync::Mutex<()>,
 }
 
+#[derive(Debug)]
+struct Shared {
+    state: Mutex<State>,
+    /// A permit was dropped: a holder waiting because every call of the
+    /// window is still open may go.
+    ended: Notify,
+}
+
+#[derive(Debug)]
 struct State {
     /// `polling.rate_limit`; changed by a configuration reload.
     configured: u32,
@@ -66,9 +102,18 @@ struct State {
     next_slot: Instant,
     /// Planned slots of the last permits, oldest first.
     granted: VecDeque<Instant>,
-    /// Instants the last permits were really handed out (after the holder
-    /// woke), oldest first.
-    sent: VecDeque<Instant>,
+    /// Permits handed out and not dropped yet: calls not yet on the wire.
+    open: usize,
+    /// When the permits dropped in the last window were dropped, oldest first.
+    ends: VecDeque<Instant>,
+    /// Running mean of how long a permit is held, in seconds.
+    held: f64,
+    /// The last round trips (request out to answer in), newest last.
+    round_trips: VecDeque<Duration>,
+    /// Added to the window for the jitter on the way to the server.
+    slack: Duration,
+    /// Round trips seen, to re-estimate `slack` every so many.
+    answers: u64,
     last_recovery: Instant,
     /// When the rate was last halved: the calls already in flight then were
     /// sent at the old rate, so their rate-limited answers do not halve it again.
@@ -80,6 +125,44 @@ struct State {
     last_release: Option<Instant>,
 }
 
+impl State {
+    /// Calls that count against a window ending now: the open ones and
+    /// those released less than a window ago.
+    fn in_window(&mut self, now: Instant) -> usize {
+        let window = self.window();
+        while self
+            .ends
+            .front()
+            .is_some_and(|e| now.duration_since(*e) >= window)
+        {
+            self.ends.pop_front();
+        }
+        self.open + self.ends.len()
+    }
+
+    /// How far apart in time the `configured` calls of one window are planned.
+    fn planned_window(&self) -> Duration {
+        self.window() + Duration::from_secs_f64(self.held.min(WINDOW.as_secs_f64()))
+    }
+
+    /// How long a released call counts against the window.
+    fn window(&self) -> Duration {
+        WINDOW + self.slack
+    }
+}
+
+/// What a holder waits for before its permit may go.
+enum Gate {
+    Until(Instant),
+    /// Every call of the window is still open: the next release.
+    Answer,
+}
+
+fn lock(shared: &Shared) -> std::sync::MutexGuard<'_, State> {
+    // The state stays consistent even if a holder panicked: every update is a single assignment.
+    shared.state.lock().unwrap_or_else(|p| p.into_inner())
+}
+
 /// The budget could not grant a permit before the caller's deadline.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct BudgetExhausted;
@@ -88,16 +171,25 @@ impl Budget {
     pub fn new(rate_limit: u32) -> Budget {
         let configured = rate_limit.max(1);
         let now = Instant::now();
+        let state = State {
+            configured,
+            effective: configured as f64,
+            next_slot: now,
+            granted: VecDeque::with_capacity(configured as usize + 1),
+            open: 0,
+            ends: VecDeque::with_capacity(configured as usize + 1),
+            held: 0.0,
+            round_trips: VecDeque::with_capacity(ROUND_TRIPS),
+            slack: INITIAL_SLACK,
+            answers: 0,
+            last_recovery: now,
+            last_halved: None,
+            last_release: None,
+        };
         Budget {
-            state: Mutex::new(State {
-                configured,
-                effective: configured as f64,
-                next_slot: now,
-                granted: VecDeque::with_capacity(configured as usize + 1),
-                sent: VecDeque::with_capacity(configured as usize + 1),
-                last_recovery: now,
-                last_halved: None,
-                last_release: None,
+            shared: Arc::new(Shared {
+                state: Mutex::new(state),
+                ended: Notify::new(),
             }),
             confirm_turn: tokio::sync::Mutex::new(()),
         }
@@ -127,11 +219,12 @@ impl Budget {
     }
 
     /// Calls per second a saturated budget really grants: the effective
-    /// rate, or `rate_limit` per window plus its margin, whichever is lower.
+    /// rate, or `rate_limit` per window plus the time a call is held,
+    /// whichever is lower.
     pub fn sustained(&self) -> f64 {
         let st = self.lock();
         st.effective
-            .min(st.configured as f64 / (WINDOW + WINDOW_MARGIN).as_secs_f64())
+            .min(st.configured as f64 / st.planned_window().as_secs_f64())
     }
 
     /// When the permits already reserved will all have been handed out: a
@@ -144,8 +237,7 @@ impl Budget {
     pub async fn acquire(&self) -> Permit {
         let slot = self.reserve(None).unwrap_or_else(|_| Instant::now());
         tokio::time::sleep_until(slot).await;
-        self.confirm().await;
-        Permit(())
+        self.confirm().await
     }
 
     /// Waits for a permit that can be granted before `deadline`; refuses at
@@ -153,8 +245,7 @@ impl Budget {
     pub async fn acquire_before(&self, deadline: Instant) -> Result<Permit, BudgetExhausted> {
         let slot = self.reserve(Some(deadline))?;
         tokio::time::sleep_until(slot).await;
-        self.confirm().await;
-        Ok(Permit(()))
+        Ok(self.confirm().await)
     }
 
     /// The API said we exceeded its frequency limit: halve the effective
@@ -169,6 +260,23 @@ impl Budget {
         st.effective = (st.effective / 2.0).max(floor);
         st.last_recovery = now;
         st.last_halved = Some(now);
+    }
+
+    /// A call's answer came `took` after its request went out: how much
+    /// that varies widens the window by as much (see [`MIN_SLACK`]).
+    pub fn on_round_trip(&self, took: Duration) {
+        let mut st = self.lock();
+        if st.round_trips.len() == ROUND_TRIPS {
+            st.round_trips.pop_front();
+        }
+        st.round_trips.push_back(took);
+        st.answers += 1;
+        // Re-estimated every 16 answers: a scan on every call would cost more than it tells.
+        if st.answers.is_multiple_of(16) {
+            let fastest = st.round_trips.iter().min().copied().unwrap_or_default();
+            let slowest = st.round_trips.iter().max().copied().unwrap_or_default();
+            st.slack = (slowest - fastest).clamp(MIN_SLACK, MAX_SLACK);
+        }
     }
 
     /// A call succeeded: let the effective rate climb back towards the configured one.
@@ -189,44 +297,66 @@ impl Budget {
     }
 
     /// The holder of a permit woke at (or after) its slot. On a loaded
-    /// machine it can wake late, which moves its call next to the calls
-    /// planned after it; so the permit is handed out only if the calls really
-    /// sent in the last window leave room, else the holder waits for that,
-    /// and then also until [`MIN_GAP_SHARE`] of the pace after the previous
-    /// permit was free to go (`last_release`).
-    async fn confirm(&self) {
+    /// machine it can wake late, or stall between its permit and the write,
+    /// so the permit is handed out only if the calls of the last window
+    /// (open, or released less than a window ago) leave room, else the
+    /// holder waits for that, and then also until [`MIN_GAP_SHARE`] of the
+    /// pace after the previous permit was free to go (`last_release`).
+    async fn confirm(&self) -> Permit {
         let (_turn, mut waited) = match self.confirm_turn.try_lock() {
             Ok(turn) => (turn, false),
             Err(_) => (self.confirm_turn.lock().await, true),
         };
+        // The end of this holder's last wait: when its permit was free to go.
+        let mut free_at: Option<Instant> = None;
         loop {
-            let retry_at = {
+            // Registered before the state is read, so a release in between is not missed.
+            let released = self.shared.ended.notified();
+            let gate = {
                 let mut st = self.lock();
                 let now = Instant::now();
                 let configured = st.configured as usize;
-                let window_start = st.sent.len().checked_sub(configured).map(|i| st.sent[i]);
-                let window_allows = window_start.map(|t| t + WINDOW + WINDOW_MARGIN);
+                let in_window = st.in_window(now);
+                // The k-th oldest release (0-based) must leave the window first.
+                let window_allows = match in_window.checked_sub(configured) {
+                    None => Some(None),
+                    Some(k) => st.ends.get(k).map(|end| Some(*end + st.window())),
+                };
                 let min_gap = Duration::from_secs_f64(MIN_GAP_SHARE / st.effective);
                 let spacing_allows = st.last_release.filter(|_| waited).map(|last| last + min_gap);
-                match window_allows.max(spacing_allows) {
-                    Some(earliest) if earliest > now => earliest,
-                    allowed => {
-                        st.last_release = Some(if waited { allowed.unwrap_or(now) } else { now });
-                        st.sent.push_back(now);
-                        while st.sent.len() > API_RATE_LIMIT as usize {
-                            st.sent.pop_front();
-                        }
-                        return;
+                match window_allows.map(|w| w.max(spacing_allows)) {
+                    None => Gate::Answer,
+                    Some(Some(earliest)) if earliest > now => Gate::Until(earliest),
+                    Some(allowed) => {
+                        st.last_release = Some(if waited {
+                            allowed.max(free_at).unwrap_or(now)
+                        } else {
+                            now
+                        });
+                        st.open += 1;
+                        return Permit {
+                            shared: Arc::clone(&self.shared),
+                            handed: now,
+                        };
                     }
                 }
             };
             waited = true;
-            tokio::time::sleep_until(retry_at).await;
+            match gate {
+                Gate::Until(at) => {
+                    tokio::time::sleep_until(at).await;
+                    free_at = Some(at);
+                }
+                Gate::Answer => {
+                    released.await;
+                    free_at = Some(Instant::now());
+                }
+            }
         }
     }
 
     /// Reserves the next slot: paced by the effective rate and never the
-    /// `configured + 1`-th grant inside one window.
+    /// `configured + 1`-th grant inside one planned window.
     fn reserve(&self, deadline: Option<Instant>) -> Result<Instant, BudgetExhausted> {
         let mut st = self.lock();
         let now = Instant::now();
@@ -234,7 +364,7 @@ impl Budget {
         let configured = st.configured as usize;
         if st.granted.len() >= configured {
             let window_start = st.granted[st.granted.len() - configured];
-            slot = slot.max(window_start + WINDOW + WINDOW_MARGIN);
+            slot = slot.max(window_start + st.planned_window());
         }
         if deadline.is_some_and(|d| slot > d) {
             return Err(BudgetExhausted);
@@ -250,8 +380,7 @@ impl Budget {
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {
-        // The state stays consistent even if a holder panicked: every update is a single assignment.
-        self.state.lock().unwrap_or_else(|p| p.into_inner())
+        lock(&self.shared)
     }
 }
 
@@ -311,7 +440,7 @@ mod tests {
         }
         assert_eq!(worst_window(&grants), 20);
         let span = grants[99].duration_since(grants[0]).as_secs_f64();
-        // 100 paced grants at 20/s, plus the window margin every 20 grants.
+        // 100 paced grants at 20/s, plus the initial slack every 20 grants.
         assert!((4.95..5.2).contains(&span), "span {span}");
     }
 
@@ -381,12 +510,12 @@ mod tests {
         );
         // The first holder wakes 300 ms late, the second on time.
         tokio::time::advance(Duration::from_millis(300)).await;
-        budget.confirm().await;
+        drop(budget.confirm().await);
         tokio::time::sleep_until(second).await;
-        budget.confirm().await;
-        // Planned for 1.015 s (a window after the first slot), the third call
-        // waits until a window after the first call really went.
-        budget.acquire().await;
+        drop(budget.confirm().await);
+        // Planned for 1.015 s (a window and the initial slack after the first
+        // slot), the third call waits until that long after the first call really went.
+        drop(budget.acquire().await);
         assert_eq!(Instant::now() - start, Duration::from_millis(1315));
     }
 
@@ -399,7 +528,7 @@ mod tests {
             let budget = &budget;
             async move {
                 tokio::time::sleep_until(slot).await;
-                budget.confirm().await;
+                drop(budget.confirm().await);
                 Instant::now() - start
             }
         };
@@ -411,9 +540,9 @@ mod tests {
         );
         tokio::time::advance(ms(600)).await;
         assert_eq!(tokio::join!(sent_at(a), sent_at(b)), (ms(600), ms(600)));
-        // A window later the next two (planned at 1015 and 1515 ms) both wait
-        // for the window to pass the burst; they leave 3/4 of the pace (375 ms)
-        // apart, not as the same burst again at 1615 ms.
+        // A window and its initial slack later the next two (planned at 1015
+        // and 1515 ms) both wait for the window to pass the burst; they leave
+        // 3/4 of the pace (375 ms) apart, not as the same burst again at 1615 ms.
         let (c, d) = (
             budget.reserve(None).expect("no deadline"),
             budget.reserve(None).expect("no deadline"),
@@ -440,6 +569,81 @@ mod tests {
             .acquire_before(start + Duration::from_secs(2))
             .await
             .expect("granted");
-        assert!(Instant::now().duration_since(start) >= WINDOW + WINDOW_MARGIN);
+        assert!(Instant::now().duration_since(start) >= WINDOW);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_call_counts_until_its_permit_is_released() {
+        let budget = Budget::new(1);
+        let start = Instant::now();
+        let first = budget.acquire().await;
+        // The first holder stalls 3 s before its request is on the wire: it may
+        // reach the server at any instant until then, so the second waits a
+        // window (and the slack) after the release.
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        drop(first);
+        drop(budget.acquire().await);
+        assert_eq!(Instant::now() - start, Duration::from_millis(4015));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn with_every_call_of_the_window_open_the_next_waits_for_a_release() {
+        let budget = Arc::new(Budget::new(2));
+        let start = Instant::now();
+        let a = budget.acquire().await;
+        let b = budget.acquire().await;
+        let third = tokio::spawn({
+            let budget = Arc::clone(&budget);
+            async move {
+                drop(budget.acquire().await);
+                Instant::now() - start
+            }
+        });
+        // Both permits (handed out at 0 and 0.5 s) stay open past their window; the first is released at 3 s.
+        tokio::time::sleep(Duration::from_millis(2500)).await;
+        drop(a);
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        drop(b);
+        // Granted a window after the first release, not at it.
+        assert_eq!(third.await.ok(), Some(Duration::from_millis(4015)));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn slots_are_planned_a_window_plus_the_time_a_call_is_held_apart() {
+        let budget = Budget::new(10);
+        for _ in 0..200 {
+            let permit = budget.acquire().await;
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            drop(permit);
+        }
+        // 10 calls per 1.065 s (window, initial slack, 50 ms held).
+        let sustained = budget.sustained();
+        assert!((9.35..9.45).contains(&sustained), "sustained {sustained}");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_window_widens_by_how_much_round_trips_vary() {
+        let budget = Budget::new(10);
+        let ms = Duration::from_millis;
+        // Round trips of 20 and 30 ms: 10 ms of slack, 10 calls per 1.01 s.
+        for i in 0..16 {
+            budget.on_round_trip(if i % 2 == 0 { ms(20) } else { ms(30) });
+        }
+        assert_eq!(budget.lock().slack, ms(10));
+        assert!(
+            (9.89..9.91).contains(&budget.sustained()),
+            "{}",
+            budget.sustained()
+        );
+        // A steady 20 ms (the older ones forgotten): the floor of 2 ms.
+        for _ in 0..ROUND_TRIPS {
+            budget.on_round_trip(ms(20));
+        }
+        assert_eq!(budget.lock().slack, MIN_SLACK);
+        // Stalls on the way: at most 50 ms.
+        for i in 0..32 {
+            budget.on_round_trip(if i % 4 == 0 { ms(900) } else { ms(20) });
+        }
+        assert_eq!(budget.lock().slack, MAX_SLACK);
     }
 }

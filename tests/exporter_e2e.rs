@@ -234,8 +234,18 @@ async fn passes_stretch_when_rooms_do_not_fit_the_interval() {
         .matches("the rooms do not fit in one interval at this rate limit")
         .count();
     assert_eq!(warnings, 1, "{log}");
-    // 30 calls at 10 per 1.015 s (the budget's window margin).
-    assert!(log.contains("pass=\"3s 45ms\""), "{log}");
+    // 30 calls at 10 per (1 s + the window's slack, 2-50 ms as round trips vary).
+    let pass = log
+        .split("pass=\"")
+        .nth(1)
+        .and_then(|rest| rest.split('"').next())
+        .unwrap_or_default();
+    let ms = pass.strip_prefix("3s ").and_then(|ms| ms.strip_suffix("ms"));
+    assert!(
+        ms.and_then(|ms| ms.parse::<u32>().ok())
+            .is_some_and(|ms| (6..=150).contains(&ms)),
+        "the shortest pass is 3 s plus three slacks: {pass}\n{log}"
+    );
 }
 
 /// The leak detectors an operator graphs: alive tasks per runtime and the

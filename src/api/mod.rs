@@ -5,6 +5,7 @@
 pub mod metrics;
 pub mod model;
 pub mod outcome;
+mod wire;
 
 use std::collections::HashSet;
 use std::sync::{Arc, Mutex, OnceLock, RwLock};
@@ -204,7 +205,7 @@ impl ApiClient {
     /// the outcome.
     async fn call<T: DeserializeOwned, R>(
         &self,
-        _permit: Permit,
+        permit: Permit,
         api: &str,
         command: &str,
         body: String,
@@ -233,8 +234,17 @@ impl ApiClient {
         };
         series.requests.inc();
         let started = Instant::now();
-        let result = self.send(url, body, target.timeout).await.and_then(extract);
-        series.duration.observe(started.elapsed().as_secs_f64());
+        let result = self.send(url, body, permit, target.timeout).await;
+        let took = started.elapsed();
+        // Only an answer tells how long the way there and back took.
+        if !result
+            .as_ref()
+            .is_err_and(|e| matches!(e.code.as_str(), "timeout" | "connect"))
+        {
+            self.budget.on_round_trip(took);
+        }
+        let result = result.and_then(extract);
+        series.duration.observe(took.as_secs_f64());
 
         match &result {
             Ok(_) => self.budget.on_success(),
@@ -256,14 +266,18 @@ impl ApiClient {
         &self,
         url: String,
         body: String,
+        permit: Permit,
         timeout: Duration,
     ) -> Result<Option<T>, CallError> {
+        let length = body.len();
         let mut response = self
             .http
             .post(url)
             .timeout(timeout)
             .header(reqwest::header::CONTENT_TYPE, "application/json")
-            .body(body)
+            // Set, so the body handed over as a stream is not sent chunked.
+            .header(reqwest::header::CONTENT_LENGTH, length)
+            .body(reqwest::Body::wrap_stream(wire::OnTheWire::new(body, permit)))
             .send()
             .await
             .map_err(transport_error)?;
@@ -455,5 +469,42 @@ mod tests {
         let (result, _) = call_raw("").await;
         let e = result.expect_err("no answer is an error");
         assert_eq!(e.code, "connect", "{e}");
+    }
+
+    #[tokio::test]
+    async fn the_request_goes_with_its_length_not_chunked() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let server = tokio::spawn(async move {
+            let (mut socket, _) = listener.accept().await.expect("accept");
+            let mut request = Vec::new();
+            let mut buf = [0u8; 4096];
+            while !String::from_utf8_lossy(&request).ends_with("{\"RoomId\":\"r1\"}") {
+                match socket.read(&mut buf).await {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => request.extend_from_slice(&buf[..n]),
+                }
+            }
+            String::from_utf8_lossy(&request).to_lowercase()
+        });
+        let config = crate::config::parse(
+            &format!(
+                "app:\n  sdkappid: 1400000000\n  identifier: administrator\n  endpoint: http://{addr}\npolling:\n  timeout: 4s\nrooms:\n  - r1\n"
+            ),
+            &Key,
+        )
+        .expect("config");
+        let budget = Arc::new(Budget::new(10));
+        let client = ApiClient::new(
+            &config,
+            budget.clone(),
+            ApiMetrics::new(&prometheus::Registry::new()),
+        )
+        .expect("client");
+        let _ = client.get_room_info(budget.acquire().await, "r1").await;
+        let request = server.await.expect("server");
+        assert!(request.contains("\r\ncontent-length: 15\r\n"), "{request}");
+        assert!(!request.contains("transfer-encoding"), "{request}");
+        assert!(request.ends_with("\r\n\r\n{\"roomid\":\"r1\"}"), "{request}");
     }
 }

@@ -243,8 +243,9 @@ async fn a_pass_that_does_not_fit_stretches_to_calls_over_rate() {
         let order: Vec<&str> = pass.iter().map(|(r, _)| r.as_str()).collect();
         assert_eq!(order, names.iter().map(String::as_str).collect::<Vec<_>>());
     }
-    // 10 calls at 2 per 1.015 s (the budget's window) take 5.075 s: a pass
-    // starts that long after the previous one, not after the 1 s interval.
+    // 10 calls at 2 per 1.015 s (the budget's window and its initial slack)
+    // take 5.075 s: a pass starts that long after the previous one, not
+    // after the 1 s interval.
     let starts: Vec<f64> = calls.chunks(10).map(|c| c[0].1.as_secs_f64()).collect();
     assert!(starts.len() >= 3, "{calls:?}");
     for pair in starts.windows(2).skip(1) {
