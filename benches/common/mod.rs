@@ -16,9 +16,9 @@ use roomengine_exporter::sim::{SimHandle, SimOptions, Simulator};
 mod harness;
 pub mod raw_http;
 pub use harness::{Exporter, KEY};
-// For the flood bench (benches/bounds.rs); the other benches use none of them.
+// For the flood benches (benches/bounds.rs, benches/regress.rs).
 #[allow(unused_imports)]
-pub use harness::{create_body, free_port, worst_window, Fake};
+pub use harness::{create_body, free_port, members_body, worst_window, Fake};
 
 /// The value of the sample line `series` in a scrape (the tests' helper).
 pub fn value(text: &str, series: &str) -> Option<f64> {
@@ -377,4 +377,41 @@ pub fn median(runs: usize, mut f: impl FnMut()) -> Duration {
         .collect();
     times.sort();
     times[runs / 2]
+}
+
+/// The callback token of the benches that run the receiver with `Sign` checks.
+pub const CALLBACK_TOKEN: &str = "bench-callback-token-0123456789";
+
+/// The query Tencent sends a `command` callback with, signed now with [`CALLBACK_TOKEN`].
+pub fn signed_callback_path(command: &str) -> String {
+    let request_time = roomengine_exporter::clock::unix_now();
+    let sign = roomengine_exporter::sim::callback_sign(CALLBACK_TOKEN, request_time);
+    format!(
+        "/callback?SdkAppid={}&CallbackCommand={command}&contenttype=json&ClientIP=127.0.0.1&OptPlatform=RESTAPI&Sign={sign}&RequestTime={request_time}",
+        harness::SDKAPPID
+    )
+}
+
+/// The release exporter against `sim` with no configured room, the callback
+/// receiver on `callback_port` (token [`CALLBACK_TOKEN`], SQLite state file)
+/// and `polling` as given: every room it polls is one callbacks announced.
+pub fn exporter_with_callbacks(
+    sim: &Sim,
+    polling: &Polling,
+    callback_port: u16,
+) -> (Exporter, tempfile::TempDir) {
+    let token_dir = tempfile::tempdir().expect("temp dir");
+    let token_file = token_dir.path().join("token");
+    std::fs::write(&token_file, CALLBACK_TOKEN).expect("token file");
+    let yaml = format!(
+        "app:\n  sdkappid: {}\n  identifier: {}\n  endpoint: {}\n  usersig_ttl: 1h\npolling:\n  interval: {}\n  rate_limit: {}\n  timeout: 5s\n  seat_usage: {}\nprobe:\n  enabled: false\nrooms: []\ncallbacks:\n  listen_address: 127.0.0.1:{callback_port}\n  token_file: {}\n  state_file: state.db\n",
+        harness::SDKAPPID,
+        harness::IDENTIFIER,
+        sim.handle.base_url(),
+        polling.interval,
+        polling.rate_limit,
+        polling.seat_usage,
+        token_file.display()
+    );
+    (Exporter::start_yaml(&yaml, &[]), token_dir)
 }

@@ -65,3 +65,84 @@ impl RawSender {
         }
     }
 }
+
+/// What a flood of POSTs came to.
+pub struct Flood {
+    /// Answered 200.
+    pub ok: u64,
+    /// Answered otherwise, or not at all.
+    pub failed: u64,
+    /// Send to answer, of each 200.
+    pub latencies: Vec<std::time::Duration>,
+    /// From the first request to the last answer.
+    pub elapsed: std::time::Duration,
+}
+
+/// POSTs `count` requests (`request(n)` gives the `n`th path and body) to
+/// `127.0.0.1:port` from `senders` kept-alive connections, on a thread and
+/// runtime of its own so the bench's other work does not pace it; with
+/// `rate`, request `n` leaves no sooner than `n / rate` seconds after the start.
+pub fn flood(
+    port: u16,
+    senders: usize,
+    count: u64,
+    rate: Option<f64>,
+    request: impl Fn(u64) -> (String, String) + Send + Sync + 'static,
+) -> std::thread::JoinHandle<Flood> {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    use std::sync::Arc;
+    std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("flood runtime");
+        let (next, request) = (Arc::new(AtomicU64::new(0)), Arc::new(request));
+        let start = tokio::time::Instant::now();
+        rt.block_on(async move {
+            let tasks: Vec<_> = (0..senders)
+                .map(|_| {
+                    let (next, request) = (next.clone(), request.clone());
+                    tokio::spawn(async move {
+                        let mut sender = RawSender::new(port);
+                        let (mut ok, mut failed, mut latencies) = (0, 0, Vec::new());
+                        loop {
+                            let n = next.fetch_add(1, Ordering::Relaxed);
+                            if n >= count {
+                                return (ok, failed, latencies);
+                            }
+                            if let Some(rate) = rate {
+                                tokio::time::sleep_until(
+                                    start + std::time::Duration::from_secs_f64(n as f64 / rate),
+                                )
+                                .await;
+                            }
+                            let (path, body) = request(n);
+                            let sent = std::time::Instant::now();
+                            if sender.post(&path, &body).await == Some(200) {
+                                ok += 1;
+                                latencies.push(sent.elapsed());
+                            } else {
+                                failed += 1;
+                            }
+                        }
+                    })
+                })
+                .collect();
+            let mut all = Flood {
+                ok: 0,
+                failed: 0,
+                latencies: Vec::new(),
+                elapsed: Default::default(),
+            };
+            for task in tasks {
+                if let Ok((ok, failed, latencies)) = task.await {
+                    all.ok += ok;
+                    all.failed += failed;
+                    all.latencies.extend(latencies);
+                }
+            }
+            all.elapsed = start.elapsed();
+            all
+        })
+    })
+}

@@ -1,7 +1,7 @@
 //! The API client's own metrics: calls sent, failed (by code) and their
 //! latency, per API, plus the expiry of the UserSig they are signed with.
 
-use prometheus::{HistogramVec, IntCounterVec, Registry};
+use prometheus::{Histogram, HistogramVec, IntCounter, IntCounterVec, Registry};
 
 use crate::metrics::Register;
 use crate::usersig::UserSigMetrics;
@@ -42,6 +42,24 @@ impl ApiMetrics {
                 &[0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0],
             ),
             usersig: UserSigMetrics::new(registry),
+        }
+    }
+}
+
+/// One API's labelled series, looked up once: `with_label_values` hashes the
+/// label and takes a lock on every call.
+#[derive(Clone)]
+pub struct ApiSeries {
+    pub requests: IntCounter,
+    pub duration: Histogram,
+}
+
+impl ApiMetrics {
+    /// The series of `api` (created at 0 when it has none yet).
+    pub fn series(&self, api: &str) -> ApiSeries {
+        ApiSeries {
+            requests: self.requests.with_label_values(&[api]),
+            duration: self.duration.with_label_values(&[api]),
         }
     }
 }

@@ -8,7 +8,7 @@ pub mod outcome;
 mod wire;
 
 use std::collections::HashSet;
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{Arc, Mutex, OnceLock, RwLock};
 use std::time::{Duration, Instant};
 
 use serde::de::DeserializeOwned;
@@ -16,7 +16,7 @@ use serde::de::DeserializeOwned;
 use crate::budget::{Budget, Permit};
 use crate::config::Config;
 use crate::usersig::Signer;
-pub use metrics::{ApiMetrics, API_GET_ROOM_INFO, API_GET_SEAT_LIST};
+pub use metrics::{ApiMetrics, ApiSeries, API_GET_ROOM_INFO, API_GET_SEAT_LIST};
 use model::{CallbackSetting, Envelope, RoomInfo, RoomInfoResponse, SeatListResponse, SeatUsage};
 pub use outcome::{CallError, ErrorClass};
 
@@ -29,6 +29,10 @@ pub struct ApiClient {
     target: RwLock<Arc<Target>>,
     budget: Arc<Budget>,
     metrics: ApiMetrics,
+    /// The polls' series, created on the first call of each (a series appears
+    /// on /metrics only once its API is called).
+    room_info_series: OnceLock<ApiSeries>,
+    seat_list_series: OnceLock<ApiSeries>,
     /// Auth/config codes already logged with their hint: each is logged once.
     hinted: Mutex<HashSet<String>>,
 }
@@ -96,6 +100,8 @@ impl ApiClient {
             target: RwLock::new(Arc::new(target)),
             budget,
             metrics,
+            room_info_series: OnceLock::new(),
+            seat_list_series: OnceLock::new(),
             hinted: Mutex::new(HashSet::new()),
         })
     }
@@ -140,7 +146,7 @@ impl ApiClient {
                 permit,
                 API_GET_ROOM_INFO,
                 "room_engine_http_srv/get_room_info",
-                serde_json::json!({ "RoomId": room_id }),
+                room_body(room_id),
                 required,
             )
             .await?;
@@ -156,7 +162,7 @@ impl ApiClient {
                 permit,
                 API_GET_SEAT_LIST,
                 "room_engine_http_mic/get_seat_list",
-                serde_json::json!({ "RoomId": room_id }),
+                room_body(room_id),
                 required,
             )
             .await?;
@@ -165,9 +171,14 @@ impl ApiClient {
 
     /// `room_config/get_callback`: the app's callback URL and commands.
     pub async fn get_callback(&self, permit: Permit) -> Result<CallbackSetting, CallError> {
-        let body = serde_json::json!({});
-        self.call(permit, "get_callback", "room_config/get_callback", body, required)
-            .await
+        self.call(
+            permit,
+            "get_callback",
+            "room_config/get_callback",
+            "{}".to_owned(),
+            required,
+        )
+        .await
     }
 
     /// `room_config/set_callback` (replaces what is set) or, with `update`,
@@ -183,7 +194,7 @@ impl ApiClient {
             true => ("update_callback", "room_config/update_callback"),
             false => ("set_callback", "room_config/set_callback"),
         };
-        let body = serde_json::json!({ "Url": url, "CallbackCommandList": commands });
+        let body = serde_json::json!({ "Url": url, "CallbackCommandList": commands }).to_string();
         // The answer carries nothing but the envelope.
         let nothing = |_: Option<serde::de::IgnoredAny>| Ok(());
         self.call(permit, api, command, body, nothing).await
@@ -197,7 +208,7 @@ impl ApiClient {
         permit: Permit,
         api: &str,
         command: &str,
-        body: serde_json::Value,
+        body: String,
         extract: impl FnOnce(Option<T>) -> Result<R, CallError>,
     ) -> Result<R, CallError> {
         let target = self.target();
@@ -210,9 +221,18 @@ impl ApiClient {
             target.identifier_query,
             rand::random::<u32>()
         );
-        let body = body.to_string();
-
-        self.metrics.requests.with_label_values(&[api]).inc();
+        #[cfg(feature = "regress-demo-slowdown")]
+        demo_slowdown();
+        let other;
+        let series = match api {
+            API_GET_ROOM_INFO => self.room_info_series.get_or_init(|| self.metrics.series(api)),
+            API_GET_SEAT_LIST => self.seat_list_series.get_or_init(|| self.metrics.series(api)),
+            _ => {
+                other = self.metrics.series(api);
+                &other
+            }
+        };
+        series.requests.inc();
         let started = Instant::now();
         let result = self.send(url, body, permit, target.timeout).await;
         let took = started.elapsed();
@@ -224,10 +244,7 @@ impl ApiClient {
             self.budget.on_round_trip(took);
         }
         let result = result.and_then(extract);
-        self.metrics
-            .duration
-            .with_label_values(&[api])
-            .observe(took.as_secs_f64());
+        series.duration.observe(took.as_secs_f64());
 
         match &result {
             Ok(_) => self.budget.on_success(),
@@ -320,6 +337,26 @@ impl ApiClient {
             );
         }
     }
+}
+
+/// The deliberate slowdown the regression guard must catch: 100 µs of busy CPU per call.
+#[cfg(feature = "regress-demo-slowdown")]
+fn demo_slowdown() {
+    let start = Instant::now();
+    while start.elapsed() < Duration::from_micros(100) {
+        std::hint::spin_loop();
+    }
+}
+
+/// `{"RoomId":"..."}`, the body of the per-room calls.
+fn room_body(room_id: &str) -> String {
+    #[derive(serde::Serialize)]
+    struct RoomBody<'a> {
+        #[serde(rename = "RoomId")]
+        room_id: &'a str,
+    }
+    // Serializing a struct of one string cannot fail.
+    serde_json::to_string(&RoomBody { room_id }).unwrap_or_default()
 }
 
 /// An answer whose `Response` is needed.

@@ -2,7 +2,10 @@
 //! unknown fields are ignored, numbers may arrive as strings and strings as
 //! numbers, and an unknown enum value never fails the whole room.
 
-use serde::de::{self, Deserializer};
+use std::borrow::Cow;
+use std::fmt;
+
+use serde::de::{self, Deserializer, Visitor};
 use serde::{Deserialize, Serialize};
 
 /// The envelope every REST call answers with.
@@ -130,27 +133,71 @@ pub const ROOM_STATUSES: [&str; 3] = ["None", "NotStarted", "Running"];
 /// The values of `TakeSeatMode`, in the order the state set is exposed.
 pub const TAKE_SEAT_MODES: [&str; 3] = ["None", "FreeToTake", "ApplyToTake"];
 
-/// A JSON value that may be a string, number or bool, seen as text.
-#[derive(Deserialize)]
-#[serde(untagged)]
-enum Loose {
-    Str(String),
-    // Before Int, so non-negative numbers land here.
+/// A JSON value that may be a string, number or bool, seen as text; a
+/// string borrows from the input when it has no escapes. Read by a visitor
+/// (not an untagged enum, which buffers the value and formats an error for
+/// every variant it tries).
+enum Loose<'de> {
+    Str(Cow<'de, str>),
     Uint(u64),
     Int(i64),
     Float(f64),
     Bool(bool),
-    Null(()),
+    Null,
+}
+
+impl<'de> Deserialize<'de> for Loose<'de> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_any(LooseVisitor)
+    }
+}
+
+struct LooseVisitor;
+
+impl<'de> Visitor<'de> for LooseVisitor {
+    type Value = Loose<'de>;
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("a string, number, bool or null")
+    }
+    fn visit_borrowed_str<E>(self, v: &'de str) -> Result<Self::Value, E> {
+        Ok(Loose::Str(Cow::Borrowed(v)))
+    }
+    fn visit_str<E>(self, v: &str) -> Result<Self::Value, E> {
+        Ok(Loose::Str(Cow::Owned(v.to_owned())))
+    }
+    fn visit_string<E>(self, v: String) -> Result<Self::Value, E> {
+        Ok(Loose::Str(Cow::Owned(v)))
+    }
+    fn visit_u64<E>(self, v: u64) -> Result<Self::Value, E> {
+        Ok(Loose::Uint(v))
+    }
+    fn visit_i64<E>(self, v: i64) -> Result<Self::Value, E> {
+        // Non-negative numbers are Uint, whichever way the format reports them.
+        Ok(u64::try_from(v).map_or(Loose::Int(v), Loose::Uint))
+    }
+    fn visit_f64<E>(self, v: f64) -> Result<Self::Value, E> {
+        Ok(Loose::Float(v))
+    }
+    fn visit_bool<E>(self, v: bool) -> Result<Self::Value, E> {
+        Ok(Loose::Bool(v))
+    }
+    fn visit_unit<E>(self) -> Result<Self::Value, E> {
+        Ok(Loose::Null)
+    }
+    fn visit_none<E>(self) -> Result<Self::Value, E> {
+        Ok(Loose::Null)
+    }
 }
 
 fn flex_string<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
     Ok(match Loose::deserialize(d)? {
-        Loose::Str(s) => s,
+        Loose::Str(s) => s.into_owned(),
         Loose::Int(n) => n.to_string(),
         Loose::Uint(n) => n.to_string(),
         Loose::Float(n) => n.to_string(),
         Loose::Bool(b) => b.to_string(),
-        Loose::Null(()) => String::new(),
+        Loose::Null => String::new(),
     })
 }
 
@@ -160,7 +207,7 @@ pub(crate) fn flex_u64<'de, D: Deserializer<'de>>(d: D) -> Result<u64, D::Error>
         // A negative count or time is nonsense; clamp rather than fail the room.
         Loose::Int(n) => Ok(n.max(0) as u64),
         Loose::Float(n) if n >= 0.0 => Ok(n as u64),
-        Loose::Float(_) | Loose::Null(()) => Ok(0),
+        Loose::Float(_) | Loose::Null => Ok(0),
         Loose::Str(s) if s.trim().is_empty() => Ok(0),
         Loose::Str(s) => s
             .trim()
@@ -179,7 +226,7 @@ fn flex_i64<'de, D: Deserializer<'de>>(d: D) -> Result<i64, D::Error> {
             .parse()
             .map_err(|_| de::Error::custom(format!("expected a number, got {s:?}"))),
         Loose::Float(n) => Ok(n as i64),
-        Loose::Bool(_) | Loose::Null(()) => Ok(0),
+        Loose::Bool(_) | Loose::Null => Ok(0),
     }
 }
 
@@ -190,7 +237,7 @@ fn flex_bool<'de, D: Deserializer<'de>>(d: D) -> Result<bool, D::Error> {
         Loose::Uint(n) => n != 0,
         Loose::Float(n) => n != 0.0,
         Loose::Str(s) => matches!(s.trim().to_ascii_lowercase().as_str(), "true" | "1" | "yes"),
-        Loose::Null(()) => false,
+        Loose::Null => false,
     })
 }
 
@@ -202,10 +249,10 @@ fn take_seat_mode<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
             .get(n as usize)
             .map_or_else(|| n.to_string(), |m| (*m).to_owned()),
         Loose::Int(n) => n.to_string(),
-        Loose::Str(s) => s,
+        Loose::Str(s) => s.into_owned(),
         Loose::Float(n) => n.to_string(),
         Loose::Bool(b) => b.to_string(),
-        Loose::Null(()) => String::new(),
+        Loose::Null => String::new(),
     })
 }
 
@@ -224,6 +271,28 @@ mod tests {
         assert_eq!(info.member_count, 7);
         assert!(info.is_seat_enabled);
         assert_eq!(info.max_member_count, 0);
+    }
+
+    #[test]
+    fn escaped_strings_negatives_floats_and_nulls_read_as_before() {
+        let info: RoomInfo = serde_json::from_str(
+            r#"{"RoomId":"r\u00e9","RoomName":null,"MemberCount":-3,"MaxMemberCount":12.0,"CreateTime":" 42 ","IsVideoDisabled":"Yes","RoomStatus":true}"#,
+        )
+        .expect("decodes");
+        assert_eq!(info.room_id, "r\u{e9}");
+        assert_eq!(info.room_name, "");
+        assert_eq!(
+            (info.member_count, info.max_member_count, info.create_time),
+            (0, 12, 42)
+        );
+        assert!(info.is_video_disabled);
+        assert_eq!(info.room_status, "true");
+        let nested = serde_json::from_str::<RoomInfo>(r#"{"MemberCount":{"n":1}}"#)
+            .expect_err("an object is no count");
+        assert_eq!(
+            nested.to_string(),
+            "invalid type: map, expected a string, number, bool or null at line 1 column 16"
+        );
     }
 
     #[test]

@@ -2,6 +2,8 @@
 //! when a callback token is set, carry `Sign = hex(sha256(token + RequestTime))`
 //! with a `RequestTime` within a minute of now. Checked before the body is read.
 
+use std::borrow::Cow;
+
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
@@ -20,27 +22,32 @@ pub enum Refusal {
 
 /// The query parameters the receiver reads (names as Tencent sends them,
 /// matched without regard to case); the first of a repeated key counts.
+/// Values borrow from the query when they need no percent-decoding.
 #[derive(Debug, Default)]
-pub struct Query {
-    pub sdkappid: Option<String>,
-    pub command: Option<String>,
-    pub sign: Option<String>,
-    pub request_time: Option<String>,
+pub struct Query<'a> {
+    pub sdkappid: Option<Cow<'a, str>>,
+    pub command: Option<Cow<'a, str>>,
+    pub sign: Option<Cow<'a, str>>,
+    pub request_time: Option<Cow<'a, str>>,
 }
 
-impl Query {
-    pub fn parse(query: &str) -> Query {
+impl<'a> Query<'a> {
+    pub fn parse(query: &'a str) -> Query<'a> {
         let mut q = Query::default();
         for (key, value) in url::form_urlencoded::parse(query.as_bytes()) {
-            let slot = match key.to_ascii_lowercase().as_str() {
-                "sdkappid" => &mut q.sdkappid,
-                "callbackcommand" => &mut q.command,
-                "sign" => &mut q.sign,
-                "requesttime" => &mut q.request_time,
-                _ => continue,
+            let slot = if key.eq_ignore_ascii_case("sdkappid") {
+                &mut q.sdkappid
+            } else if key.eq_ignore_ascii_case("callbackcommand") {
+                &mut q.command
+            } else if key.eq_ignore_ascii_case("sign") {
+                &mut q.sign
+            } else if key.eq_ignore_ascii_case("requesttime") {
+                &mut q.request_time
+            } else {
+                continue;
             };
             if slot.is_none() {
-                *slot = Some(value.into_owned());
+                *slot = Some(value);
             }
         }
         q
@@ -67,12 +74,17 @@ pub fn check(query: &Query, sdkappid: u64, token: Option<&SecretKey>, now_secs: 
             "Sign and RequestTime are required (a callback token is set)".into(),
         ));
     };
-    let expected = sign_of(token.expose(), time);
-    if !bool::from(
-        expected
-            .as_bytes()
-            .ct_eq(sign.trim().to_ascii_lowercase().as_bytes()),
-    ) {
+    let expected = sign_hex(token.expose(), time);
+    let given = sign.trim().as_bytes();
+    // Lowercased on the stack: the check allocates nothing.
+    let mut lower = [0u8; 64];
+    let matches = given.len() == lower.len() && {
+        for (l, g) in lower.iter_mut().zip(given) {
+            *l = g.to_ascii_lowercase();
+        }
+        bool::from(expected.ct_eq(&lower))
+    };
+    if !matches {
         return Err(Refusal::Signature(
             "Sign does not match the callback token".into(),
         ));
@@ -94,11 +106,22 @@ pub fn check(query: &Query, sdkappid: u64, token: Option<&SecretKey>, now_secs: 
 
 /// `Sign` as Tencent computes it: lowercase hex SHA-256 of token + RequestTime.
 pub fn sign_of(token: &str, request_time: &str) -> String {
+    String::from_utf8_lossy(&sign_hex(token, request_time)).into_owned()
+}
+
+/// [`sign_of`] as ASCII bytes, without an allocation.
+fn sign_hex(token: &str, request_time: &str) -> [u8; 64] {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
     let digest = Sha256::new()
         .chain_update(token.as_bytes())
         .chain_update(request_time.as_bytes())
         .finalize();
-    digest.iter().map(|b| format!("{b:02x}")).collect()
+    let mut hex = [0u8; 64];
+    for (pair, byte) in hex.chunks_exact_mut(2).zip(digest.iter()) {
+        pair[0] = HEX[usize::from(byte >> 4)];
+        pair[1] = HEX[usize::from(byte & 0xf)];
+    }
+    hex
 }
 
 /// A value from the request, cut short for an error message.
@@ -110,7 +133,7 @@ fn shorten(value: &str) -> String {
 mod tests {
     use super::*;
 
-    fn query(text: &str) -> Query {
+    fn query(text: &str) -> Query<'_> {
         Query::parse(text)
     }
 

@@ -8,6 +8,7 @@ pub mod command;
 pub mod decode;
 pub mod metrics;
 
+use std::borrow::Cow;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -112,17 +113,18 @@ async fn handle(
             format!("method {} not allowed: callbacks are POSTed", request.method()),
         ));
     }
-    let query = Query::parse(request.uri().query().unwrap_or(""));
+    let (parts, body) = request.into_parts();
+    let query = Query::parse(parts.uri.query().unwrap_or(""));
     let now = crate::clock::unix_now();
     auth::check(&query, receiver.sdkappid, receiver.token.as_ref(), now).map_err(|r| match r {
         Refusal::SdkAppid(m) => refused("sdkappid", StatusCode::FORBIDDEN, m),
         Refusal::Signature(m) => refused("signature", StatusCode::UNAUTHORIZED, m),
         Refusal::RequestTime(m) => refused("request_time", StatusCode::UNAUTHORIZED, m),
     })?;
-    let body = read_body(request.into_body()).await?;
+    let body = read_body(body).await?;
     let name = match query.command {
         Some(name) => name,
-        None => command_in(&body).ok_or_else(|| {
+        None => command_in(&body).map(Cow::Owned).ok_or_else(|| {
             refused(
                 "malformed",
                 StatusCode::BAD_REQUEST,
