@@ -427,6 +427,13 @@ mod tests {
             let _ = socket.write_all(answer.as_bytes()).await;
             // Dropping the socket here cuts whatever the answer promised.
         });
+        let (client, budget, metrics) = client_at(addr);
+        let result = client.get_room_info(budget.acquire().await, "r1").await;
+        (result, metrics)
+    }
+
+    /// A client of `addr` with a budget of 10 calls/s.
+    fn client_at(addr: std::net::SocketAddr) -> (ApiClient, Arc<Budget>, ApiMetrics) {
         let config = crate::config::parse(
             &format!(
                 "app:\n  sdkappid: 1400000000\n  identifier: administrator\n  endpoint: http://{addr}\npolling:\n  timeout: 4s\nrooms:\n  - r1\n"
@@ -437,8 +444,7 @@ mod tests {
         let budget = Arc::new(Budget::new(10));
         let metrics = ApiMetrics::new(&prometheus::Registry::new());
         let client = ApiClient::new(&config, budget.clone(), metrics.clone()).expect("client");
-        let result = client.get_room_info(budget.acquire().await, "r1").await;
-        (result, metrics)
+        (client, budget, metrics)
     }
 
     #[tokio::test]
@@ -487,20 +493,7 @@ mod tests {
             }
             String::from_utf8_lossy(&request).to_lowercase()
         });
-        let config = crate::config::parse(
-            &format!(
-                "app:\n  sdkappid: 1400000000\n  identifier: administrator\n  endpoint: http://{addr}\npolling:\n  timeout: 4s\nrooms:\n  - r1\n"
-            ),
-            &Key,
-        )
-        .expect("config");
-        let budget = Arc::new(Budget::new(10));
-        let client = ApiClient::new(
-            &config,
-            budget.clone(),
-            ApiMetrics::new(&prometheus::Registry::new()),
-        )
-        .expect("client");
+        let (client, budget, _) = client_at(addr);
         let _ = client.get_room_info(budget.acquire().await, "r1").await;
         let request = server.await.expect("server");
         assert!(request.contains("\r\ncontent-length: 15\r\n"), "{request}");
