@@ -473,12 +473,22 @@ fn spawn_exporter(dir: &std::path::Path, port: u16, extra_args: &[String]) -> Ch
         .expect("exporter binary starts")
 }
 
+/// A port free now, below the kernel's ephemeral range (32768 and up): a
+/// port from that range can be taken as the source port of a parallel
+/// test's connection before the exporter binds it.
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    use std::sync::atomic::{AtomicU16, Ordering};
+    const FIRST: u16 = 20_000;
+    const SPAN: u16 = 12_000;
+    static NEXT: AtomicU16 = AtomicU16::new(0);
+    let offset = (std::process::id() % u32::from(SPAN)) as u16;
+    loop {
+        let n = NEXT.fetch_add(1, Ordering::Relaxed);
+        let port = FIRST + (offset + n % SPAN) % SPAN;
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
 }
 
 impl Exporter {
