@@ -470,18 +470,8 @@ impl Store {
 
     /// Rooms whose last info says they use seats: each costs a seat call per pass.
     pub fn seat_enabled_rooms(&self) -> usize {
-        self.layout()
-            .shards
-            .iter()
-            .map(|shard| {
-                lock(shard)
-                    .rooms
-                    .iter()
-                    .flatten()
-                    .filter(|s| s.facts.exists != Some(false) && s.facts.info.is_seat_enabled)
-                    .count()
-            })
-            .sum()
+        // Kept with the aggregates: the poller asks on every reschedule.
+        lock(&self.aggregates).seat_rooms() as usize
     }
 
     /// Rooms the store holds.

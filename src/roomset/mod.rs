@@ -90,6 +90,7 @@ impl RoomSet {
             limits,
             live: 0,
             refusals: RefusalLog::new(REFUSAL_LOG_EVERY),
+            forgets: Default::default(),
         };
         let mut held = configured.clone();
         let mut polled = configured;
@@ -105,7 +106,8 @@ impl RoomSet {
                     polled.push(room.clone());
                 }
             }
-            writer.records.insert(room, record);
+            writer.records.insert(room.clone(), record);
+            writer.note_forget(&room);
         }
         writer.store.set_rooms(&held);
         for (room, record) in &writer.records {

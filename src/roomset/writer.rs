@@ -3,7 +3,8 @@
 //! [`Change`], commits it to the backend and then fans it out in one place
 //! (`Writer::fan_out`): the store, the poller's turns, the metrics, the acks.
 
-use std::collections::{HashMap, HashSet};
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap, HashSet};
 use std::sync::mpsc;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -92,6 +93,11 @@ pub(super) struct Writer {
     /// Discovered rooms not destroyed: what counts against `max_rooms`.
     pub live: usize,
     pub refusals: RefusalLog,
+    /// Destroyed rooms by the time they were destroyed, soonest first, so a
+    /// batch finds the forgets due without a scan of every record. Entries go
+    /// stale (the room came back, was forgotten, or became configured) and
+    /// are checked against the record when they come up.
+    pub forgets: BinaryHeap<Reverse<(u64, String)>>,
 }
 
 impl Writer {
@@ -259,28 +265,36 @@ impl Writer {
         batch.change.stop_polling.push(room.to_owned());
     }
 
+    /// Queues `room` to be forgotten if its record says it is destroyed
+    /// (called for every room a change touched; duplicates are harmless).
+    pub fn note_forget(&mut self, room: &str) {
+        if let Some(at) = self.records.get(room).and_then(|r| r.destroyed_at_ms) {
+            self.forgets.push(Reverse((at, room.to_owned())));
+        }
+    }
+
     fn next_forget_in(&self) -> Option<Duration> {
         let forget = self.forget_after.as_millis() as u64;
         let now = unix_now_ms();
-        self.records
-            .iter()
-            .filter(|(room, _)| !self.configured.contains(*room))
-            .filter_map(|(_, r)| r.destroyed_at_ms)
-            .min()
-            .map(|at| Duration::from_millis((at + forget).saturating_sub(now)).max(Duration::from_millis(10)))
+        self.forgets
+            .peek()
+            .map(|Reverse((at, _))| Duration::from_millis((at + forget).saturating_sub(now)).max(Duration::from_millis(10)))
     }
 
     fn due_forgets(&mut self, batch: &mut Batch) {
         let horizon = unix_now_ms().saturating_sub(self.forget_after.as_millis() as u64);
-        let due: Vec<String> = self
-            .records
-            .iter()
-            .filter(|(room, r)| {
-                !self.configured.contains(*room) && r.destroyed_at_ms.is_some_and(|at| at <= horizon)
-            })
-            .map(|(room, _)| room.clone())
-            .collect();
-        for room in due {
+        while let Some(Reverse((at, _))) = self.forgets.peek() {
+            if *at > horizon {
+                break;
+            }
+            let Some(Reverse((at, room))) = self.forgets.pop() else {
+                break;
+            };
+            let due = !self.configured.contains(&room)
+                && self.records.get(&room).is_some_and(|r| r.destroyed_at_ms == Some(at));
+            if !due {
+                continue;
+            }
             let before = self.records.remove(&room);
             batch.before.entry(room.clone()).or_insert(before);
             batch.change.hide.push(room);
@@ -307,6 +321,9 @@ impl Writer {
             .map(|room| (room.as_str(), self.records.get(room)))
             .collect();
         let result = self.backend.commit(&changes);
+        for room in before.keys() {
+            self.note_forget(room);
+        }
         self.metrics
             .state_commit_duration
             .observe(started.elapsed().as_secs_f64());
@@ -332,9 +349,10 @@ impl Writer {
                 self.live = live_before;
                 for (room, record) in before {
                     match record {
-                        Some(record) => self.records.insert(room, record),
+                        Some(record) => self.records.insert(room.clone(), record),
                         None => self.records.remove(&room),
                     };
+                    self.note_forget(&room);
                 }
                 for (ack, _) in change.acks {
                     let _ = ack.send(Err(STORE_FAILED.to_owned()));
@@ -400,6 +418,7 @@ impl Writer {
                 continue;
             }
             let alive = record.destroyed_at_ms.is_none();
+            self.note_forget(&room);
             change.show.push(room.clone());
             change.refresh.push(room.clone());
             if !configured && was_alive != Some(alive) {
@@ -430,6 +449,7 @@ impl Writer {
             .cloned()
             .collect();
         for room in &left {
+            self.note_forget(room);
             match self.records.get(room) {
                 Some(record) if record.destroyed_at_ms.is_none() => {}
                 Some(_) => answer.removed.push(room.clone()),
@@ -532,6 +552,7 @@ mod tests {
         let writer = Writer {
             configured: configured.iter().map(|r| r.to_string()).collect(),
             records: HashMap::new(),
+            forgets: BinaryHeap::new(),
             forget_after: Duration::from_secs(600),
             backend: Box::new(MemoryState),
             store: Arc::new(Store::new(configured)),

@@ -33,6 +33,8 @@ pub struct Contribution {
     status: usize,
     members: u64,
     max: u64,
+    /// Its info says it uses seats (a seat call per pass).
+    seats: bool,
 }
 
 /// Counts in non-cumulative bins (the last is +Inf), with their sum.
@@ -87,6 +89,7 @@ pub struct Aggregates {
     occupancy: Bins<6>,
     member_counts: Bins<12>,
     lifetimes: Bins<11>,
+    seat_rooms: u64,
 }
 
 impl Aggregates {
@@ -109,6 +112,7 @@ impl Aggregates {
             status,
             members: facts.info.member_count,
             max: facts.info.max_member_count,
+            seats: facts.info.is_seat_enabled,
         })
     }
 
@@ -118,6 +122,11 @@ impl Aggregates {
             old.into_iter().for_each(|c| self.apply(c, -1));
             new.into_iter().for_each(|c| self.apply(c, 1));
         }
+    }
+
+    /// Counted rooms whose info says they use seats.
+    pub fn seat_rooms(&self) -> u64 {
+        self.seat_rooms
     }
 
     /// A room lived `seconds` from its creation to its destroy callback.
@@ -150,6 +159,9 @@ impl Aggregates {
         *row = row.wrapping_add_signed(sign);
         let members = &mut self.members[c.room_type];
         *members = members.wrapping_add_signed(c.members as i64 * sign);
+        if c.seats {
+            self.seat_rooms = self.seat_rooms.wrapping_add_signed(sign);
+        }
         let bin = MEMBER_BUCKETS.iter().position(|&le| c.members <= le);
         self.member_counts
             .add(bin.unwrap_or(MEMBER_BUCKETS.len()), i128::from(c.members), sign);
