@@ -19,10 +19,10 @@ const SIZES: [usize; 3] = [1_000, 10_000, 50_000];
 
 fn info(i: usize) -> RoomInfo {
     RoomInfo {
-        room_id: format!("room-{i:05}"),
-        room_name: format!("Weekly sync of team {i}"),
+        room_id: format!("room-{i:05}").into(),
+        room_name: format!("Weekly sync of team {i}").into(),
         room_type: "Conference".into(),
-        owner_account: format!("user{i}"),
+        owner_account: format!("user{i}").into(),
         max_member_count: 300,
         max_seat_count: 16,
         room_status: "Running".into(),

@@ -59,8 +59,8 @@ fn filled() -> (Store, Journal) {
     let timeout = CallError::transport("timeout", ErrorClass::Retryable, "timed out");
     for (i, room) in ids.iter().enumerate() {
         let info = RoomInfo {
-            room_id: room.clone(),
-            room_name: format!("Weekly sync of team {i}"),
+            room_id: room.as_str().into(),
+            room_name: format!("Weekly sync of team {i}").into(),
             room_type: "Conference".into(),
             max_member_count: 300,
             max_seat_count: 16,

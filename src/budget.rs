@@ -43,8 +43,10 @@ const MIN_GAP_SHARE: f64 = 0.75;
 /// Weight of the newest call in the running mean of how long a permit is
 /// held, which plans slots a window plus that long apart.
 const HELD_WEIGHT: f64 = 0.05;
-/// Round trips remembered to estimate how much the way to the server varies.
-const ROUND_TRIPS: usize = 128;
+/// Round trips remembered to estimate how much the way to the server varies:
+/// two windows' worth at the API's cap, so the slack a call is planned with
+/// still covers the calls of the window it is measured against.
+const ROUND_TRIPS: usize = 2 * API_RATE_LIMIT as usize;
 /// The window is widened by how much round trips vary (the slowest of the
 /// last [`ROUND_TRIPS`] less the fastest): a call that left after another
 /// may reach the server that much sooner on its way. Bounded so one stall cannot halve the budget, and

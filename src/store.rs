@@ -76,6 +76,9 @@ struct Candidate {
     has_capacity: bool,
     ratio: f64,
     members: u64,
+    /// A fixed hash of the room ID, so ties fall the same way after a
+    /// restart (the places depend on the order rooms were loaded).
+    id_hash: u64,
     shard: u32,
     slot: u32,
 }
@@ -93,17 +96,24 @@ impl Candidate {
                 0.0
             },
             members: if live { info.member_count } else { 0 },
+            id_hash: {
+                // SipHash with fixed keys: the same on every run of a build.
+                let mut hasher = std::hash::DefaultHasher::new();
+                std::hash::Hash::hash(&s.room_id, &mut hasher);
+                std::hash::Hasher::finish(&hasher)
+            },
             shard: shard as u32,
             slot: slot as u32,
         }
     }
 
-    /// Fullest first; ties by members, then by place so a choice is stable.
+    /// Fullest first; ties by members, then by room ID (hashed), so a choice is stable across restarts.
     fn fuller(a: &Candidate, b: &Candidate) -> std::cmp::Ordering {
         b.has_capacity
             .cmp(&a.has_capacity)
             .then(b.ratio.total_cmp(&a.ratio))
             .then(b.members.cmp(&a.members))
+            .then(a.id_hash.cmp(&b.id_hash))
             .then((a.shard, a.slot).cmp(&(b.shard, b.slot)))
     }
 }

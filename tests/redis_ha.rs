@@ -732,7 +732,7 @@ fn record_with(members: Option<(u64, u64)>, name: Option<(&str, u64)>) -> Record
         record.facts.merge(&RoomUpdate {
             fields: Fields::NONE.with(Field::RoomName),
             info: RoomInfo {
-                room_name: room_name.to_owned(),
+                room_name: room_name.into(),
                 ..RoomInfo::default()
             },
             exists: true,

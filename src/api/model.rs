@@ -5,6 +5,7 @@
 use std::borrow::Cow;
 use std::fmt;
 
+use compact_str::{CompactString, ToCompactString};
 use serde::de::{self, Deserializer, Visitor};
 use serde::{Deserialize, Serialize};
 
@@ -90,14 +91,14 @@ impl SeatUsage {
 #[derive(Debug, Default, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default)]
 pub struct RoomInfo {
-    #[serde(rename = "RoomId", deserialize_with = "flex_string")]
-    pub room_id: String,
-    #[serde(rename = "RoomName", deserialize_with = "flex_string")]
-    pub room_name: String,
-    #[serde(rename = "RoomType", deserialize_with = "flex_string")]
-    pub room_type: String,
-    #[serde(rename = "Owner_Account", deserialize_with = "flex_string")]
-    pub owner_account: String,
+    #[serde(rename = "RoomId", deserialize_with = "flex_compact")]
+    pub room_id: CompactString,
+    #[serde(rename = "RoomName", deserialize_with = "flex_compact")]
+    pub room_name: CompactString,
+    #[serde(rename = "RoomType", deserialize_with = "flex_compact")]
+    pub room_type: CompactString,
+    #[serde(rename = "Owner_Account", deserialize_with = "flex_compact")]
+    pub owner_account: CompactString,
     #[serde(rename = "MaxMemberCount", deserialize_with = "flex_u64")]
     pub max_member_count: u64,
     #[serde(rename = "MaxSeatCount", deserialize_with = "flex_u64")]
@@ -116,12 +117,12 @@ pub struct RoomInfo {
     pub schedule_start_time: u64,
     #[serde(rename = "ScheduleEndTime", deserialize_with = "flex_u64")]
     pub schedule_end_time: u64,
-    #[serde(rename = "RoomStatus", deserialize_with = "flex_string")]
-    pub room_status: String,
+    #[serde(rename = "RoomStatus", deserialize_with = "flex_compact")]
+    pub room_status: CompactString,
     #[serde(rename = "IsSeatEnabled", deserialize_with = "flex_bool")]
     pub is_seat_enabled: bool,
     #[serde(rename = "TakeSeatMode", deserialize_with = "take_seat_mode")]
-    pub take_seat_mode: String,
+    pub take_seat_mode: CompactString,
     #[serde(rename = "CreateTime", deserialize_with = "flex_u64")]
     pub create_time: u64,
     #[serde(rename = "MemberCount", deserialize_with = "flex_u64")]
@@ -201,6 +202,18 @@ fn flex_string<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
     })
 }
 
+/// [`flex_string`] kept inline when short (room info strings; see Cargo.toml).
+fn flex_compact<'de, D: Deserializer<'de>>(d: D) -> Result<CompactString, D::Error> {
+    Ok(match Loose::deserialize(d)? {
+        Loose::Str(s) => CompactString::from(s.as_ref()),
+        Loose::Int(n) => n.to_compact_string(),
+        Loose::Uint(n) => n.to_compact_string(),
+        Loose::Float(n) => n.to_compact_string(),
+        Loose::Bool(b) => b.to_compact_string(),
+        Loose::Null => CompactString::default(),
+    })
+}
+
 pub(crate) fn flex_u64<'de, D: Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
     match Loose::deserialize(d)? {
         Loose::Uint(n) => Ok(n),
@@ -243,16 +256,16 @@ fn flex_bool<'de, D: Deserializer<'de>>(d: D) -> Result<bool, D::Error> {
 
 /// `TakeSeatMode` is documented as a string; some samples show a number, taken
 /// as the index into [`TAKE_SEAT_MODES`] (0 None, 1 FreeToTake, 2 ApplyToTake).
-fn take_seat_mode<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
+fn take_seat_mode<'de, D: Deserializer<'de>>(d: D) -> Result<CompactString, D::Error> {
     Ok(match Loose::deserialize(d)? {
         Loose::Uint(n) => TAKE_SEAT_MODES
             .get(n as usize)
-            .map_or_else(|| n.to_string(), |m| (*m).to_owned()),
-        Loose::Int(n) => n.to_string(),
-        Loose::Str(s) => s.into_owned(),
-        Loose::Float(n) => n.to_string(),
-        Loose::Bool(b) => b.to_string(),
-        Loose::Null => String::new(),
+            .map_or_else(|| n.to_compact_string(), |m| CompactString::const_new(m)),
+        Loose::Int(n) => n.to_compact_string(),
+        Loose::Str(s) => CompactString::from(s.as_ref()),
+        Loose::Float(n) => n.to_compact_string(),
+        Loose::Bool(b) => b.to_compact_string(),
+        Loose::Null => CompactString::default(),
     })
 }
 

@@ -67,7 +67,7 @@ impl RoomApi for FakeApi {
             match failure {
                 Some(class) => Err(CallError::transport("scripted", class, "scripted failure")),
                 None => Ok(RoomInfo {
-                    room_id,
+                    room_id: room_id.into(),
                     member_count: members,
                     max_member_count: max,
                     ..RoomInfo::default()

@@ -106,7 +106,7 @@ impl RoomSet {
                     polled.push(room.clone());
                 }
             }
-            writer.records.insert(room.clone(), record);
+            writer.records.insert(room.clone(), Box::new(record));
             writer.note_forget(&room);
         }
         writer.store.set_rooms(&held);

@@ -312,8 +312,8 @@ fn row(
     let max_members = info.map_or(0, |i| i.max_member_count);
     Row {
         room_id: room.to_owned(),
-        name: info.map_or_else(String::new, |i| i.room_name.clone()),
-        room_type: info.map_or_else(String::new, |i| i.room_type.clone()),
+        name: info.map_or_else(String::new, |i| i.room_name.to_string()),
+        room_type: info.map_or_else(String::new, |i| i.room_type.to_string()),
         status: status_of(s).to_owned(),
         members,
         max_members,
@@ -536,9 +536,9 @@ fn field_name(field: Field) -> &'static str {
 fn field_value(s: &RoomSnapshot, field: Field) -> String {
     let i = &s.facts.info;
     match field {
-        Field::RoomName => i.room_name.clone(),
-        Field::RoomType => i.room_type.clone(),
-        Field::Owner => i.owner_account.clone(),
+        Field::RoomName => i.room_name.to_string(),
+        Field::RoomType => i.room_type.to_string(),
+        Field::Owner => i.owner_account.to_string(),
         Field::MaxMembers => i.max_member_count.to_string(),
         Field::MaxSeats => i.max_seat_count.to_string(),
         Field::VideoDisabled => i.is_video_disabled.to_string(),
@@ -548,9 +548,9 @@ fn field_value(s: &RoomSnapshot, field: Field) -> String {
         Field::CloudRecordingDisabled => i.is_cloud_recording_disabled.to_string(),
         Field::ScheduleStart => i.schedule_start_time.to_string(),
         Field::ScheduleEnd => i.schedule_end_time.to_string(),
-        Field::Status => i.room_status.clone(),
+        Field::Status => i.room_status.to_string(),
         Field::SeatEnabled => i.is_seat_enabled.to_string(),
-        Field::TakeSeatMode => i.take_seat_mode.clone(),
+        Field::TakeSeatMode => i.take_seat_mode.to_string(),
         Field::CreateTime => i.create_time.to_string(),
         Field::Members => i.member_count.to_string(),
         Field::Seats => s
@@ -661,7 +661,7 @@ mod tests {
         let store = Store::new(&ids);
         for (i, id) in ids.iter().enumerate() {
             let info = RoomInfo {
-                room_name: format!("Team {i}"),
+                room_name: format!("Team {i}").into(),
                 member_count: if i < 5 { 300 } else { i as u64 },
                 max_member_count: 300,
                 room_status: "Running".into(),
