@@ -9,8 +9,9 @@
 //! against the issue's targets. Asserts nothing but that the pieces start.
 //!
 //! `cargo bench --bench bounds` (a few minutes); `BOUNDS_RUNS=flood,limit,all`
-//! picks runs (the cost per room needs `flood` and `all`), `FLOOD_SENDERS` (64)
-//! the connections.
+//! picks runs (the cost per room needs `flood` and `all`; `fresh`, not run by
+//! default, measures how often discovered rooms are polled at 1,000 to 10,000
+//! rooms, about 5 minutes), `FLOOD_SENDERS` (64) the connections.
 
 mod common;
 
@@ -53,6 +54,10 @@ fn main() {
     }
     let large = run("all").then(|| flood_run(&rt, &token_file, senders, 100_000, 100_000, 0, 2));
     println!();
+    if run("fresh") {
+        freshness_run(&rt, &token_file, senders);
+        println!();
+    }
     let (Some(small), Some(large)) = (small, large) else {
         return;
     };
@@ -393,4 +398,75 @@ fn signed_create(n: u64, seed: u64) -> (String, String) {
         "/callback?SdkAppid={SDKAPPID}&CallbackCommand=Room.CallbackAfterCreateRoom&contenttype=json&ClientIP=127.0.0.1&OptPlatform=RESTAPI&Sign={sign}&RequestTime={request_time}"
     );
     (path, create_body(&id, now).to_string())
+}
+
+/// How often rooms are polled as the room set grows (issue 21, item 5): for
+/// each size, that many rooms from creates beside the configured ones,
+/// `interval` 5 s at `rate_limit` 200; once every room was polled, two passes
+/// are watched at the fake and the gaps between polls of each room measured,
+/// against the formula of docs/polling.md.
+fn freshness_run(rt: &tokio::runtime::Runtime, token_file: &std::path::Path, senders: usize) {
+    println!(
+        "freshness: discovered rooms from creates beside {CONFIGURED} configured, interval {INTERVAL:?}, rate_limit {RATE_LIMIT}"
+    );
+    println!("  discovered | predicted pass | discovered rooms' gap p50 / p99 / max | configured rooms' longest gap | worst 1-s window");
+    for (i, discovered) in [1_000u64, 2_000, 5_000, 10_000].into_iter().enumerate() {
+        let fake = rt.block_on(Fake::start(CONFIGURED));
+        fake.with(|s| s.any_room = true);
+        let port = free_port();
+        let yaml = format!(
+            "app:\n  sdkappid: {SDKAPPID}\n  identifier: administrator\n  endpoint: {}\n  usersig_ttl: 1h\npolling:\n  interval: {}s\n  rate_limit: {RATE_LIMIT}\n  timeout: 5s\n  watch:\n    enabled: false\nprobe:\n  enabled: false\nrooms: [{}]\ncallbacks:\n  listen_address: 127.0.0.1:{port}\n  token_file: {}\n  state_file: state.db\n  max_rooms: 100000\n",
+            fake.endpoint(),
+            INTERVAL.as_secs(),
+            common_rooms().join(", "),
+            token_file.display()
+        );
+        let exporter = Exporter::start_yaml(&yaml, &[]);
+        rt.block_on(exporter.wait_ready(Duration::from_secs(30)));
+        let answers = flood(port, senders, discovered, 10 + i as u64);
+        assert_eq!(answers.failed, 0, "every create answered");
+        // The formula of docs/polling.md, at the slack's floor of 2 ms.
+        let configured_rate = CONFIGURED as f64 / (1.25 * INTERVAL.as_secs_f64());
+        let pass = ((CONFIGURED as f64 + discovered as f64) / (RATE_LIMIT as f64 - configured_rate) * 1.002)
+            .max(INTERVAL.as_secs_f64());
+        // Every discovered room polled once (the catch-up), then two passes.
+        let polled_once = Instant::now();
+        while polled_once.elapsed() < Duration::from_secs_f64(3.0 * pass + 30.0) {
+            let polled = fake.with(|s| s.room_arrivals.keys().filter(|r| r.starts_with("flood-")).count());
+            if polled as u64 >= discovered {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        let from = Instant::now();
+        std::thread::sleep(Duration::from_secs_f64(2.0 * pass + 2.0));
+        let to = Instant::now();
+        let (mut gaps, configured_gap, arrivals) = fake.with(|s| {
+            let mut gaps = Vec::new();
+            let mut configured_gap = Duration::ZERO;
+            for (room, at) in &s.room_arrivals {
+                if room.starts_with("flood-") {
+                    let seen: Vec<Instant> = at.iter().copied().filter(|&t| t > from && t <= to).collect();
+                    gaps.extend(seen.windows(2).map(|w| w[1].duration_since(w[0])));
+                } else {
+                    configured_gap = configured_gap.max(max_gap(at, from, to));
+                }
+            }
+            (gaps, configured_gap, s.arrivals.clone())
+        });
+        let p50 = percentile(&mut gaps, 0.5);
+        let p99 = percentile(&mut gaps, 0.99);
+        let max = gaps.iter().max().copied().unwrap_or_default();
+        println!(
+            "  {discovered:>10} | {pass:>12.1} s | {:.1} / {:.1} / {:.1} s | {:.1} s (≤ 1.5 × {INTERVAL:?}: {}) | {} ({})",
+            p50.as_secs_f64(),
+            p99.as_secs_f64(),
+            max.as_secs_f64(),
+            configured_gap.as_secs_f64(),
+            verdict(configured_gap <= INTERVAL.mul_f64(1.5)),
+            worst_window(&arrivals),
+            verdict(worst_window(&arrivals) <= RATE_LIMIT)
+        );
+        drop(exporter);
+    }
 }
