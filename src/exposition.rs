@@ -205,7 +205,7 @@ pub const FAMILIES: &[Family] = &[
 /// Everything the exporter knows about one room, from which its lines are rendered.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct RoomSnapshot {
-    pub room_id: String,
+    pub room_id: compact_str::CompactString,
     /// Field by field, the newest of what polls and callbacks said; kept
     /// through transient poll failures.
     pub facts: RoomFacts,

@@ -2,6 +2,7 @@
 //! and API errors, and the last events of each room, filled by one-line
 //! hooks on the hot paths (poller, receiver); the status page reads it.
 
+use compact_str::CompactString;
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -203,7 +204,7 @@ pub struct Journal {
     callbacks: Mutex<Ring<CallbackEntry>>,
     refused: Mutex<Ring<RefusedEntry>>,
     api_errors: Mutex<Ring<ApiErrorEntry>>,
-    rooms: Mutex<HashMap<String, RoomJournal>>,
+    rooms: Mutex<HashMap<CompactString, RoomJournal>>,
     last_callback_ms: AtomicU64,
     backend: Mutex<String>,
     /// (time since `started`, counters), one a second.
@@ -353,7 +354,7 @@ impl Journal {
                 events: Ring::new(ROOM_EVENTS),
                 last_error: None,
             };
-            rooms.insert(room.to_owned(), journal);
+            rooms.insert(room.into(), journal);
         }
         let Some(journal) = rooms.get_mut(room) else {
             return;
@@ -399,7 +400,7 @@ impl Journal {
     pub fn last_errors(&self) -> HashMap<String, String> {
         lock(&self.rooms)
             .iter()
-            .filter_map(|(room, j)| Some((room.clone(), j.last_error.clone()?)))
+            .filter_map(|(room, j)| Some((room.to_string(), j.last_error.clone()?)))
             .collect()
     }
 

@@ -58,7 +58,7 @@ impl Prober {
     /// Fetches the room now; `up` false in the snapshot means the probe failed.
     async fn probe(&self, room_id: &str, deadline: Instant) -> RoomSnapshot {
         let mut snapshot = RoomSnapshot {
-            room_id: room_id.to_owned(),
+            room_id: room_id.into(),
             ..RoomSnapshot::default()
         };
         let Ok(Ok(_slot)) = tokio::time::timeout_at(deadline, self.slots.acquire()).await else {

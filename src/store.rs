@@ -24,6 +24,7 @@ use std::sync::{Mutex, MutexGuard, RwLock, RwLockReadGuard};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use compact_str::CompactString;
 
 use crate::api::model::{RoomInfo, SeatUsage};
 use crate::clock::unix_now_ms;
@@ -120,7 +121,7 @@ impl Candidate {
 
 struct Layout {
     /// Room ID → (shard, slot).
-    positions: HashMap<String, (usize, usize)>,
+    positions: HashMap<CompactString, (usize, usize)>,
     /// Places freed by rooms a reload removed, reused before new shards.
     free: Vec<(usize, usize)>,
     shards: Vec<Mutex<Shard>>,
@@ -271,7 +272,7 @@ impl Store {
             lock(shard).configured = 0;
         }
         for room in &series.configured {
-            if let Some(&(shard, slot)) = layout.positions.get(room) {
+            if let Some(&(shard, slot)) = layout.positions.get(room.as_str()) {
                 lock(&layout.shards[shard]).configured |= 1 << slot;
             }
         }
@@ -287,7 +288,7 @@ impl Store {
             .positions
             .keys()
             .filter(|room| !wanted.contains(room.as_str()))
-            .cloned()
+            .map(|room| room.to_string())
             .collect();
         RoomChanges {
             removed: self.remove_rooms(&gone),
@@ -317,7 +318,7 @@ impl Store {
             shard.configured |= u64::from(configured) << place.1;
             shard.shown |= u64::from(configured || series.limit == 0) << place.1;
             drop(shard);
-            layout.positions.insert(room.to_owned(), place);
+            layout.positions.insert(room.into(), place);
             added.push(room.to_owned());
         }
         added
@@ -407,7 +408,7 @@ impl Store {
         let mut by_shard: std::collections::BTreeMap<usize, Vec<(usize, &str, &RoomUpdate)>> =
             Default::default();
         for (room, update) in updates {
-            if let Some(&(shard, slot)) = layout.positions.get(room) {
+            if let Some(&(shard, slot)) = layout.positions.get(room.as_str()) {
                 by_shard.entry(shard).or_default().push((slot, room, update));
             }
         }
@@ -417,7 +418,7 @@ impl Store {
             let mut aggregates = lock(&self.aggregates);
             for (slot, room, update) in changes {
                 let snapshot = shard.rooms[slot].get_or_insert_with(|| RoomSnapshot {
-                    room_id: room.to_owned(),
+                    room_id: (*room).into(),
                     ..RoomSnapshot::default()
                 });
                 let old = aggregates.contribution(snapshot);
@@ -596,7 +597,7 @@ impl Store {
         };
         let mut shard = lock(&layout.shards[shard]);
         let mut snapshot = shard.rooms[slot].take().unwrap_or_else(|| RoomSnapshot {
-            room_id: room_id.to_owned(),
+            room_id: room_id.into(),
             ..RoomSnapshot::default()
         });
         let mut aggregates = lock(&self.aggregates);
