@@ -159,7 +159,13 @@ fn flood_run(
     // 100,000 rooms'; the run with every room exposed only measures.
     let flood_target = max_rooms <= 20_000;
     let limit_target = !flood_target && series_limit > 0;
-    let judged = |pass: bool, applies: bool| if applies { verdict(pass) } else { "no target for this run" };
+    let judged = |pass: bool, applies: bool| {
+        if applies {
+            verdict(pass)
+        } else {
+            "no target for this run"
+        }
+    };
     let rate = accepted as f64 / flood_time.as_secs_f64();
     let p99 = ms(percentile(&mut answers.latencies, 0.99));
     println!(

@@ -77,6 +77,33 @@ fn a_limit_shows_the_configured_rooms_and_the_fullest_others() {
 }
 
 #[test]
+fn ties_fall_the_same_way_whatever_order_the_rooms_came_in() {
+    // Twenty equally empty rooms, a limit of 5: the choice among the ties
+    // must not depend on the order rooms were added (a restart loads them in
+    // another order than the callbacks brought them).
+    let rooms: Vec<String> = (0..20).map(|i| format!("tie-{i:02}")).collect();
+    let shown = |order: &[String]| {
+        let store = Store::new::<&str>(&[]);
+        store.configure(&limited(5), &[] as &[&str]);
+        store.add_rooms(order);
+        for room in order {
+            store.record_success(room, info(0, 100, "Conference", "Running"), None, 1.0);
+        }
+        let text = scrape_at(&store, Instant::now());
+        let mut ids: Vec<String> = lines(&text, "roomengine_room_members{")
+            .iter()
+            .map(|l| l.to_string())
+            .collect();
+        ids.sort();
+        ids
+    };
+    let forward = shown(&rooms);
+    let backward = shown(&rooms.iter().rev().cloned().collect::<Vec<_>>());
+    assert_eq!(forward.len(), 5);
+    assert_eq!(forward, backward);
+}
+
+#[test]
 fn without_a_limit_every_room_is_shown() {
     let store = ten_rooms(0);
     let text = scrape_at(&store, Instant::now());

@@ -644,6 +644,37 @@ mod tests {
     }
 
     #[test]
+    fn a_destroyed_room_is_forgotten_when_due_unless_it_came_back_meanwhile() {
+        let (mut w, _turns) = writer(&[]);
+        w.forget_after = Duration::ZERO;
+        let now = unix_now_ms();
+        let commit = |w: &mut Writer, kind, at_ms| {
+            let mut batch = Batch::default();
+            w.take(&event("room-1", kind, at_ms), &mut batch);
+            assert!(w.commit(batch));
+        };
+        commit(&mut w, EventKind::Create, now);
+        commit(&mut w, EventKind::Destroy, now + 1);
+        assert_eq!(w.forgets.len(), 1, "the destroy waits for its forget");
+        // Created again before the forget came due: the waiting entry is stale.
+        commit(&mut w, EventKind::Create, now + 2);
+        let mut batch = Batch::default();
+        w.due_forgets(&mut batch);
+        assert!(
+            batch.change.hide.is_empty(),
+            "a room alive again is not forgotten"
+        );
+        assert!(w.records.contains_key("room-1") && w.forgets.is_empty());
+        commit(&mut w, EventKind::Destroy, now + 3);
+        std::thread::sleep(Duration::from_millis(2));
+        let mut batch = Batch::default();
+        w.due_forgets(&mut batch);
+        assert_eq!(batch.change.hide, ["room-1"]);
+        assert!(!w.records.contains_key("room-1"));
+        assert!(w.next_forget_in().is_none(), "nothing else waits");
+    }
+
+    #[test]
     fn a_reload_adds_and_removes_configured_rooms_but_keeps_discovered_ones() {
         let (mut w, mut turns) = writer(&["conf-1", "conf-2"]);
         let mut batch = Batch::default();
