@@ -99,7 +99,7 @@ impl<A: RoomApi> Loop<A> {
         if at > now {
             return;
         }
-        if !self.schedule.members.contains(&room) || self.in_flight.busy.contains(&room) {
+        if !self.schedule.members.contains(room.as_str()) || self.in_flight.busy.contains(&room) {
             // Not polled now (destroyed, or its poll is out): due again later.
             self.set_due(room, now);
             return;

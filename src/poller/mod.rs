@@ -18,6 +18,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use compact_str::CompactString;
 use tokio::sync::{mpsc, AcquireError, OwnedSemaphorePermit, Semaphore};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
@@ -64,9 +65,11 @@ pub struct Poller<A = ApiClient> {
 
 /// The rooms in turn order and the pass length: what a reload rewrites.
 struct Schedule {
-    rooms: Vec<String>,
+    // Room IDs inline when short (compact_str): the poller holds several
+    // copies of every room's ID, 100,000 of them at scale.
+    rooms: Vec<CompactString>,
     /// The rooms of `rooms`, to skip a turn whose room left meanwhile.
-    members: HashSet<String>,
+    members: HashSet<CompactString>,
     interval: Duration,
 }
 
@@ -90,7 +93,7 @@ struct Loop<A: RoomApi> {
     warned_stretch: bool,
     /// When each room's last poll started, by any tier: a pass takes its
     /// rooms least recently polled first (never polled: first of all).
-    last_start: HashMap<String, Instant>,
+    last_start: HashMap<CompactString, Instant>,
     configured: HashSet<String>,
     /// Configured rooms by when they are due a poll of their own, and back.
     due: BTreeSet<(Instant, String)>,
@@ -107,6 +110,7 @@ impl<A: RoomApi> Poller<A> {
         reloads: mpsc::UnboundedReceiver<Reschedule>,
         shutdown: CancellationToken,
     ) {
+        let rooms: Vec<CompactString> = rooms.into_iter().map(CompactString::from).collect();
         let members = rooms.iter().cloned().collect();
         let configured = self.configured.clone();
         let mut state = Loop {
@@ -216,15 +220,16 @@ impl<A: RoomApi> Loop<A> {
                 let schedule = &mut self.schedule;
                 if !removed.is_empty() {
                     for room in &removed {
-                        schedule.members.remove(room);
+                        schedule.members.remove(room.as_str());
                         self.watch.forget(room);
-                        self.last_start.remove(room);
+                        self.last_start.remove(room.as_str());
                     }
                     let members = &schedule.members;
                     schedule.rooms.retain(|room| members.contains(room));
                 }
-                let added: Vec<String> = added
+                let added: Vec<CompactString> = added
                     .into_iter()
+                    .map(CompactString::from)
                     .filter(|room| schedule.members.insert(room.clone()))
                     .collect();
                 schedule.rooms.extend(added.iter().cloned());
@@ -259,7 +264,7 @@ impl<A: RoomApi> Loop<A> {
         }
         let now = Instant::now();
         for room in wanted.difference(&self.configured).cloned().collect::<Vec<_>>() {
-            let last = self.last_start.get(&room).copied().unwrap_or(now);
+            let last = self.last_start.get(room.as_str()).copied().unwrap_or(now);
             self.set_due(room, last);
         }
         self.configured = wanted;
@@ -297,7 +302,7 @@ impl<A: RoomApi> Loop<A> {
 
     /// A poll of `room` starts now, by any tier.
     fn started_now(&mut self, room: &str, now: Instant) {
-        self.last_start.insert(room.to_owned(), now);
+        self.last_start.insert(room.into(), now);
         if self.configured.contains(room) {
             self.set_due(room.to_owned(), now);
         }

@@ -6,6 +6,7 @@ use std::collections::{BTreeMap, HashSet, VecDeque};
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
+use compact_str::CompactString;
 use tokio::sync::OwnedSemaphorePermit;
 use tokio::time::Instant;
 
@@ -39,10 +40,10 @@ pub(super) struct Passes {
     passes: VecDeque<Pass>,
     next_id: u64,
     /// Added rooms not polled yet, each with its catch-up pass, in reload order.
-    catch_ups: VecDeque<(u64, String)>,
+    catch_ups: VecDeque<(u64, CompactString)>,
     /// The rooms in `catch_ups` that no pass has polled since they were
     /// added: a regular turn that comes first makes the catch-up poll moot.
-    awaiting_catch_up: HashSet<String>,
+    awaiting_catch_up: HashSet<CompactString>,
 }
 
 impl Passes {
@@ -60,7 +61,7 @@ impl Passes {
         id
     }
 
-    pub(super) fn queue_catch_up(&mut self, rooms: Vec<String>) {
+    pub(super) fn queue_catch_up(&mut self, rooms: Vec<CompactString>) {
         if rooms.is_empty() {
             return;
         }
@@ -138,7 +139,7 @@ impl<A: RoomApi> Loop<A> {
             if !first {
                 due += self.turn_gap();
             }
-            self.spawn(pass, room, slot);
+            self.spawn(pass, room.to_string(), slot);
         }
         self.end_of_turns(pass);
         if first {
@@ -194,7 +195,7 @@ impl<A: RoomApi> Loop<A> {
             return;
         };
         if self.passes.awaiting_catch_up.remove(&room) && self.schedule.members.contains(&room) {
-            self.spawn(pass, room, slot);
+            self.spawn(pass, room.to_string(), slot);
         }
         if self
             .passes
