@@ -191,27 +191,27 @@ impl<'de> Visitor<'de> for LooseVisitor {
     }
 }
 
+impl Loose<'_> {
+    /// The value as text: numbers and booleans as written, null as empty.
+    fn into_text(self) -> CompactString {
+        match self {
+            Loose::Str(s) => CompactString::from(s),
+            Loose::Int(n) => n.to_compact_string(),
+            Loose::Uint(n) => n.to_compact_string(),
+            Loose::Float(n) => n.to_compact_string(),
+            Loose::Bool(b) => b.to_compact_string(),
+            Loose::Null => CompactString::default(),
+        }
+    }
+}
+
 fn flex_string<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
-    Ok(match Loose::deserialize(d)? {
-        Loose::Str(s) => s.into_owned(),
-        Loose::Int(n) => n.to_string(),
-        Loose::Uint(n) => n.to_string(),
-        Loose::Float(n) => n.to_string(),
-        Loose::Bool(b) => b.to_string(),
-        Loose::Null => String::new(),
-    })
+    Loose::deserialize(d).map(|v| v.into_text().into_string())
 }
 
 /// [`flex_string`] kept inline when short (room info strings; see Cargo.toml).
 fn flex_compact<'de, D: Deserializer<'de>>(d: D) -> Result<CompactString, D::Error> {
-    Ok(match Loose::deserialize(d)? {
-        Loose::Str(s) => CompactString::from(s.as_ref()),
-        Loose::Int(n) => n.to_compact_string(),
-        Loose::Uint(n) => n.to_compact_string(),
-        Loose::Float(n) => n.to_compact_string(),
-        Loose::Bool(b) => b.to_compact_string(),
-        Loose::Null => CompactString::default(),
-    })
+    Loose::deserialize(d).map(Loose::into_text)
 }
 
 pub(crate) fn flex_u64<'de, D: Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
@@ -258,14 +258,10 @@ fn flex_bool<'de, D: Deserializer<'de>>(d: D) -> Result<bool, D::Error> {
 /// as the index into [`TAKE_SEAT_MODES`] (0 None, 1 FreeToTake, 2 ApplyToTake).
 fn take_seat_mode<'de, D: Deserializer<'de>>(d: D) -> Result<CompactString, D::Error> {
     Ok(match Loose::deserialize(d)? {
-        Loose::Uint(n) => TAKE_SEAT_MODES
-            .get(n as usize)
-            .map_or_else(|| n.to_compact_string(), |m| CompactString::const_new(m)),
-        Loose::Int(n) => n.to_compact_string(),
-        Loose::Str(s) => CompactString::from(s.as_ref()),
-        Loose::Float(n) => n.to_compact_string(),
-        Loose::Bool(b) => b.to_compact_string(),
-        Loose::Null => CompactString::default(),
+        Loose::Uint(n) if (n as usize) < TAKE_SEAT_MODES.len() => {
+            CompactString::const_new(TAKE_SEAT_MODES[n as usize])
+        }
+        other => other.into_text(),
     })
 }
 
