@@ -91,8 +91,8 @@ pub enum SharedGrant {
 /// One budget shared by the replicas of an HA group (in Redis).
 pub trait SharedBucket: Send + Sync {
     fn reserve(&self, ask: Ask) -> Pin<Box<dyn Future<Output = SharedGrant> + Send + '_>>;
-    /// A permit was granted locally (fallback) at `at`: tell the group once it answers.
-    fn granted_locally(&self, at: Instant);
+    /// A local slot (fallback) was reserved for `slot`: tell the group once it answers.
+    fn granted_locally(&self, slot: Instant);
     /// Replicas sharing the budget: this one's share of the sustained rate.
     fn replicas(&self) -> u32;
 }
@@ -308,8 +308,9 @@ impl Budget {
             return permit;
         }
         let slot = self.reserve(None).unwrap_or_else(|_| Instant::now());
+        self.tell_group(slot);
         tokio::time::sleep_until(slot).await;
-        self.confirm_local().await
+        self.confirm().await
     }
 
     /// Waits for a permit that can be granted before `deadline`; refuses at
@@ -319,8 +320,9 @@ impl Budget {
             return granted;
         }
         let slot = self.reserve(Some(deadline))?;
+        self.tell_group(slot);
         tokio::time::sleep_until(slot).await;
-        Ok(self.confirm_local().await)
+        Ok(self.confirm().await)
     }
 
     /// A permit from the HA group's bucket; `None` without a group or while
@@ -345,6 +347,17 @@ impl Budget {
                     return None;
                 }
             };
+            {
+                // Remembered as local grants too, from now: should the bucket
+                // go away, local slots come after the shared ones still waiting.
+                let mut st = self.lock();
+                st.divisor = 1;
+                st.granted.push_back(slot);
+                while st.granted.len() > API_RATE_LIMIT as usize {
+                    st.granted.pop_front();
+                }
+                st.next_slot = st.next_slot.max(slot);
+            }
             tokio::time::sleep_until(slot).await;
             let now = Instant::now();
             if now > slot + SHARED_LATE {
@@ -352,13 +365,6 @@ impl Budget {
                 continue;
             }
             let mut st = self.lock();
-            st.divisor = 1;
-            // Remembered as local grants too, should the bucket go away next.
-            st.granted.push_back(slot);
-            while st.granted.len() > API_RATE_LIMIT as usize {
-                st.granted.pop_front();
-            }
-            st.next_slot = st.next_slot.max(slot);
             st.open += 1;
             return Some(Ok(Permit {
                 shared: Arc::clone(&self.shared),
@@ -367,13 +373,11 @@ impl Budget {
         }
     }
 
-    /// A local permit; told to the group's bucket, if any, for when it is back.
-    async fn confirm_local(&self) -> Permit {
-        let permit = self.confirm().await;
+    /// A local slot, told to the group's bucket (if any) for when it is back.
+    fn tell_group(&self, slot: Instant) {
         if let Some(group) = self.group.get() {
-            group.granted_locally(permit.handed);
+            group.granted_locally(slot);
         }
-        permit
     }
 
     /// The API said we exceeded its frequency limit: halve the effective
