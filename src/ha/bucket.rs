@@ -53,6 +53,8 @@ if limit == 0 then
   return {now, tonumber(redis.call('GET', KEYS[3])) - now}
 end
 local slot = math.max(now, tonumber(redis.call('GET', KEYS[2]) or '0'))
+-- After an outage: no window holds both local and shared grants.
+slot = math.max(slot, tonumber(redis.call('GET', KEYS[3]) or '0') + window)
 local kth = redis.call('ZREVRANGE', KEYS[1], limit - 1, limit - 1, 'WITHSCORES')
 if kth[2] then
   slot = math.max(slot, tonumber(kth[2]) + window)
@@ -190,7 +192,10 @@ impl<F: Fallback> RedisBucket<F> {
         if !matches!(was, Mode::Down { .. }) {
             self.fallback.set(true, replicas, Some(error));
         }
-        SharedGrant::Local { replicas }
+        SharedGrant::Local {
+            replicas,
+            until: None,
+        }
     }
 
     async fn reserve_now(&self, ask: Ask) -> SharedGrant {
@@ -198,6 +203,7 @@ impl<F: Fallback> RedisBucket<F> {
         let mode = *self.mode();
         let local = SharedGrant::Local {
             replicas: self.known_replicas(),
+            until: None,
         };
         match mode {
             Mode::Down { probe_at } if now < probe_at => return local,
@@ -212,7 +218,10 @@ impl<F: Fallback> RedisBucket<F> {
                         let until = Instant::now() + Duration::from_micros(resume.max(0) as u64);
                         *self.mode() = Mode::Grace { until };
                         tracing::info!(resume_in = ?until.saturating_duration_since(now), "Redis answers again: the shared budget resumes when the group's grace period ends");
-                        local
+                        SharedGrant::Local {
+                            replicas: self.known_replicas(),
+                            until: Some(until),
+                        }
                     }
                     Err(e) => {
                         self.put_back(seeds);
@@ -228,7 +237,10 @@ impl<F: Fallback> RedisBucket<F> {
                         return self.went_down(&e);
                     }
                 }
-                return local;
+                return SharedGrant::Local {
+                    replicas: self.known_replicas(),
+                    until: Some(until),
+                };
             }
             Mode::Grace { .. } => {
                 *self.mode() = Mode::Shared;
