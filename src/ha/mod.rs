@@ -90,11 +90,14 @@ impl bucket::Fallback for HaMetrics {
 
 impl membership::Report for HaMetrics {
     fn conflict(&self, me: &str) {
+        // Logged once per process (the counter keeps counting): it repeats every beat.
+        if self.conflicts.get() == 0 {
+            tracing::error!(
+                replica_id = me,
+                "another process beats with this ha.replica_id, so both poll the same rooms: give each replica its own (--ha.replica-id); roomengine_ha_replica_id_conflicts_total counts the beats"
+            );
+        }
         self.conflicts.inc();
-        tracing::error!(
-            replica_id = me,
-            "another process beats with this ha.replica_id: give each replica its own (--ha.replica-id)"
-        );
     }
     fn unreachable(&self, error: &str, first: bool) {
         self.heartbeat_failures.inc();
