@@ -763,24 +763,24 @@ fn duplicates(calls: &[Call]) -> (usize, usize) {
     })
 }
 
-/// Per room, the replica that made most of its polls in `calls`.
+/// Per room, the replica that made most of its polls in `calls` (a tie: the
+/// one that polled it last).
 fn pollers(calls: &[Call]) -> HashMap<String, &'static str> {
-    let mut per_room: HashMap<&str, BTreeMap<&'static str, usize>> = HashMap::new();
+    let mut per_room: HashMap<&str, BTreeMap<&'static str, (usize, Instant)>> = HashMap::new();
     for c in calls.iter().filter(|c| c.is_poll()) {
         if let (Some(room), Some(replica)) = (&c.room, c.replica) {
-            *per_room
+            let seen = per_room
                 .entry(room.as_str())
                 .or_default()
                 .entry(replica)
-                .or_default() += 1;
+                .or_insert((0, c.at));
+            *seen = (seen.0 + 1, c.at);
         }
     }
     per_room
         .into_iter()
         .filter_map(|(room, by)| {
-            let most = by
-                .into_iter()
-                .max_by_key(|&(replica, n)| (n, std::cmp::Reverse(replica)))?;
+            let most = by.into_iter().max_by_key(|&(_, seen)| seen)?;
             Some((room.to_owned(), most.0))
         })
         .collect()
@@ -1444,7 +1444,7 @@ fn redis_restart(rt: &tokio::runtime::Runtime, group: &mut Group, sim: &Sim, tab
         "redis",
         &calls,
         &format!(
-            "5 s before the kill to 10 s after every replica fell back to 0 ({:.0} s; Redis back after {:.1} s)",
+            "5 s before the kill to 10 s after every replica's fallback ended (at most 30 s after Redis came back): {:.0} s, Redis back after {:.1} s",
             secs(end - start),
             secs(back - killed)
         ),
