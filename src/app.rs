@@ -94,6 +94,8 @@ pub async fn run(
         config.seat_usage,
     ));
 
+    // The room set and reloads tell the poller of changes; in an HA group
+    // through the filter that keeps the rooms this replica owns.
     let (reschedule, reloads) = tokio::sync::mpsc::unbounded_channel();
     let callbacks = config.callbacks.as_ref();
     let backend: Box<dyn StateBackend> = match (
@@ -120,6 +122,26 @@ pub async fn run(
         RoomSetMetrics::new(registry),
         reschedule.clone(),
     )?;
+    let redis = config.callbacks.as_ref().and_then(|c| c.redis.as_ref());
+    let (polled, configured, reloads, share) = match redis {
+        Some(redis) => {
+            let ha = crate::ha::start(
+                &config.ha,
+                redis,
+                config.sdkappid,
+                registry,
+                &budget,
+                store.clone(),
+                shutdown.clone(),
+            )
+            .await?;
+            let (polled, configured, reloads, sink) =
+                ha.route(polled, &config.rooms, reloads, shutdown.clone());
+            let sink: Box<dyn crate::store::PollSink> = Box::new(sink);
+            (polled, configured, reloads, Some(sink))
+        }
+        None => (polled, config.rooms.clone(), reloads, None),
+    };
     let gone_to = room_set.clone();
     let poller = Poller {
         client: client.clone(),
@@ -130,7 +152,8 @@ pub async fn run(
         watch: config.watch,
         on_gone: Box::new(move |room, sent_ms| gone_to.report_gone(room, sent_ms)),
         journal: journal.clone(),
-        configured: config.rooms.clone(),
+        configured,
+        share,
     };
     let polling = spawn_polling(
         poller.run(polled, config.interval, reloads, shutdown.clone()),

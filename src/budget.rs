@@ -5,6 +5,10 @@
 //! is dropped (the API client drops it when the connection takes the request
 //! to write it), so a holder delayed on a busy machine still counts.
 //!
+//! In an HA group the slots come from one bucket in Redis shared by every
+//! replica ([`SharedBucket`], `ha::bucket`); this budget then only times
+//! the permits, and takes over at its share of the limit when Redis is away.
+//!
 //! Why not `governor`: its GCRA cannot change rate on the fly (we halve it on
 //! rate-limited answers), cannot refuse a permit that would come after a
 //! deadline without reserving it (the probe needs both), and counts a call
@@ -13,7 +17,9 @@
 //! the lock.
 
 use std::collections::VecDeque;
-use std::sync::{Arc, Mutex};
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use tokio::sync::Notify;
@@ -55,6 +61,41 @@ const MIN_SLACK: Duration = Duration::from_millis(2);
 const MAX_SLACK: Duration = Duration::from_millis(50);
 /// The slack before enough round trips were seen to estimate it.
 const INITIAL_SLACK: Duration = Duration::from_millis(15);
+/// A holder of a shared slot that wakes later than this gives it up and
+/// asks again: other replicas' calls are planned around the slot, not
+/// around when this one really goes. The shared window is widened by it.
+const SHARED_LATE: Duration = Duration::from_millis(5);
+
+/// What the group's bucket is asked for: one slot, paced `pace` after the
+/// group's previous one, and never the `limit + 1`-th inside `window`.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Ask {
+    pub limit: u32,
+    pub pace: Duration,
+    pub window: Duration,
+    /// Refuse rather than grant a slot further ahead than this.
+    pub horizon: Option<Duration>,
+}
+
+/// The group's bucket's answer.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum SharedGrant {
+    /// The slot starts this long from now.
+    In(Duration),
+    /// Not within the horizon (nothing was reserved).
+    Refused,
+    /// The bucket is unreachable: grant locally at `1 / replicas` of the limit.
+    Local { replicas: u32 },
+}
+
+/// One budget shared by the replicas of an HA group (in Redis).
+pub trait SharedBucket: Send + Sync {
+    fn reserve(&self, ask: Ask) -> Pin<Box<dyn Future<Output = SharedGrant> + Send + '_>>;
+    /// A permit was granted locally (fallback) at `at`: tell the group once it answers.
+    fn granted_locally(&self, at: Instant);
+    /// Replicas sharing the budget: this one's share of the sustained rate.
+    fn replicas(&self) -> u32;
+}
 
 /// Proof that a call was granted by the budget; API calls require one, so no
 /// code path can send a request without passing the budget. The call counts
@@ -81,6 +122,8 @@ impl Drop for Permit {
 
 pub struct Budget {
     shared: Arc<Shared>,
+    /// The HA group's bucket, when there is one.
+    group: OnceLock<Arc<dyn SharedBucket>>,
     /// Holders confirm one at a time, in the order they woke: only the first
     /// waits on a timer, so holders gated together do not all wake for each
     /// permit (the ones behind it cannot go earlier anyway).
@@ -120,6 +163,9 @@ struct State {
     /// When the rate was last halved: the calls already in flight then were
     /// sent at the old rate, so their rate-limited answers do not halve it again.
     last_halved: Option<Instant>,
+    /// Local grants use `1 / divisor` of the limit: the replicas of a
+    /// group whose bucket is unreachable (1 otherwise).
+    divisor: u32,
     /// The instant the last permit was free to go: its send time, or for a
     /// holder that waited, the end of its wait (it may wake later still).
     /// Waiting holders are spaced from this, so one holder's late wake-up
@@ -128,6 +174,17 @@ struct State {
 }
 
 impl State {
+    /// The calls one window may hold here: the limit, or this replica's
+    /// share of it while its group's bucket is unreachable.
+    fn limit(&self) -> usize {
+        (self.configured / self.divisor.max(1)).max(1) as usize
+    }
+
+    /// The pace of local grants.
+    fn pace(&self) -> f64 {
+        self.effective / f64::from(self.divisor.max(1))
+    }
+
     /// Calls that count against a window ending now: the open ones and
     /// those released less than a window ago.
     fn in_window(&mut self, now: Instant) -> usize {
@@ -186,15 +243,22 @@ impl Budget {
             answers: 0,
             last_recovery: now,
             last_halved: None,
+            divisor: 1,
             last_release: None,
         };
         Budget {
+            group: OnceLock::new(),
             shared: Arc::new(Shared {
                 state: Mutex::new(state),
                 ended: Notify::new(),
             }),
             confirm_turn: tokio::sync::Mutex::new(()),
         }
+    }
+
+    /// From now on slots come from the HA group's `bucket` (set once, at start).
+    pub fn share(&self, bucket: Arc<dyn SharedBucket>) {
+        let _ = self.group.set(bucket);
     }
 
     pub fn configured(&self) -> u32 {
@@ -223,10 +287,13 @@ impl Budget {
     /// Calls per second a saturated budget really grants: the effective
     /// rate, or `rate_limit` per window plus the time a call is held,
     /// whichever is lower.
+    /// In an HA group, this replica's share of it.
     pub fn sustained(&self) -> f64 {
+        let replicas = self.group.get().map_or(1, |g| g.replicas().max(1));
         let st = self.lock();
         st.effective
             .min(st.configured as f64 / st.planned_window().as_secs_f64())
+            / f64::from(replicas)
     }
 
     /// When the permits already reserved will all have been handed out: a
@@ -237,17 +304,76 @@ impl Budget {
 
     /// Waits for a permit.
     pub async fn acquire(&self) -> Permit {
+        if let Some(Ok(permit)) = self.group_permit(None).await {
+            return permit;
+        }
         let slot = self.reserve(None).unwrap_or_else(|_| Instant::now());
         tokio::time::sleep_until(slot).await;
-        self.confirm().await
+        self.confirm_local().await
     }
 
     /// Waits for a permit that can be granted before `deadline`; refuses at
     /// once (reserving nothing) when the queue already reaches past it.
     pub async fn acquire_before(&self, deadline: Instant) -> Result<Permit, BudgetExhausted> {
+        if let Some(granted) = self.group_permit(Some(deadline)).await {
+            return granted;
+        }
         let slot = self.reserve(Some(deadline))?;
         tokio::time::sleep_until(slot).await;
-        Ok(self.confirm().await)
+        Ok(self.confirm_local().await)
+    }
+
+    /// A permit from the HA group's bucket; `None` without a group or while
+    /// it is unreachable (the local budget grants then, at its share).
+    async fn group_permit(&self, deadline: Option<Instant>) -> Option<Result<Permit, BudgetExhausted>> {
+        let group = self.group.get()?;
+        loop {
+            let ask = {
+                let st = self.lock();
+                Ask {
+                    limit: st.configured,
+                    pace: Duration::from_secs_f64(1.0 / st.effective),
+                    window: st.planned_window() + SHARED_LATE,
+                    horizon: deadline.map(|d| d.saturating_duration_since(Instant::now())),
+                }
+            };
+            let slot = match group.reserve(ask).await {
+                SharedGrant::In(delay) => Instant::now() + delay,
+                SharedGrant::Refused => return Some(Err(BudgetExhausted)),
+                SharedGrant::Local { replicas } => {
+                    self.lock().divisor = replicas.max(1);
+                    return None;
+                }
+            };
+            tokio::time::sleep_until(slot).await;
+            let now = Instant::now();
+            if now > slot + SHARED_LATE {
+                // Woke too late: going now could bunch with the group's next calls.
+                continue;
+            }
+            let mut st = self.lock();
+            st.divisor = 1;
+            // Remembered as local grants too, should the bucket go away next.
+            st.granted.push_back(slot);
+            while st.granted.len() > API_RATE_LIMIT as usize {
+                st.granted.pop_front();
+            }
+            st.next_slot = st.next_slot.max(slot);
+            st.open += 1;
+            return Some(Ok(Permit {
+                shared: Arc::clone(&self.shared),
+                handed: now,
+            }));
+        }
+    }
+
+    /// A local permit; told to the group's bucket, if any, for when it is back.
+    async fn confirm_local(&self) -> Permit {
+        let permit = self.confirm().await;
+        if let Some(group) = self.group.get() {
+            group.granted_locally(permit.handed);
+        }
+        permit
     }
 
     /// The API said we exceeded its frequency limit: halve the effective
@@ -317,14 +443,14 @@ impl Budget {
             let gate = {
                 let mut st = self.lock();
                 let now = Instant::now();
-                let configured = st.configured as usize;
+                let configured = st.limit();
                 let in_window = st.in_window(now);
                 // The k-th oldest release (0-based) must leave the window first.
                 let window_allows = match in_window.checked_sub(configured) {
                     None => Some(None),
                     Some(k) => st.ends.get(k).map(|end| Some(*end + st.window())),
                 };
-                let min_gap = Duration::from_secs_f64(MIN_GAP_SHARE / st.effective);
+                let min_gap = Duration::from_secs_f64(MIN_GAP_SHARE / st.pace());
                 let spacing_allows = st.last_release.filter(|_| waited).map(|last| last + min_gap);
                 match window_allows.map(|w| w.max(spacing_allows)) {
                     None => Gate::Answer,
@@ -363,7 +489,7 @@ impl Budget {
         let mut st = self.lock();
         let now = Instant::now();
         let mut slot = st.next_slot.max(now);
-        let configured = st.configured as usize;
+        let configured = st.limit();
         if st.granted.len() >= configured {
             let window_start = st.granted[st.granted.len() - configured];
             slot = slot.max(window_start + st.planned_window());
@@ -371,7 +497,7 @@ impl Budget {
         if deadline.is_some_and(|d| slot > d) {
             return Err(BudgetExhausted);
         }
-        st.next_slot = slot + Duration::from_secs_f64(1.0 / st.effective);
+        st.next_slot = slot + Duration::from_secs_f64(1.0 / st.pace());
         st.granted.push_back(slot);
         // Keep enough grants for the largest limit a reload may set, so that raising
         // the limit never lets a window fill past the grants it no longer remembers.

@@ -66,6 +66,7 @@ fn demo_config(sim: &SimHandle, options: &SimOptions, callbacks_at: &str, token:
             bounds: Default::default(),
         }),
         metrics: Default::default(),
+        ha: Default::default(),
     }
 }
 

@@ -13,6 +13,7 @@ pub mod config;
 pub mod connections;
 pub mod demo;
 pub mod exposition;
+pub mod ha;
 pub mod journal;
 pub mod logging;
 pub mod metrics;

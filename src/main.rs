@@ -47,6 +47,9 @@ struct Cli {
     /// Output format of log messages.
     #[arg(long = "log.format", value_enum, default_value = "logfmt", global = true)]
     log_format: LogFormat,
+    /// This replica's ID in an HA group (overrides ha.replica_id; default: the host name).
+    #[arg(long = "ha.replica-id", value_name = "ID")]
+    ha_replica_id: Option<String>,
     /// Validate the configuration file (SecretKey included) and exit: 0 when valid, 1 listing every problem.
     #[arg(long = "config.check")]
     config_check: bool,
@@ -134,7 +137,11 @@ fn main() -> ExitCode {
 }
 
 async fn run_exporter(cli: Cli) -> Result<(), roomengine_exporter::BoxError> {
-    let config = config::load(&cli.config_file, &config::ProcessSecrets)?;
+    let mut config = config::load(&cli.config_file, &config::ProcessSecrets)?;
+    if let Some(id) = &cli.ha_replica_id {
+        config::check_replica_id(id).map_err(|e| format!("--ha.replica-id: {e}"))?;
+        config.ha.replica_id = id.clone();
+    }
     let web_config = match &cli.web_config_file {
         None => None,
         Some(path) => {

@@ -45,6 +45,14 @@ const FAMILY_COUNT: usize = FAMILIES.len();
 /// scrape interval, so series do not come and go between scrapes.
 pub const RECHOOSE_EVERY: Duration = Duration::from_secs(10);
 
+/// Where the outcome of each of this replica's polls goes besides the
+/// store: the other replicas of an HA group (`ha::results`).
+pub trait PollSink: Send + Sync {
+    fn polled(&self, room: &str, info: &RoomInfo, seats: Option<&SeatUsage>, sent_ms: u64, at_unix: f64);
+    /// The poll failed (not 100004: the room set shares that).
+    fn failed(&self, room: &str);
+}
+
 pub struct Store {
     /// Which rooms are configured and where they sit; written only by a reload.
     layout: RwLock<Layout>,

@@ -20,6 +20,7 @@ const LAYERS: &[&[&str]] = &[
     &["status"],
     &["reload"],
     &["probe"],
+    &["ha"],
     &["poller", "callbacks"],
     &["journal"],
     &["roomset"],

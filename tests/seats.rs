@@ -54,6 +54,7 @@ async fn seat_usage_matches_the_simulator_and_costs_one_call_per_seat_room() {
         rooms: rooms.clone(),
         callbacks: None,
         metrics: Default::default(),
+        ha: Default::default(),
     };
     let shutdown = CancellationToken::new();
     let web = WebOptions {

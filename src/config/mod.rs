@@ -5,6 +5,7 @@
 mod app;
 mod callbacks;
 mod error;
+mod ha;
 mod metrics;
 mod polling;
 mod rooms;
@@ -22,6 +23,7 @@ pub use callbacks::{
     CallbacksConfig, RedisConfig, RoomBounds, DEFAULT_CALLBACK_CONNECTIONS, DEFAULT_MAX_ROOMS,
 };
 pub use error::ConfigErrors;
+pub use ha::{check_replica_id, default_replica_id, HaConfig};
 pub use metrics::{MetricsConfig, ROOM_FAMILY_NAMES};
 pub use secrets::{ProcessSecrets, SecretKey, SecretSource, DEFAULT_SECRET_ENV};
 
@@ -47,6 +49,8 @@ pub struct Config {
     pub callbacks: Option<CallbacksConfig>,
     /// `metrics:`: per-room series limit and room family filters.
     pub metrics: MetricsConfig,
+    /// `ha:`: used only with `callbacks.redis_url` (an HA group).
+    pub ha: HaConfig,
 }
 
 impl Config {
@@ -105,6 +109,7 @@ struct RawConfig {
     callbacks: Option<callbacks::RawCallbacks>,
     #[serde(default)]
     metrics: metrics::RawMetrics,
+    ha: Option<ha::RawHa>,
 }
 
 /// Reads and validates `path`; errors are prefixed with the file name.
@@ -142,6 +147,11 @@ pub fn parse_in(text: &str, base_dir: &Path, secrets: &dyn SecretSource) -> Resu
     let callbacks = raw
         .callbacks
         .and_then(|c| callbacks::validate(c, base_dir, secrets, &mut errors));
+    let ha = ha::validate(
+        raw.ha,
+        callbacks.as_ref().is_some_and(|c| c.redis.is_some()),
+        &mut errors,
+    );
     // Callbacks can discover rooms, so with the receiver on the list may be empty.
     let rooms = rooms::validate(
         raw.rooms,
@@ -169,6 +179,7 @@ pub fn parse_in(text: &str, base_dir: &Path, secrets: &dyn SecretSource) -> Resu
         rooms,
         callbacks,
         metrics,
+        ha,
     })
 }
 

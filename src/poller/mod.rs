@@ -25,7 +25,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::api::ApiClient;
 use crate::roomset::Reschedule;
-use crate::store::Store;
+use crate::store::{PollSink, Store};
 use crate::watch::{Watch, WatchSettings};
 use inflight::InFlight;
 pub use metrics::PollerMetrics;
@@ -61,6 +61,8 @@ pub struct Poller<A = ApiClient> {
     pub journal: Arc<crate::journal::Journal>,
     /// The configured rooms at start (reloads bring changes).
     pub configured: Vec<String>,
+    /// In an HA group, told of every poll's outcome, for the other replicas.
+    pub share: Option<Box<dyn PollSink>>,
 }
 
 /// The rooms in turn order and the pass length: what a reload rewrites.
@@ -146,14 +148,16 @@ impl<A: RoomApi> Poller<A> {
         }
     }
 
-    /// get_room_info calls plus a seat call for each room known to have seats.
+    /// get_room_info calls plus a seat call for each of its rooms known to have seats.
     fn calls_per_pass(&self, rooms: usize) -> usize {
-        let seat_rooms = if self.seat_usage.load(Ordering::Relaxed) {
-            self.store.seat_enabled_rooms()
-        } else {
-            0
-        };
-        rooms + seat_rooms
+        if !self.seat_usage.load(Ordering::Relaxed) {
+            return rooms;
+        }
+        // The store holds every room of an HA group, this poller polls its
+        // share: as many seat rooms in proportion (rooms are spread by hash).
+        let seat_rooms = self.store.seat_enabled_rooms();
+        let all = self.store.capacity().max(rooms);
+        rooms + (seat_rooms as f64 * rooms as f64 / all.max(1) as f64).round() as usize
     }
 }
 

@@ -93,7 +93,11 @@ impl<A: RoomApi> Poller<A> {
             self.store.snapshot(room).and_then(|s| s.facts.seats)
         };
         let (members, max) = (info.member_count, info.max_member_count);
-        self.store.record_poll(room, info, seats, sent_ms, unix_now_f64());
+        let now = unix_now_f64();
+        if let Some(share) = &self.share {
+            share.polled(room, &info, seats.as_ref(), sent_ms, now);
+        }
+        self.store.record_poll(room, info, seats, sent_ms, now);
         self.journal.poll(room, sent_ms, None);
         PollResult::Ok { members, max }
     }
@@ -141,6 +145,9 @@ impl<A: RoomApi> Poller<A> {
             return PollResult::Gone;
         }
         tracing::debug!(room, code = %e.code, error = %e, "poll failed");
+        if let Some(share) = &self.share {
+            share.failed(room);
+        }
         self.store.record_failure(room);
         PollResult::Failed(e.code)
     }

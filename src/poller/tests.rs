@@ -156,6 +156,7 @@ impl Setup<'_> {
             on_gone: Box::new(|_, _| {}),
             journal: Arc::new(crate::journal::Journal::new()),
             configured: self.configured.clone(),
+            share: None,
         };
         let (reschedule, reloads) = mpsc::unbounded_channel();
         let shutdown = CancellationToken::new();

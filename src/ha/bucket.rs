@@ -1,0 +1,255 @@
+//! The HA group's one budget: every replica's slots come from a Lua script
+//! in Redis (one round trip per call), timed by the Redis server's clock.
+//! Redis away: each replica grants locally at `rate_limit / replicas`, and
+//! once Redis answers again tells it those grants for a grace period
+//! before going back to the shared slots (docs/ha.md, "One budget").
+
+use std::collections::VecDeque;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+use super::link::Link;
+use crate::budget::{Ask, SharedBucket, SharedGrant};
+
+/// How often a replica on its fallback share checks whether Redis is back.
+const PROBE_EVERY: Duration = Duration::from_millis(250);
+/// After Redis answers again, local grants go on (and are told to Redis)
+/// this long, so every replica has noticed and told its own before anyone
+/// takes shared slots again.
+const GRACE: Duration = Duration::from_secs(2);
+/// Local grants older than this cannot share a window with a new slot.
+const SEED_AGE: Duration = Duration::from_secs(2);
+/// The replica count assumed before the first heartbeat answered: an HA
+/// group is at least a pair, so a replica started while Redis is down
+/// takes half the limit.
+pub const UNKNOWN_REPLICAS: u32 = 2;
+
+/// KEYS: the grant log (sorted set, score = slot in µs of the server's
+/// clock), the next free slot. ARGV: limit (0: only record seeds), pace µs,
+/// window µs, horizon µs (-1: none), member, then the ages (µs) of local
+/// grants to record. Returns {now, delay µs or -1 when refused}.
+const RESERVE: &str = r#"
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
+local limit = tonumber(ARGV[1])
+local pace = tonumber(ARGV[2])
+local window = tonumber(ARGV[3])
+local horizon = tonumber(ARGV[4])
+for i = 6, #ARGV do
+  redis.call('ZADD', KEYS[1], string.format('%.0f', now - tonumber(ARGV[i])), ARGV[5] .. ':' .. i)
+end
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', string.format('%.0f', now - 2 * window))
+redis.call('PEXPIRE', KEYS[1], 60000)
+if limit == 0 then
+  return {now, -1}
+end
+local slot = math.max(now, tonumber(redis.call('GET', KEYS[2]) or '0'))
+local kth = redis.call('ZREVRANGE', KEYS[1], limit - 1, limit - 1, 'WITHSCORES')
+if kth[2] then
+  slot = math.max(slot, tonumber(kth[2]) + window)
+end
+if horizon >= 0 and slot > now + horizon then
+  return {now, -1}
+end
+redis.call('ZADD', KEYS[1], string.format('%.0f', slot), ARGV[5])
+redis.call('SET', KEYS[2], string.format('%.0f', slot + pace), 'PX', 60000)
+return {now, slot - now}
+"#;
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Mode {
+    Shared,
+    /// Redis did not answer; try again at `probe_at`.
+    Down {
+        probe_at: Instant,
+    },
+    /// Redis answers again; shared slots from `until`.
+    Grace {
+        until: Instant,
+    },
+}
+
+/// Told when the bucket changes mode (a metric and a log line).
+pub trait Fallback: Send + Sync + 'static {
+    fn set(&self, local: bool, replicas: u32, error: Option<&str>);
+}
+
+pub struct RedisBucket<F: Fallback> {
+    link: Arc<Link>,
+    script: redis::Script,
+    log_key: String,
+    next_key: String,
+    member: String,
+    grants: AtomicU64,
+    mode: Mutex<Mode>,
+    /// Live replicas as last seen (0: never seen).
+    replicas: Arc<AtomicU32>,
+    /// Local grants not yet told to Redis, oldest first.
+    seeds: Mutex<VecDeque<Instant>>,
+    fallback: F,
+}
+
+impl<F: Fallback> RedisBucket<F> {
+    pub fn new(link: Arc<Link>, replica: &str, replicas: Arc<AtomicU32>, fallback: F) -> RedisBucket<F> {
+        RedisBucket {
+            script: redis::Script::new(RESERVE),
+            log_key: format!("{}budget:grants", link.prefix),
+            next_key: format!("{}budget:next", link.prefix),
+            member: format!("{replica}:{:08x}", rand::random::<u32>()),
+            link,
+            grants: AtomicU64::new(0),
+            mode: Mutex::new(Mode::Shared),
+            replicas,
+            seeds: Mutex::new(VecDeque::new()),
+            fallback,
+        }
+    }
+
+    fn known_replicas(&self) -> u32 {
+        match self.replicas.load(Ordering::Relaxed) {
+            0 => UNKNOWN_REPLICAS,
+            n => n,
+        }
+    }
+
+    fn mode(&self) -> std::sync::MutexGuard<'_, Mode> {
+        self.mode.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The local grants to tell Redis, as ages in µs (taken: put back on failure).
+    fn take_seeds(&self, now: Instant) -> Vec<Instant> {
+        let mut seeds = self.seeds.lock().unwrap_or_else(|e| e.into_inner());
+        while seeds.front().is_some_and(|at| now.duration_since(*at) > SEED_AGE) {
+            seeds.pop_front();
+        }
+        seeds.drain(..).collect()
+    }
+
+    fn put_back(&self, taken: Vec<Instant>) {
+        let mut seeds = self.seeds.lock().unwrap_or_else(|e| e.into_inner());
+        for at in taken.into_iter().rev() {
+            seeds.push_front(at);
+        }
+    }
+
+    /// One run of the script: `Some(delay)`, `None` refused (or seeds only).
+    async fn run(&self, ask: Option<Ask>, seeds: &[Instant]) -> Result<Option<Duration>, String> {
+        let now = Instant::now();
+        let mut call = self.script.key(&self.log_key);
+        call.key(&self.next_key);
+        let (limit, pace, window, horizon) = match ask {
+            Some(a) => (
+                a.limit.max(1),
+                a.pace.as_micros() as i64,
+                a.window.as_micros() as i64,
+                a.horizon.map_or(-1, |h| h.as_micros() as i64),
+            ),
+            None => (0, 0, 1_000_000, -1),
+        };
+        let grant = self.grants.fetch_add(1, Ordering::Relaxed);
+        call.arg(limit)
+            .arg(pace)
+            .arg(window)
+            .arg(horizon)
+            .arg(format!("{}:{grant}", self.member));
+        for at in seeds {
+            call.arg(now.duration_since(*at).as_micros() as i64);
+        }
+        let (_, delay): (i64, i64) = self
+            .link
+            .call(|mut con| async move { call.invoke_async(&mut con).await })
+            .await?;
+        Ok((delay >= 0).then(|| Duration::from_micros(delay as u64)))
+    }
+
+    fn went_down(&self, error: &str) -> SharedGrant {
+        let replicas = self.known_replicas();
+        let was = std::mem::replace(
+            &mut *self.mode(),
+            Mode::Down {
+                probe_at: Instant::now() + PROBE_EVERY,
+            },
+        );
+        if !matches!(was, Mode::Down { .. }) {
+            self.fallback.set(true, replicas, Some(error));
+        }
+        SharedGrant::Local { replicas }
+    }
+
+    async fn reserve_now(&self, ask: Ask) -> SharedGrant {
+        let now = Instant::now();
+        let mode = *self.mode();
+        let local = SharedGrant::Local {
+            replicas: self.known_replicas(),
+        };
+        match mode {
+            Mode::Down { probe_at } if now < probe_at => return local,
+            Mode::Down { .. } => {
+                // One prober at a time: the others stay local meanwhile.
+                *self.mode() = Mode::Down {
+                    probe_at: now + PROBE_EVERY,
+                };
+                let seeds = self.take_seeds(now);
+                return match self.run(None, &seeds).await {
+                    Ok(_) => {
+                        *self.mode() = Mode::Grace { until: now + GRACE };
+                        tracing::info!(grace = ?GRACE, "Redis answers again: the shared budget resumes after the grace period");
+                        local
+                    }
+                    Err(e) => {
+                        self.put_back(seeds);
+                        self.went_down(&e)
+                    }
+                };
+            }
+            Mode::Grace { until } if now < until => {
+                let seeds = self.take_seeds(now);
+                if !seeds.is_empty() {
+                    if let Err(e) = self.run(None, &seeds).await {
+                        self.put_back(seeds);
+                        return self.went_down(&e);
+                    }
+                }
+                return local;
+            }
+            Mode::Grace { .. } => {
+                *self.mode() = Mode::Shared;
+                self.fallback.set(false, self.known_replicas(), None);
+            }
+            Mode::Shared => {}
+        }
+        let seeds = self.take_seeds(now);
+        match self.run(Some(ask), &seeds).await {
+            Ok(Some(delay)) => SharedGrant::In(delay),
+            Ok(None) => SharedGrant::Refused,
+            Err(e) => {
+                self.put_back(seeds);
+                self.went_down(&e)
+            }
+        }
+    }
+}
+
+impl<F: Fallback> SharedBucket for RedisBucket<F> {
+    fn reserve(&self, ask: Ask) -> Pin<Box<dyn Future<Output = SharedGrant> + Send + '_>> {
+        Box::pin(self.reserve_now(ask))
+    }
+
+    fn granted_locally(&self, at: Instant) {
+        let mut seeds = self.seeds.lock().unwrap_or_else(|e| e.into_inner());
+        seeds.push_back(at);
+        // Bounded: a long outage keeps only the newest.
+        if seeds.len() > 4 * crate::budget::API_RATE_LIMIT as usize {
+            seeds.pop_front();
+        }
+    }
+
+    fn replicas(&self) -> u32 {
+        self.known_replicas()
+    }
+}
