@@ -826,23 +826,115 @@ fn share(n: usize, of: usize) -> f64 {
 }
 
 /// The worst-window and 60011 rows of a phase's whole span.
-fn budget_rows(table: &mut Table, phase: &'static str, calls: &[Call], span: &str) {
-    let w = worst(calls);
+fn budget_rows(table: &mut Table, phase: &'static str, calls: &[Call], span: &str, event: (&str, Instant)) {
+    let (w, at) = worst_at(calls);
+    let in_worst: Vec<Call> = calls
+        .iter()
+        .filter(|c| at.is_some_and(|t| c.at >= t && c.at < t + Duration::from_secs(1)))
+        .cloned()
+        .collect();
+    let (by, _) = per_replica(&in_worst);
+    let detail = match at {
+        Some(t) => format!(
+            "; it starts {} the {} ({})",
+            offset(t, event.1),
+            event.0,
+            by.iter()
+                .map(|(r, n)| format!("{r} {n}"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
+        None => String::new(),
+    };
     table.row(
         phase,
         &format!("worst 1-s window at the simulator, {span}"),
-        format!("{w} of {} calls", calls.len()),
+        format!("{w} of {} calls{detail}", calls.len()),
         &format!("≤ {RATE_LIMIT}"),
         Some(w <= RATE_LIMIT),
     );
+    if let (true, Some(t)) = (w > RATE_LIMIT, at) {
+        println!("  calls per 100 ms around that window (from the {}):", event.0);
+        timeline(
+            calls,
+            t - Duration::from_secs(1),
+            t + Duration::from_secs(2),
+            event.1,
+        );
+    }
     let n = refused(calls);
+    let first = calls.iter().find(|c| c.code == "60011").map(|c| c.at);
+    let last = calls.iter().rev().find(|c| c.code == "60011").map(|c| c.at);
+    let when = match (first, last) {
+        (Some(f), Some(l)) => format!(
+            ", from {} to {} the {}",
+            offset(f, event.1),
+            offset(l, event.1),
+            event.0
+        ),
+        _ => String::new(),
+    };
     table.row(
         phase,
         &format!("60011 answers, {span}"),
-        n.to_string(),
+        format!("{n}{when}"),
         "0",
         Some(n == 0),
     );
+}
+
+/// The most calls inside a one-second window [t, t + 1 s), and its t.
+fn worst_at(calls: &[Call]) -> (usize, Option<Instant>) {
+    let mut best = (0, None);
+    let mut start = 0;
+    for end in 0..calls.len() {
+        while calls[end].at.duration_since(calls[start].at) >= Duration::from_secs(1) {
+            start += 1;
+        }
+        if end - start + 1 > best.0 {
+            best = (end - start + 1, Some(calls[start].at));
+        }
+    }
+    best
+}
+
+/// `t` against `event`: "+1.25 s after" / "0.40 s before".
+fn offset(t: Instant, event: Instant) -> String {
+    if t >= event {
+        format!("{:.2} s after", secs(t - event))
+    } else {
+        format!("{:.2} s before", secs(event - t))
+    }
+}
+
+/// Calls per 100 ms from `from` to `to` (per replica, and the 60011 among them).
+fn timeline(calls: &[Call], from: Instant, to: Instant, event: Instant) {
+    let step = Duration::from_millis(100);
+    let mut t = from;
+    while t < to {
+        let slot: Vec<Call> = calls
+            .iter()
+            .filter(|c| c.at >= t && c.at < t + step)
+            .cloned()
+            .collect();
+        let (by, unattributed) = per_replica(&slot);
+        println!(
+            "    {:>16}: {:>3} calls ({}{}), 60011 {}",
+            offset(t, event),
+            slot.len(),
+            by.iter()
+                .map(|(r, n)| format!("{r} {n}"))
+                .collect::<Vec<_>>()
+                .join(", "),
+            if unattributed > 0 {
+                format!(", ? {unattributed}")
+            } else {
+                String::new()
+            },
+            refused(&slot)
+        );
+        t += step;
+    }
 }
 
 // ---- the phases ----
@@ -1036,22 +1128,25 @@ fn kill(rt: &tokio::runtime::Runtime, group: &mut Group, table: &mut Table) {
         "kill",
         &through,
         "30 s before the kill to the end of the survivor's 20 s",
+        ("kill", killed),
     );
     group.settled_at = complete;
 }
 
 /// Which rooms changed poller when `join` (re)starts: the pollers of the 30 s
 /// before it, of 30 s once it is ready and settled; the calls of it all.
-fn join(
-    rt: &tokio::runtime::Runtime,
-    group: &mut Group,
-    name: &'static str,
-) -> (
-    HashMap<String, &'static str>,
-    HashMap<String, &'static str>,
-    Vec<Call>,
-    Instant,
-) {
+/// What a join saw.
+struct Joined {
+    /// Per room, its poller in the 30 s before the start, and in 30 s after settling.
+    before: HashMap<String, &'static str>,
+    after: HashMap<String, &'static str>,
+    /// The calls from 30 s before the start to the end.
+    all: Vec<Call>,
+    started: Instant,
+    settled: Instant,
+}
+
+fn join(rt: &tokio::runtime::Runtime, group: &mut Group, name: &'static str) -> Joined {
     group.wait_settled_window();
     let started = Instant::now();
     let before = pollers(&group.tracker.calls(started - MOVE_WINDOW, started));
@@ -1080,7 +1175,13 @@ fn join(
     let after = pollers(&group.tracker.calls(settled, settled + MOVE_WINDOW));
     let all = group.tracker.calls(started - MOVE_WINDOW, Instant::now());
     group.settled_at = settled;
-    (before, after, all, settled)
+    Joined {
+        before,
+        after,
+        all,
+        started,
+        settled,
+    }
 }
 
 /// Rows common to a join: rooms without a poller, and polled by two replicas, after.
@@ -1114,7 +1215,13 @@ fn restart(rt: &tokio::runtime::Runtime, group: &mut Group, table: &mut Table) {
         group.settled_at = Instant::now() + DEAD_AFTER + PASS + Duration::from_secs(5);
     }
     group.ensure(rt, &["b"]);
-    let (before, after, all, settled) = join(rt, group, "a");
+    let Joined {
+        before,
+        after,
+        all,
+        started,
+        settled,
+    } = join(rt, group, "a");
     let back = before
         .iter()
         .filter(|(room, &p)| p == "b" && after.get(*room) == Some(&"a"))
@@ -1142,6 +1249,7 @@ fn restart(rt: &tokio::runtime::Runtime, group: &mut Group, table: &mut Table) {
         "restart",
         &all,
         "30 s before the start to 30 s after settling",
+        ("start of a", started),
     );
 }
 
@@ -1151,7 +1259,13 @@ fn third(rt: &tokio::runtime::Runtime, group: &mut Group, table: &mut Table) {
     if group.ensure(rt, &["a", "b"]) {
         group.settled_at = Instant::now() + WARM_UP;
     }
-    let (before, after, all, settled) = join(rt, group, "c");
+    let Joined {
+        before,
+        after,
+        all,
+        started,
+        settled,
+    } = join(rt, group, "c");
     let moved = before
         .iter()
         .filter(|(room, p)| after.get(*room).is_some_and(|a| a != *p))
@@ -1188,6 +1302,7 @@ fn third(rt: &tokio::runtime::Runtime, group: &mut Group, table: &mut Table) {
         "third",
         &all,
         "30 s before c started to 30 s after settling",
+        ("start of c", started),
     );
 }
 
@@ -1448,6 +1563,15 @@ fn redis_restart(rt: &tokio::runtime::Runtime, group: &mut Group, sim: &Sim, tab
             secs(end - start),
             secs(back - killed)
         ),
+        ("kill of redis-server", killed),
+    );
+    let (dups, counted) = duplicates(&group.tracker.calls(killed, end));
+    table.row(
+        "redis",
+        "duplicate polls from the kill to the end",
+        format!("{dups} of {counted} ({:.2}%)", share(dups, counted)),
+        "≤ 1%",
+        Some(share(dups, counted) <= 1.0),
     );
     let outage = group.tracker.calls(killed, back + Duration::from_secs(10));
     let (by, _) = per_replica(&outage);
