@@ -863,6 +863,24 @@ fn budget_rows(table: &mut Table, phase: &'static str, calls: &[Call], span: &st
         );
     }
     let n = refused(calls);
+    // Where the 60011s fall: each run of them (split at 1 s without one), at most three.
+    let mut runs: Vec<(Instant, Instant)> = Vec::new();
+    for c in calls.iter().filter(|c| c.code == "60011") {
+        match runs.last_mut() {
+            Some(run) if c.at - run.1 < Duration::from_secs(1) => run.1 = c.at,
+            _ => runs.push((c.at, c.at)),
+        }
+    }
+    for &(from, to) in runs.iter().take(3) {
+        let to = to.min(from + Duration::from_secs(3));
+        println!("  calls per 100 ms around 60011 answers (from the {}):", event.0);
+        timeline(
+            calls,
+            from - Duration::from_millis(500),
+            to + Duration::from_millis(500),
+            event.1,
+        );
+    }
     let first = calls.iter().find(|c| c.code == "60011").map(|c| c.at);
     let last = calls.iter().rev().find(|c| c.code == "60011").map(|c| c.at);
     let when = match (first, last) {
