@@ -84,15 +84,17 @@ pub enum SharedGrant {
     In(Duration),
     /// Not within the horizon (nothing was reserved).
     Refused,
-    /// The bucket is unreachable: grant locally at `1 / replicas` of the limit.
-    Local { replicas: u32 },
+    /// The bucket is unreachable: grant locally at `1 / replicas` of the
+    /// limit; with `until`, it is back and local slots end then (shared ones
+    /// start a window later, so no window holds both).
+    Local { replicas: u32, until: Option<Instant> },
 }
 
 /// One budget shared by the replicas of an HA group (in Redis).
 pub trait SharedBucket: Send + Sync {
     fn reserve(&self, ask: Ask) -> Pin<Box<dyn Future<Output = SharedGrant> + Send + '_>>;
-    /// A permit was granted locally (fallback) at `at`: tell the group once it answers.
-    fn granted_locally(&self, at: Instant);
+    /// A local slot (fallback) was reserved for `slot`: tell the group once it answers.
+    fn granted_locally(&self, slot: Instant);
     /// Replicas sharing the budget: this one's share of the sustained rate.
     fn replicas(&self) -> u32;
 }
@@ -163,6 +165,9 @@ struct State {
     /// When the rate was last halved: the calls already in flight then were
     /// sent at the old rate, so their rate-limited answers do not halve it again.
     last_halved: Option<Instant>,
+    /// The newest slot the group's bucket gave: local grants start a
+    /// window after it, so no window holds both.
+    last_shared: Option<Instant>,
     /// Local grants use `1 / divisor` of the limit: the replicas of a
     /// group whose bucket is unreachable (1 otherwise).
     divisor: u32,
@@ -210,6 +215,15 @@ impl State {
     }
 }
 
+/// What the group's bucket gave a caller.
+enum Granted {
+    Shared(Result<Permit, BudgetExhausted>),
+    /// Grant locally (until `until`, when set).
+    Local {
+        until: Option<Instant>,
+    },
+}
+
 /// What a holder waits for before its permit may go.
 enum Gate {
     Until(Instant),
@@ -244,6 +258,7 @@ impl Budget {
             last_recovery: now,
             last_halved: None,
             divisor: 1,
+            last_shared: None,
             last_release: None,
         };
         Budget {
@@ -304,29 +319,51 @@ impl Budget {
 
     /// Waits for a permit.
     pub async fn acquire(&self) -> Permit {
-        if let Some(Ok(permit)) = self.group_permit(None).await {
-            return permit;
+        loop {
+            // Without a deadline only the end of a local period refuses, and then it waits.
+            if let Ok(permit) = self.permit(None).await {
+                return permit;
+            }
         }
-        let slot = self.reserve(None).unwrap_or_else(|_| Instant::now());
-        tokio::time::sleep_until(slot).await;
-        self.confirm_local().await
     }
 
     /// Waits for a permit that can be granted before `deadline`; refuses at
     /// once (reserving nothing) when the queue already reaches past it.
     pub async fn acquire_before(&self, deadline: Instant) -> Result<Permit, BudgetExhausted> {
-        if let Some(granted) = self.group_permit(Some(deadline)).await {
-            return granted;
-        }
-        let slot = self.reserve(Some(deadline))?;
-        tokio::time::sleep_until(slot).await;
-        Ok(self.confirm_local().await)
+        self.permit(Some(deadline)).await
     }
 
-    /// A permit from the HA group's bucket; `None` without a group or while
-    /// it is unreachable (the local budget grants then, at its share).
-    async fn group_permit(&self, deadline: Option<Instant>) -> Option<Result<Permit, BudgetExhausted>> {
-        let group = self.group.get()?;
+    async fn permit(&self, deadline: Option<Instant>) -> Result<Permit, BudgetExhausted> {
+        loop {
+            let until = match self.group_permit(deadline).await {
+                Granted::Shared(granted) => return granted,
+                Granted::Local { until } => until,
+            };
+            let local_deadline = match (deadline, until) {
+                (Some(d), Some(u)) => Some(d.min(u)),
+                (d, u) => d.or(u),
+            };
+            match self.reserve(local_deadline) {
+                Ok(slot) => {
+                    self.tell_group(slot);
+                    tokio::time::sleep_until(slot).await;
+                    return Ok(self.confirm().await);
+                }
+                // Past the end of the local period: the group's slots follow.
+                Err(_) if until.is_some_and(|u| deadline.is_none_or(|d| u < d)) => {
+                    tokio::time::sleep_until(until.unwrap_or_else(Instant::now)).await;
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    /// A permit from the HA group's bucket, or `Local` without a group or
+    /// while it is unreachable (the local budget grants then, at its share).
+    async fn group_permit(&self, deadline: Option<Instant>) -> Granted {
+        let Some(group) = self.group.get() else {
+            return Granted::Local { until: None };
+        };
         loop {
             let ask = {
                 let st = self.lock();
@@ -339,12 +376,24 @@ impl Budget {
             };
             let slot = match group.reserve(ask).await {
                 SharedGrant::In(delay) => Instant::now() + delay,
-                SharedGrant::Refused => return Some(Err(BudgetExhausted)),
-                SharedGrant::Local { replicas } => {
+                SharedGrant::Refused => return Granted::Shared(Err(BudgetExhausted)),
+                SharedGrant::Local { replicas, until } => {
                     self.lock().divisor = replicas.max(1);
-                    return None;
+                    return Granted::Local { until };
                 }
             };
+            {
+                // Remembered as local grants too, from now: should the bucket
+                // go away, local slots come after the shared ones still waiting.
+                let mut st = self.lock();
+                st.divisor = 1;
+                st.granted.push_back(slot);
+                while st.granted.len() > API_RATE_LIMIT as usize {
+                    st.granted.pop_front();
+                }
+                st.next_slot = st.next_slot.max(slot);
+                st.last_shared = Some(st.last_shared.map_or(slot, |l| l.max(slot)));
+            }
             tokio::time::sleep_until(slot).await;
             let now = Instant::now();
             if now > slot + SHARED_LATE {
@@ -352,28 +401,19 @@ impl Budget {
                 continue;
             }
             let mut st = self.lock();
-            st.divisor = 1;
-            // Remembered as local grants too, should the bucket go away next.
-            st.granted.push_back(slot);
-            while st.granted.len() > API_RATE_LIMIT as usize {
-                st.granted.pop_front();
-            }
-            st.next_slot = st.next_slot.max(slot);
             st.open += 1;
-            return Some(Ok(Permit {
+            return Granted::Shared(Ok(Permit {
                 shared: Arc::clone(&self.shared),
                 handed: now,
             }));
         }
     }
 
-    /// A local permit; told to the group's bucket, if any, for when it is back.
-    async fn confirm_local(&self) -> Permit {
-        let permit = self.confirm().await;
+    /// A local slot, told to the group's bucket (if any) for when it is back.
+    fn tell_group(&self, slot: Instant) {
         if let Some(group) = self.group.get() {
-            group.granted_locally(permit.handed);
+            group.granted_locally(slot);
         }
-        permit
     }
 
     /// The API said we exceeded its frequency limit: halve the effective
@@ -489,6 +529,9 @@ impl Budget {
         let mut st = self.lock();
         let now = Instant::now();
         let mut slot = st.next_slot.max(now);
+        if let Some(shared) = st.last_shared {
+            slot = slot.max(shared + st.planned_window());
+        }
         let configured = st.limit();
         if st.granted.len() >= configured {
             let window_start = st.granted[st.granted.len() - configured];
@@ -773,5 +816,86 @@ mod tests {
             budget.on_round_trip(if i % 4 == 0 { ms(900) } else { ms(20) });
         }
         assert_eq!(budget.lock().slack, MAX_SLACK);
+    }
+
+    /// A group's bucket that grants every `pace` while `up`, else says local.
+    struct Group {
+        up: std::sync::atomic::AtomicBool,
+        next: Mutex<Option<Instant>>,
+        pace: Duration,
+        until: Mutex<Option<Instant>>,
+    }
+
+    impl SharedBucket for Group {
+        fn reserve(&self, _: Ask) -> Pin<Box<dyn Future<Output = SharedGrant> + Send + '_>> {
+            Box::pin(async move {
+                if !self.up.load(std::sync::atomic::Ordering::Relaxed) {
+                    return SharedGrant::Local {
+                        replicas: 2,
+                        until: *self.until.lock().unwrap(),
+                    };
+                }
+                let now = Instant::now();
+                let mut next = self.next.lock().unwrap();
+                let slot = next.map_or(now, |n| n.max(now));
+                *next = Some(slot + self.pace);
+                SharedGrant::In(slot - now)
+            })
+        }
+        fn granted_locally(&self, _: Instant) {}
+        fn replicas(&self) -> u32 {
+            2
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn without_its_group_a_replica_grants_its_share_a_window_after_the_last_shared_slot() {
+        let budget = Budget::new(20);
+        let group = Arc::new(Group {
+            up: true.into(),
+            next: Mutex::new(None),
+            pace: Duration::from_millis(100),
+            until: Mutex::new(None),
+        });
+        budget.share(group.clone());
+        // This replica's share of the sustained rate.
+        assert!(
+            (9.0..10.0).contains(&budget.sustained()),
+            "{}",
+            budget.sustained()
+        );
+        let start = Instant::now();
+        let mut shared = Vec::new();
+        for _ in 0..5 {
+            drop(budget.acquire().await);
+            shared.push(Instant::now() - start);
+        }
+        assert_eq!(shared.last(), Some(&Duration::from_millis(400)));
+        group.up.store(false, std::sync::atomic::Ordering::Relaxed);
+        let mut local = Vec::new();
+        for _ in 0..12 {
+            drop(budget.acquire().await);
+            local.push(Instant::now() - start);
+        }
+        // Not before a window (1 s + the initial slack) after the last shared slot.
+        assert!(local[0] >= Duration::from_millis(1415), "{local:?}");
+        // Then 10 a window: half of 20.
+        let grants: Vec<Instant> = local.iter().map(|d| start + *d).collect();
+        assert_eq!(worst_window(&grants), 10);
+        // Back: local slots end at `until`, the group's follow.
+        let until = Instant::now() + Duration::from_millis(300);
+        *group.until.lock().unwrap() = Some(until);
+        let mut last_local = None;
+        loop {
+            drop(budget.acquire().await);
+            if Instant::now() >= until {
+                break;
+            }
+            last_local = Some(Instant::now());
+        }
+        group.up.store(true, std::sync::atomic::Ordering::Relaxed);
+        assert!(last_local.is_none_or(|l| l < until));
+        drop(budget.acquire().await);
+        assert!(Instant::now() >= until);
     }
 }

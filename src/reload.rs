@@ -190,6 +190,10 @@ impl Reloader {
                 without_bounds(&old.callbacks) != without_bounds(&new.callbacks),
             ),
             (
+                "ha (takes effect at the next start)",
+                (old.ha.heartbeat, old.ha.dead_after) != (new.ha.heartbeat, new.ha.dead_after),
+            ),
+            (
                 "callbacks.max_rooms/room_ids/max_clock_skew",
                 old.room_bounds() != new.room_bounds(),
             ),

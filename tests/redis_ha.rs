@@ -10,7 +10,7 @@
 mod common;
 
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -22,116 +22,11 @@ use roomengine_exporter::room::{Field, Fields, RoomUpdate};
 use roomengine_exporter::roomset::{Record, RedisState, StateBackend};
 use serde_json::Value;
 
+use common::redis::{require, Redis};
 use common::{create_body, free_port, members_body, now_ms, value, Exporter, Fake, CREATE, ENTER, SDKAPPID};
 
 const OK: &str = r#"{"ActionStatus":"OK","ErrorInfo":"","ErrorCode":0}"#;
 const PASSWORD: &str = "ha-test-redis-password-5b1f";
-
-/// The path of `tool`, or a failure saying how to install it.
-fn require(tool: &str) -> PathBuf {
-    let found = ["/usr/bin", "/usr/sbin", "/usr/local/bin", "/usr/local/sbin"]
-        .iter()
-        .map(|dir| Path::new(dir).join(tool))
-        .find(|path| path.is_file());
-    found.unwrap_or_else(|| {
-        panic!("{tool} is not installed: run `bash tests/ensure-redis.sh` and `bash tests/ensure-nginx.sh` (tests/run.sh does) to install the Debian packages")
-    })
-}
-
-/// A `redis-server` on a free loopback port, as the tests' HA group runs it.
-struct Redis {
-    port: u16,
-    password: Option<&'static str>,
-    dir: tempfile::TempDir,
-    child: Child,
-}
-
-impl Redis {
-    fn start(password: Option<&'static str>) -> Redis {
-        let dir = tempfile::tempdir().expect("temp dir");
-        let port = free_port();
-        let child = Redis::spawn(port, password, dir.path());
-        let redis = Redis {
-            port,
-            password,
-            dir,
-            child,
-        };
-        redis.wait_up();
-        redis
-    }
-
-    fn spawn(port: u16, password: Option<&str>, dir: &Path) -> Child {
-        let mut command = Command::new(require("redis-server"));
-        command
-            .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
-            .args(["--save", "", "--appendonly", "yes", "--appendfsync", "always"])
-            .arg("--dir")
-            .arg(dir)
-            .arg("--logfile")
-            .arg(dir.join("redis.log"));
-        if let Some(password) = password {
-            command.args(["--requirepass", password]);
-        }
-        command
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("redis-server starts")
-    }
-
-    fn wait_up(&self) {
-        let start = Instant::now();
-        while self.connection().is_err() {
-            assert!(
-                start.elapsed() < Duration::from_secs(5),
-                "redis-server not answering within 5 s"
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-
-    fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}/0", self.port)
-    }
-
-    fn connection(&self) -> redis::RedisResult<redis::Connection> {
-        let url = match self.password {
-            Some(p) => format!("redis://:{p}@127.0.0.1:{}/0", self.port),
-            None => self.url(),
-        };
-        let mut con = redis::Client::open(url)?.get_connection_with_timeout(Duration::from_secs(1))?;
-        redis::cmd("PING").query::<String>(&mut con)?;
-        Ok(con)
-    }
-
-    /// The record Redis keeps of `room`.
-    fn record(&self, room: &str) -> Option<Record> {
-        let mut con = self.connection().expect("Redis answers");
-        let text: Option<String> = redis::cmd("GET")
-            .arg(format!("roomengine:{SDKAPPID}:room:{room}"))
-            .query(&mut con)
-            .expect("GET");
-        text.map(|t| serde_json::from_str(&t).expect("a record"))
-    }
-
-    fn kill9(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-
-    /// Starts it again on the same port and data directory (its AOF).
-    fn restart(&mut self) {
-        self.child = Redis::spawn(self.port, self.password, self.dir.path());
-        self.wait_up();
-    }
-}
-
-impl Drop for Redis {
-    fn drop(&mut self) {
-        self.kill9();
-    }
-}
 
 /// A round-robin nginx in front of the replicas' callback listeners.
 struct Nginx {
@@ -210,9 +105,10 @@ fn replica(fake: &Fake, redis: &Redis, password_file: Option<&Path>) -> Replica 
     let password = password_file.map_or(String::new(), |p| {
         format!("  redis_password_file: {}\n", p.display())
     });
-    // Two replicas: 100 calls/s each, half the API's 200/s per app.
+    // The group shares one budget of 100 calls/s; each replica its own ID
+    // (they run on one host, whose name is the default).
     let yaml = format!(
-        "app:\n  sdkappid: {SDKAPPID}\n  identifier: administrator\n  endpoint: {}\n  usersig_ttl: 1h\npolling:\n  interval: 30s\n  rate_limit: 100\n  timeout: 4s\nrooms: []\ncallbacks:\n  listen_address: 127.0.0.1:{port}\n  redis_url: {}\n{password}",
+        "app:\n  sdkappid: {SDKAPPID}\n  identifier: administrator\n  endpoint: {}\n  usersig_ttl: 1h\npolling:\n  interval: 30s\n  rate_limit: 100\n  timeout: 4s\nrooms: []\ncallbacks:\n  listen_address: 127.0.0.1:{port}\n  redis_url: {}\n{password}ha:\n  replica_id: replica-{port}\n",
         fake.endpoint(),
         redis.url()
     );

@@ -14,7 +14,7 @@ bash tests/ensure-prometheus.sh
 step "nginx (Debian package, installed when missing; tests/tee.rs runs one on loopback)"
 bash tests/ensure-nginx.sh
 
-step "redis-server (Debian package, installed when missing; tests/redis_ha.rs runs one on loopback)"
+step "redis-server (Debian package, installed when missing; tests/redis_ha.rs and tests/ha.rs run one on loopback)"
 bash tests/ensure-redis.sh
 
 step "chromium and playwright-core (Debian package and target/node, installed when missing; tests/status_browser.rs drives the status page)"

@@ -103,3 +103,52 @@ pub(super) fn validate(raw: Option<RawHa>, redis: bool, errors: &mut Vec<String>
         dead_after,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn raw(id: Option<&str>, heartbeat: Option<&str>, dead_after: Option<&str>) -> Option<RawHa> {
+        Some(RawHa {
+            replica_id: id.map(str::to_owned),
+            heartbeat: heartbeat.map(str::to_owned),
+            dead_after: dead_after.map(str::to_owned),
+        })
+    }
+
+    #[test]
+    fn every_problem_is_named_with_its_key() {
+        let mut errors = Vec::new();
+        validate(raw(Some("a b"), Some("50ms"), Some("80ms")), false, &mut errors);
+        assert_eq!(
+            errors,
+            [
+                "ha: needs callbacks.redis_url (the replicas of an HA group share the room set, the polling and the budget through Redis)",
+                "ha.replica_id: \"a b\" holds ' ': use letters, digits, '.', '_' and '-' only",
+                "ha.heartbeat: 50ms is too short (100ms at least)",
+                "ha.dead_after: 80ms must be at least twice ha.heartbeat (50ms), or one late beat declares a live replica dead",
+            ]
+        );
+    }
+
+    #[test]
+    fn absent_keys_take_their_defaults_and_the_host_name() {
+        let mut errors = Vec::new();
+        let ha = validate(raw(Some("exporter-0"), None, None), true, &mut errors);
+        assert!(errors.is_empty(), "{errors:?}");
+        assert_eq!(
+            ha,
+            HaConfig {
+                replica_id: "exporter-0".into(),
+                heartbeat: Duration::from_secs(2),
+                dead_after: Duration::from_secs(10),
+            }
+        );
+        assert_eq!(
+            validate(None, false, &mut errors).replica_id,
+            default_replica_id()
+        );
+        assert!(check_replica_id(&default_replica_id()).is_ok());
+        assert!(check_replica_id(&"x".repeat(65)).is_err());
+    }
+}

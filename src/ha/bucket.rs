@@ -19,8 +19,8 @@ use crate::budget::{Ask, SharedBucket, SharedGrant};
 /// How often a replica on its fallback share checks whether Redis is back.
 const PROBE_EVERY: Duration = Duration::from_millis(250);
 /// After Redis answers again, local grants go on (and are told to Redis)
-/// this long, so every replica has noticed and told its own before anyone
-/// takes shared slots again.
+/// this long from when the first replica saw it back, so every replica has
+/// noticed and told its own before all take shared slots again, together.
 const GRACE: Duration = Duration::from_secs(2);
 /// Local grants older than this cannot share a window with a new slot.
 const SEED_AGE: Duration = Duration::from_secs(2);
@@ -30,9 +30,12 @@ const SEED_AGE: Duration = Duration::from_secs(2);
 pub const UNKNOWN_REPLICAS: u32 = 2;
 
 /// KEYS: the grant log (sorted set, score = slot in µs of the server's
-/// clock), the next free slot. ARGV: limit (0: only record seeds), pace µs,
-/// window µs, horizon µs (-1: none), member, then the ages (µs) of local
-/// grants to record. Returns {now, delay µs or -1 when refused}.
+/// clock), the next free slot, the instant shared slots resume after an
+/// outage. ARGV: limit, pace µs, window µs, horizon µs (-1: none), member,
+/// then the ages (µs; negative: ahead) of local grants to record. Returns
+/// {now, delay µs or -1 when refused}. With limit 0 it only records the
+/// local grants and returns {now, µs until shared slots resume}, the
+/// resumption set by the first replica to see Redis back (pace = grace).
 const RESERVE: &str = r#"
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
@@ -46,9 +49,12 @@ end
 redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', string.format('%.0f', now - 2 * window))
 redis.call('PEXPIRE', KEYS[1], 60000)
 if limit == 0 then
-  return {now, -1}
+  redis.call('SET', KEYS[3], string.format('%.0f', now + pace), 'NX', 'PX', math.floor(pace / 1000) + 5000)
+  return {now, tonumber(redis.call('GET', KEYS[3])) - now}
 end
 local slot = math.max(now, tonumber(redis.call('GET', KEYS[2]) or '0'))
+-- After an outage: no window holds both local and shared grants.
+slot = math.max(slot, tonumber(redis.call('GET', KEYS[3]) or '0') + window)
 local kth = redis.call('ZREVRANGE', KEYS[1], limit - 1, limit - 1, 'WITHSCORES')
 if kth[2] then
   slot = math.max(slot, tonumber(kth[2]) + window)
@@ -84,6 +90,7 @@ pub struct RedisBucket<F: Fallback> {
     script: redis::Script,
     log_key: String,
     next_key: String,
+    resume_key: String,
     member: String,
     grants: AtomicU64,
     mode: Mutex<Mode>,
@@ -100,6 +107,7 @@ impl<F: Fallback> RedisBucket<F> {
             script: redis::Script::new(RESERVE),
             log_key: format!("{}budget:grants", link.prefix),
             next_key: format!("{}budget:next", link.prefix),
+            resume_key: format!("{}budget:resume", link.prefix),
             member: format!("{replica}:{:08x}", rand::random::<u32>()),
             link,
             grants: AtomicU64::new(0),
@@ -137,11 +145,12 @@ impl<F: Fallback> RedisBucket<F> {
         }
     }
 
-    /// One run of the script: `Some(delay)`, `None` refused (or seeds only).
-    async fn run(&self, ask: Option<Ask>, seeds: &[Instant]) -> Result<Option<Duration>, String> {
+    /// One run of the script: `Ok(delay)` (µs; -1 refused), or with no
+    /// `ask` the time until shared slots resume.
+    async fn run(&self, ask: Option<Ask>, seeds: &[Instant]) -> Result<i64, String> {
         let now = Instant::now();
         let mut call = self.script.key(&self.log_key);
-        call.key(&self.next_key);
+        call.key(&self.next_key).key(&self.resume_key);
         let (limit, pace, window, horizon) = match ask {
             Some(a) => (
                 a.limit.max(1),
@@ -149,7 +158,7 @@ impl<F: Fallback> RedisBucket<F> {
                 a.window.as_micros() as i64,
                 a.horizon.map_or(-1, |h| h.as_micros() as i64),
             ),
-            None => (0, 0, 1_000_000, -1),
+            None => (0, GRACE.as_micros() as i64, 1_000_000, -1),
         };
         let grant = self.grants.fetch_add(1, Ordering::Relaxed);
         call.arg(limit)
@@ -158,13 +167,18 @@ impl<F: Fallback> RedisBucket<F> {
             .arg(horizon)
             .arg(format!("{}:{grant}", self.member));
         for at in seeds {
-            call.arg(now.duration_since(*at).as_micros() as i64);
+            let age = if *at > now {
+                -(at.duration_since(now).as_micros() as i64)
+            } else {
+                now.duration_since(*at).as_micros() as i64
+            };
+            call.arg(age);
         }
         let (_, delay): (i64, i64) = self
             .link
             .call(|mut con| async move { call.invoke_async(&mut con).await })
             .await?;
-        Ok((delay >= 0).then(|| Duration::from_micros(delay as u64)))
+        Ok(delay)
     }
 
     fn went_down(&self, error: &str) -> SharedGrant {
@@ -178,7 +192,10 @@ impl<F: Fallback> RedisBucket<F> {
         if !matches!(was, Mode::Down { .. }) {
             self.fallback.set(true, replicas, Some(error));
         }
-        SharedGrant::Local { replicas }
+        SharedGrant::Local {
+            replicas,
+            until: None,
+        }
     }
 
     async fn reserve_now(&self, ask: Ask) -> SharedGrant {
@@ -186,6 +203,7 @@ impl<F: Fallback> RedisBucket<F> {
         let mode = *self.mode();
         let local = SharedGrant::Local {
             replicas: self.known_replicas(),
+            until: None,
         };
         match mode {
             Mode::Down { probe_at } if now < probe_at => return local,
@@ -196,10 +214,14 @@ impl<F: Fallback> RedisBucket<F> {
                 };
                 let seeds = self.take_seeds(now);
                 return match self.run(None, &seeds).await {
-                    Ok(_) => {
-                        *self.mode() = Mode::Grace { until: now + GRACE };
-                        tracing::info!(grace = ?GRACE, "Redis answers again: the shared budget resumes after the grace period");
-                        local
+                    Ok(resume) => {
+                        let until = Instant::now() + Duration::from_micros(resume.max(0) as u64);
+                        *self.mode() = Mode::Grace { until };
+                        tracing::info!(resume_in = ?until.saturating_duration_since(now), "Redis answers again: the shared budget resumes when the group's grace period ends");
+                        SharedGrant::Local {
+                            replicas: self.known_replicas(),
+                            until: Some(until),
+                        }
                     }
                     Err(e) => {
                         self.put_back(seeds);
@@ -215,7 +237,10 @@ impl<F: Fallback> RedisBucket<F> {
                         return self.went_down(&e);
                     }
                 }
-                return local;
+                return SharedGrant::Local {
+                    replicas: self.known_replicas(),
+                    until: Some(until),
+                };
             }
             Mode::Grace { .. } => {
                 *self.mode() = Mode::Shared;
@@ -225,8 +250,8 @@ impl<F: Fallback> RedisBucket<F> {
         }
         let seeds = self.take_seeds(now);
         match self.run(Some(ask), &seeds).await {
-            Ok(Some(delay)) => SharedGrant::In(delay),
-            Ok(None) => SharedGrant::Refused,
+            Ok(delay) if delay >= 0 => SharedGrant::In(Duration::from_micros(delay as u64)),
+            Ok(_) => SharedGrant::Refused,
             Err(e) => {
                 self.put_back(seeds);
                 self.went_down(&e)
@@ -240,9 +265,9 @@ impl<F: Fallback> SharedBucket for RedisBucket<F> {
         Box::pin(self.reserve_now(ask))
     }
 
-    fn granted_locally(&self, at: Instant) {
+    fn granted_locally(&self, slot: Instant) {
         let mut seeds = self.seeds.lock().unwrap_or_else(|e| e.into_inner());
-        seeds.push_back(at);
+        seeds.push_back(slot);
         // Bounded: a long outage keeps only the newest.
         if seeds.len() > 4 * crate::budget::API_RATE_LIMIT as usize {
             seeds.pop_front();

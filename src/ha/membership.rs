@@ -2,10 +2,12 @@
 //! in a sorted set with the Redis server's clock and reads the others'; one
 //! not seen for `ha.dead_after` is dead. [`run`] publishes the live set.
 
+use std::collections::HashMap;
 use std::future::Future;
 use std::time::Duration;
 
 use tokio::sync::watch;
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 /// What one beat read back: the server's clock, every member with its last
@@ -20,24 +22,54 @@ pub struct Seen {
 /// The beats' transport: Redis in the exporter, a shared map in tests.
 pub trait Beats: Send + Sync + 'static {
     fn beat(&self, me: &str, nonce: &str) -> impl Future<Output = Result<Seen, String>> + Send;
-    /// Leaves the group at once (a clean stop), so its rooms move now.
+    /// Leaves the group at once (a clean stop), so its rooms move now: its
+    /// beat is set `dead_after` back.
     fn leave(&self, me: &str) -> impl Future<Output = ()> + Send;
 }
 
-/// The replicas alive as of `now_ms`, sorted, always with `me`.
-pub fn live(members: &[(String, u64)], now_ms: u64, dead_after: Duration, me: &str) -> Vec<String> {
-    let dead_after = dead_after.as_millis() as u64;
-    let mut live: Vec<String> = members
-        .iter()
-        .filter(|(id, at)| id == me || now_ms.saturating_sub(*at) < dead_after)
-        .map(|(id, _)| id.clone())
-        .collect();
-    if !live.iter().any(|id| id == me) {
-        live.push(me.to_owned());
+/// When each replica last beat, on this replica's clock (the server's
+/// ages of the beats, taken from when they were read). Kept here, a replica
+/// stays alive through a Redis restart that emptied the set, until it
+/// really has not beaten for `dead_after`.
+#[derive(Debug, Default)]
+pub struct Known {
+    last_beat: HashMap<String, Instant>,
+}
+
+impl Known {
+    /// A beat read `seen` at `read_at`: a member listed is as old as its
+    /// score says (one that left is listed `dead_after` old); one missing
+    /// (Redis lost the set) keeps its last beat.
+    pub fn saw(&mut self, seen: &Seen, read_at: Instant, dead_after: Duration) {
+        for (id, at_ms) in &seen.members {
+            let age = Duration::from_millis(seen.now_ms.saturating_sub(*at_ms));
+            match read_at.checked_sub(age) {
+                Some(beat) if age < dead_after => {
+                    self.last_beat.insert(id.clone(), beat);
+                }
+                _ => {
+                    self.last_beat.remove(id);
+                }
+            }
+        }
     }
-    live.sort();
-    live.dedup();
-    live
+
+    /// The replicas alive at `now`, sorted, always with `me`; long-dead ones are forgotten.
+    pub fn live(&mut self, me: &str, now: Instant, dead_after: Duration) -> Vec<String> {
+        self.last_beat
+            .retain(|_, beat| now.saturating_duration_since(*beat) < dead_after * 10);
+        let mut live: Vec<String> = self
+            .last_beat
+            .iter()
+            .filter(|(id, beat)| *id == me || now.saturating_duration_since(**beat) < dead_after)
+            .map(|(id, _)| id.clone())
+            .collect();
+        if !live.iter().any(|id| id == me) {
+            live.push(me.to_owned());
+        }
+        live.sort();
+        live
+    }
 }
 
 /// What the heartbeat tells the rest of the replica.
@@ -74,6 +106,7 @@ pub async fn run<B: Beats, R: Report>(
     let nonce = format!("{:016x}", rand::random::<u64>());
     let mut first = true;
     let mut down = false;
+    let mut known = Known::default();
     let mut ticks = tokio::time::interval(settings.heartbeat);
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -81,8 +114,11 @@ pub async fn run<B: Beats, R: Report>(
             _ = shutdown.cancelled() => break,
             _ = ticks.tick() => {}
         }
-        match beats.beat(&settings.me, &nonce).await {
+        let result = beats.beat(&settings.me, &nonce).await;
+        let now = Instant::now();
+        match result {
             Ok(seen) => {
+                known.saw(&seen, now, settings.dead_after);
                 if !first && seen.previous_nonce.as_deref().is_some_and(|n| n != nonce) {
                     report.conflict(&settings.me);
                 }
@@ -90,7 +126,7 @@ pub async fn run<B: Beats, R: Report>(
                 if std::mem::take(&mut down) {
                     report.back();
                 }
-                let live = live(&seen.members, seen.now_ms, settings.dead_after, &settings.me);
+                let live = known.live(&settings.me, now, settings.dead_after);
                 group.send_if_modified(|g| {
                     let changed = g.live != live || !g.reachable;
                     g.live = live;
@@ -130,7 +166,8 @@ mod tests {
             if self.down.load(std::sync::atomic::Ordering::Relaxed) {
                 return Err("connection refused".into());
             }
-            let now_ms = self.start.elapsed().as_millis() as u64;
+            // The server's clock, started well past 0.
+            let now_ms = 100_000 + self.start.elapsed().as_millis() as u64;
             let mut members = self.members.lock().unwrap();
             let previous = members.insert(me.to_owned(), (now_ms, nonce.to_owned()));
             Ok(Seen {
@@ -140,7 +177,10 @@ mod tests {
             })
         }
         async fn leave(&self, me: &str) {
-            self.members.lock().unwrap().remove(me);
+            let now_ms = 100_000 + self.start.elapsed().as_millis() as u64;
+            if let Some(entry) = self.members.lock().unwrap().get_mut(me) {
+                entry.0 = now_ms.saturating_sub(10_000);
+            }
         }
     }
 
@@ -257,17 +297,47 @@ mod tests {
         assert_eq!(counts.0.lock().unwrap().2, 3);
     }
 
+    #[tokio::test(start_paused = true)]
+    async fn a_redis_restart_that_empties_the_set_kills_nobody() {
+        let shared = shared();
+        let counts = Counts::default();
+        let (a, _sa, _ta) = start(&shared, "a", &counts);
+        let (_b, _sb, _tb) = start(&shared, "b", &counts);
+        at(shared.start, 2.5).await;
+        assert_eq!(a.borrow().live, ["a", "b"]);
+        // A restart without persistence: every beat is gone; a beats (t=4) before b does.
+        at(shared.start, 3.9).await;
+        shared.members.lock().unwrap().clear();
+        at(shared.start, 4.1).await;
+        assert_eq!(a.borrow().live, ["a", "b"]);
+        assert_eq!(shared.members.lock().unwrap().len(), 2);
+    }
+
     #[test]
-    fn live_counts_a_beat_just_under_dead_after_and_always_self() {
-        let members = vec![
-            ("a".to_owned(), 1_000),
-            ("b".to_owned(), 11_001),
-            ("c".to_owned(), 11_000),
-        ];
-        assert_eq!(live(&members, 21_000, Duration::from_secs(10), "z"), ["b", "z"]);
+    fn a_beat_just_under_dead_after_is_alive_and_self_always() {
+        let start = Instant::now();
+        let read_at = start + Duration::from_secs(21);
+        let mut known = Known::default();
+        known.saw(
+            &Seen {
+                now_ms: 21_000,
+                members: vec![
+                    ("a".to_owned(), 1_000),
+                    ("b".to_owned(), 11_001),
+                    ("c".to_owned(), 11_000),
+                ],
+                previous_nonce: None,
+            },
+            read_at,
+            Duration::from_secs(10),
+        );
+        assert_eq!(known.live("z", read_at, Duration::from_secs(10)), ["b", "z"]);
+        // b beat 9.999 s before the read: alive for 1 ms more, on this replica's clock.
+        let later = read_at;
+        assert_eq!(known.live("a", later, Duration::from_secs(10)), ["a", "b"]);
         assert_eq!(
-            live(&members, 20_999, Duration::from_secs(10), "a"),
-            ["a", "b", "c"]
+            known.live("a", later + Duration::from_millis(1), Duration::from_secs(10)),
+            ["a"]
         );
     }
 }

@@ -138,10 +138,20 @@ impl ownership::Moves for Shown {
 pub struct RedisBeats {
     link: Arc<Link>,
     script: redis::Script,
+    leave: redis::Script,
     members: String,
     nonces: String,
+    dead_after: Duration,
     forget_after: Duration,
 }
+
+/// Leaving: the beat set `dead_after` back, so every replica's next beat
+/// reads it dead (a missing member would be a Redis restart instead).
+const LEAVE: &str = r#"
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+return redis.call('ZADD', KEYS[1], 'XX', string.format('%.0f', now - tonumber(ARGV[2])), ARGV[1])
+"#;
 
 const BEAT: &str = r#"
 local t = redis.call('TIME')
@@ -157,6 +167,8 @@ impl RedisBeats {
     pub fn new(link: Arc<Link>, dead_after: Duration) -> RedisBeats {
         RedisBeats {
             script: redis::Script::new(BEAT),
+            leave: redis::Script::new(LEAVE),
+            dead_after,
             members: format!("{}replicas", link.prefix),
             nonces: format!("{}replica-nonces", link.prefix),
             // Long-dead replicas are dropped from the set.
@@ -192,11 +204,11 @@ impl Beats for RedisBeats {
     }
 
     async fn leave(&self, me: &str) {
-        let key = self.members.clone();
-        let me = me.to_owned();
-        let left = self
+        let mut call = self.leave.key(&self.members);
+        call.arg(me).arg(self.dead_after.as_millis() as u64);
+        let left: Result<i64, String> = self
             .link
-            .call(|mut con| async move { redis::cmd("ZREM").arg(key).arg(me).exec_async(&mut con).await })
+            .call(|mut con| async move { call.invoke_async(&mut con).await })
             .await;
         if let Err(e) = left {
             tracing::warn!(error = %e, "could not leave the HA group: the others take this replica's rooms after ha.dead_after");
@@ -238,10 +250,14 @@ pub async fn start(
     let nonce_for_first = format!("{:016x}", rand::random::<u64>());
     let first = tokio::time::timeout(START_WAIT, beats.beat(&ha.replica_id, &nonce_for_first)).await;
     let group = match first {
-        Ok(Ok(seen)) => Group {
-            live: membership::live(&seen.members, seen.now_ms, ha.dead_after, &ha.replica_id),
-            reachable: true,
-        },
+        Ok(Ok(seen)) => {
+            let mut known = membership::Known::default();
+            known.saw(&seen, tokio::time::Instant::now(), ha.dead_after);
+            Group {
+                live: known.live(&ha.replica_id, tokio::time::Instant::now(), ha.dead_after),
+                reachable: true,
+            }
+        }
         _ => {
             tracing::warn!("Redis did not answer the first heartbeat: polling every room at rate_limit / {} until it does", bucket::UNKNOWN_REPLICAS);
             Group {

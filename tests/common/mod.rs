@@ -4,6 +4,8 @@
 //! and helpers to run the real exporter binary against it.
 #![allow(dead_code)]
 
+pub mod redis;
+
 use std::collections::HashMap;
 use std::io::Read;
 use std::net::SocketAddr;
