@@ -854,12 +854,12 @@ fn budget_rows(table: &mut Table, phase: &'static str, calls: &[Call], span: &st
         Some(w <= RATE_LIMIT),
     );
     if let (true, Some(t)) = (w > RATE_LIMIT, at) {
-        println!("  calls per 100 ms around that window (from the {}):", event.0);
         timeline(
             calls,
+            "that window",
             t - Duration::from_secs(1),
             t + Duration::from_secs(2),
-            event.1,
+            event,
         );
     }
     let n = refused(calls);
@@ -873,13 +873,8 @@ fn budget_rows(table: &mut Table, phase: &'static str, calls: &[Call], span: &st
     }
     for &(from, to) in runs.iter().take(3) {
         let to = to.min(from + Duration::from_secs(3));
-        println!("  calls per 100 ms around 60011 answers (from the {}):", event.0);
-        timeline(
-            calls,
-            from - Duration::from_millis(500),
-            to + Duration::from_millis(500),
-            event.1,
-        );
+        let margin = Duration::from_millis(500);
+        timeline(calls, "60011 answers", from - margin, to + margin, event);
     }
     let first = calls.iter().find(|c| c.code == "60011").map(|c| c.at);
     let last = calls.iter().rev().find(|c| c.code == "60011").map(|c| c.at);
@@ -925,8 +920,10 @@ fn offset(t: Instant, event: Instant) -> String {
     }
 }
 
-/// Calls per 100 ms from `from` to `to` (per replica, and the 60011 among them).
-fn timeline(calls: &[Call], from: Instant, to: Instant, event: Instant) {
+/// Prints the calls per 100 ms around `what`, from `from` to `to` (per
+/// replica, and the 60011 among them), timed from `event`.
+fn timeline(calls: &[Call], what: &str, from: Instant, to: Instant, (name, event): (&str, Instant)) {
+    println!("  calls per 100 ms around {what} (from the {name}):");
     let step = Duration::from_millis(100);
     let mut t = from;
     while t < to {
@@ -1202,24 +1199,57 @@ fn join(rt: &tokio::runtime::Runtime, group: &mut Group, name: &'static str) -> 
     }
 }
 
-/// Rows common to a join: rooms without a poller, and polled by two replicas, after.
+/// The rows every join ends with: the newcomer's owned rooms (about
+/// `expected` % of them), rooms without a poll and duplicate polls after
+/// settling, and the budget throughout.
 fn join_rows(
+    rt: &tokio::runtime::Runtime,
+    group: &Group,
     table: &mut Table,
     phase: &'static str,
-    calls_after: &[Call],
-    after: &HashMap<String, &'static str>,
+    joined: &Joined,
+    newcomer: &'static str,
+    expected: f64,
 ) {
-    let (dups, counted) = duplicates(calls_after);
+    let m = group.ha_metrics(rt);
+    let live = group.live();
+    let owned = |r: &str| m.get(r).and_then(|m| m.owned);
+    let near = |v: Option<f64>| v.is_some_and(|v| (100.0 * v / ROOMS as f64 - expected).abs() <= 5.0);
+    table.row(
+        phase,
+        &format!("roomengine_ha_owned_rooms of {} after", live.join(" / ")),
+        live.iter()
+            .map(|r| shown(owned(r)))
+            .collect::<Vec<_>>()
+            .join(" / "),
+        &format!("{newcomer} {expected:.1}% ± 5% of 3,000"),
+        Some(near(owned(newcomer))),
+    );
+    let after: Vec<Call> = joined
+        .all
+        .iter()
+        .filter(|c| c.at >= joined.settled)
+        .cloned()
+        .collect();
+    let (dups, counted) = duplicates(&after);
     table.row(
         phase,
         "after settling: rooms with no poll in the 30 s; duplicate polls",
         format!(
             "{} rooms; {dups} of {counted} calls ({:.2}%)",
-            ROOMS - after.len(),
+            ROOMS - joined.after.len(),
             share(dups, counted)
         ),
         "0 rooms; ≤ 1%",
-        Some(after.len() == ROOMS && share(dups, counted) <= 1.0),
+        Some(joined.after.len() == ROOMS && share(dups, counted) <= 1.0),
+    );
+    let event = format!("start of {newcomer}");
+    budget_rows(
+        table,
+        phase,
+        &joined.all,
+        &format!("30 s before {newcomer} started to 30 s after settling"),
+        (&event, joined.started),
     );
 }
 
@@ -1233,16 +1263,11 @@ fn restart(rt: &tokio::runtime::Runtime, group: &mut Group, table: &mut Table) {
         group.settled_at = Instant::now() + DEAD_AFTER + PASS + Duration::from_secs(5);
     }
     group.ensure(rt, &["b"]);
-    let Joined {
-        before,
-        after,
-        all,
-        started,
-        settled,
-    } = join(rt, group, "a");
-    let back = before
+    let joined = join(rt, group, "a");
+    let back = joined
+        .before
         .iter()
-        .filter(|(room, &p)| p == "b" && after.get(*room) == Some(&"a"))
+        .filter(|(room, &p)| p == "b" && joined.after.get(*room) == Some(&"a"))
         .count();
     table.row(
         "restart",
@@ -1251,24 +1276,7 @@ fn restart(rt: &tokio::runtime::Runtime, group: &mut Group, table: &mut Table) {
         "50% ± 5%",
         Some((45.0..=55.0).contains(&share(back, ROOMS))),
     );
-    let m = group.ha_metrics(rt);
-    let owned = |r: &str| m.get(r).and_then(|m| m.owned);
-    table.row(
-        "restart",
-        "roomengine_ha_owned_rooms of a / b after",
-        format!("{} / {}", shown(owned("a")), shown(owned("b"))),
-        "a 50% ± 5% of 3,000",
-        Some(owned("a").is_some_and(|a| (45.0..=55.0).contains(&(100.0 * a / ROOMS as f64)))),
-    );
-    let window: Vec<Call> = all.iter().filter(|c| c.at >= settled).cloned().collect();
-    join_rows(table, "restart", &window, &after);
-    budget_rows(
-        table,
-        "restart",
-        &all,
-        "30 s before the start to 30 s after settling",
-        ("start of a", started),
-    );
+    join_rows(rt, group, table, "restart", &joined, "a", 50.0);
 }
 
 /// Replica c joins a and b: about a third of the rooms move, all to c.
@@ -1277,13 +1285,8 @@ fn third(rt: &tokio::runtime::Runtime, group: &mut Group, table: &mut Table) {
     if group.ensure(rt, &["a", "b"]) {
         group.settled_at = Instant::now() + WARM_UP;
     }
-    let Joined {
-        before,
-        after,
-        all,
-        started,
-        settled,
-    } = join(rt, group, "c");
+    let joined = join(rt, group, "c");
+    let (before, after) = (&joined.before, &joined.after);
     let moved = before
         .iter()
         .filter(|(room, p)| after.get(*room).is_some_and(|a| a != *p))
@@ -1299,29 +1302,7 @@ fn third(rt: &tokio::runtime::Runtime, group: &mut Group, table: &mut Table) {
         "33.3% ± 5%, all to c",
         Some((28.3..=38.3).contains(&share(moved, ROOMS)) && moved == to_c),
     );
-    let m = group.ha_metrics(rt);
-    let owned = |r: &str| m.get(r).and_then(|m| m.owned);
-    table.row(
-        "third",
-        "roomengine_ha_owned_rooms of a / b / c after",
-        format!(
-            "{} / {} / {}",
-            shown(owned("a")),
-            shown(owned("b")),
-            shown(owned("c"))
-        ),
-        "c 33.3% ± 5% of 3,000",
-        Some(owned("c").is_some_and(|c| (28.3..=38.3).contains(&(100.0 * c / ROOMS as f64)))),
-    );
-    let window: Vec<Call> = all.iter().filter(|c| c.at >= settled).cloned().collect();
-    join_rows(table, "third", &window, &after);
-    budget_rows(
-        table,
-        "third",
-        &all,
-        "30 s before c started to 30 s after settling",
-        ("start of c", started),
-    );
+    join_rows(rt, group, table, "third", &joined, "c", 100.0 / 3.0);
 }
 
 // ---- Redis restarted under callbacks ----
