@@ -185,8 +185,9 @@ fn with_redis_killed_and_back_each_process_keeps_to_its_share_and_the_group_to_t
     );
 }
 
-/// A replica of the group: exporter, ID and callback port.
-fn replica(fake: &Fake, redis: &Redis, id: &str, rooms: &[String]) -> Exporter {
+/// A replica of the group: the exporter and its callback listener.
+fn replica(fake: &Fake, redis: &Redis, id: &str, rooms: &[String]) -> (Exporter, std::net::SocketAddr) {
+    let callbacks = free_port();
     let rooms: String = rooms.iter().map(|r| format!("  - {r}\n")).collect();
     let yaml = format!(
         "app:\n  sdkappid: {SDKAPPID}\n  identifier: administrator\n  endpoint: {}\n  usersig_ttl: 1h\n\
@@ -194,10 +195,13 @@ fn replica(fake: &Fake, redis: &Redis, id: &str, rooms: &[String]) -> Exporter {
          callbacks:\n  listen_address: 127.0.0.1:{}\n  redis_url: {}\n\
          ha:\n  replica_id: {id}\n  heartbeat: 500ms\n  dead_after: 2s\n",
         fake.endpoint(),
-        free_port(),
+        callbacks,
         redis.url()
     );
-    Exporter::start_yaml(&yaml, &[])
+    (
+        Exporter::start_yaml(&yaml, &[]),
+        ([127, 0, 0, 1], callbacks).into(),
+    )
 }
 
 async fn gauge(exporter: &Exporter, name: &str) -> f64 {
@@ -224,7 +228,8 @@ fn calls(fake: &Fake) -> std::collections::HashMap<String, usize> {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn two_replicas_poll_each_room_once_show_every_room_and_the_survivor_takes_over() {
+async fn two_replicas_poll_each_room_once_configured_or_discovered_show_every_room_and_the_survivor_takes_over(
+) {
     let redis = Redis::start(None);
     let fake = Fake::start(0).await;
     let rooms = common::rooms(120);
@@ -232,8 +237,8 @@ async fn two_replicas_poll_each_room_once_show_every_room_and_the_survivor_takes
         // Below polling.watch's threshold: only the pass polls them.
         fake.add_room(room, i as u64 % 40, 100);
     }
-    let a = replica(&fake, &redis, "a", &rooms);
-    let mut b = replica(&fake, &redis, "b", &rooms);
+    let (a, a_callbacks) = replica(&fake, &redis, "a", &rooms);
+    let (mut b, _) = replica(&fake, &redis, "b", &rooms);
     a.wait_ready(Duration::from_secs(15)).await;
     b.wait_ready(Duration::from_secs(15)).await;
     let split = until(Duration::from_secs(10), || async {
@@ -246,6 +251,27 @@ async fn two_replicas_poll_each_room_once_show_every_room_and_the_survivor_takes
     assert!(split.is_some(), "the pair never split the 120 rooms");
     let owned_a = gauge(&a, "roomengine_ha_owned_rooms").await;
     assert!((30.0..=90.0).contains(&owned_a), "a owns {owned_a} of 120");
+    // 30 rooms discovered through callbacks, all sent to a: split the same way.
+    let discovered: Vec<String> = (1..=30).map(|i| format!("found-{i:02}")).collect();
+    for room in &discovered {
+        fake.add_room(room, 7, 100);
+        let (status, _) = common::post_callback(
+            a_callbacks,
+            common::CREATE,
+            &common::create_body(room, common::now_ms()),
+            "",
+        )
+        .await;
+        assert_eq!(status, 200);
+    }
+    let rooms: Vec<String> = rooms.into_iter().chain(discovered.iter().cloned()).collect();
+    let split = until(Duration::from_secs(10), || async {
+        gauge(&a, "roomengine_ha_owned_rooms").await + gauge(&b, "roomengine_ha_owned_rooms").await == 150.0
+    })
+    .await;
+    assert!(split.is_some(), "the discovered rooms were not split");
+    // Their catch-up polls are done before the window below.
+    tokio::time::sleep(Duration::from_secs(1)).await;
 
     // Three passes of 3 s: each room polled once per pass, by one replica.
     let before = calls(&fake);
@@ -264,8 +290,9 @@ async fn two_replicas_poll_each_room_once_show_every_room_and_the_survivor_takes
     let (text_a, text_b) = (a.metrics().await, b.metrics().await);
     for (i, room) in rooms.iter().enumerate() {
         let series = format!("roomengine_room_members{{room_id=\"{room}\"}}");
-        assert_eq!(value(&text_a, &series), Some((i % 40) as f64), "{room} on a");
-        assert_eq!(value(&text_b, &series), Some((i % 40) as f64), "{room} on b");
+        let members = if i < 120 { (i % 40) as f64 } else { 7.0 };
+        assert_eq!(value(&text_a, &series), Some(members), "{room} on a");
+        assert_eq!(value(&text_b, &series), Some(members), "{room} on b");
     }
 
     // kill -9 of b: a polls b's rooms within dead_after (2 s) + a heartbeat + a pass (3 s).
@@ -279,7 +306,7 @@ async fn two_replicas_poll_each_room_once_show_every_room_and_the_survivor_takes
     .await;
     let took = took.unwrap_or_else(|| panic!("b's rooms not all polled within 12 s of the kill"));
     assert!(took <= Duration::from_secs(8), "took {took:?}");
-    assert_eq!(gauge(&a, "roomengine_ha_owned_rooms").await, 120.0);
+    assert_eq!(gauge(&a, "roomengine_ha_owned_rooms").await, 150.0);
     assert_eq!(gauge(&a, "roomengine_ha_replicas").await, 1.0);
     assert!(killed.elapsed() < Duration::from_secs(15));
 

@@ -5,9 +5,10 @@
 use std::time::Duration;
 
 use redis::aio::MultiplexedConnection;
-use redis::{AsyncConnectionConfig, Client, IntoConnectionInfo};
+use redis::{AsyncConnectionConfig, Client};
 
 use crate::config::RedisConfig;
+use crate::roomset::{redis_client, scrub_password};
 
 /// Short: a call waits on this when Redis is away, and the budget's
 /// fallback must take over before the polls pile up.
@@ -25,18 +26,8 @@ pub struct Link {
 
 impl Link {
     pub fn open(config: &RedisConfig, sdkappid: u64) -> Result<Link, String> {
-        let mut info = config
-            .url
-            .as_str()
-            .into_connection_info()
-            .map_err(|e| format!("callbacks.redis_url {}: {e}", config.url))?;
-        if let Some(password) = &config.password {
-            let settings = info.redis_settings().clone().set_password(password.expose());
-            info = info.set_redis_settings(settings);
-        }
-        let client = Client::open(info).map_err(|e| format!("callbacks.redis_url {}: {e}", config.url))?;
         Ok(Link {
-            client,
+            client: redis_client(config)?,
             con: tokio::sync::Mutex::new(None),
             url: config.url.clone(),
             password: config.password.as_ref().map(|p| p.expose().to_owned()),
@@ -89,10 +80,6 @@ impl Link {
 
     /// A Redis error as text that never holds the password.
     pub fn error(&self, e: &redis::RedisError) -> String {
-        let text = format!("Redis {}: {e}", self.url);
-        match self.password.as_deref() {
-            Some(p) if !p.is_empty() => text.replace(p, "<redacted>"),
-            _ => text,
-        }
+        scrub_password(&format!("Redis {}: {e}", self.url), self.password.as_deref())
     }
 }

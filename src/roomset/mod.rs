@@ -27,7 +27,7 @@ use writer::{Job, Writer};
 const REFUSAL_LOG_EVERY: Duration = Duration::from_secs(60);
 
 pub use self::metrics::RoomSetMetrics;
-pub use self::redis::RedisState;
+pub use self::redis::{client as redis_client, scrub as scrub_password, RedisState};
 pub use admission::{Limits, Refusal, RoomIdFilter};
 pub use backend::{open_redis, open_sqlite, MemoryState, Record, StateBackend};
 pub use event::{Answer, EventKind, Reschedule, RoomEvent};

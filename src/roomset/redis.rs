@@ -56,16 +56,7 @@ pub struct RedisState {
 impl RedisState {
     /// Prepares the client; connects on first use (a Redis that is down is no error here).
     pub fn open(config: &RedisConfig, sdkappid: u64) -> Result<RedisState, String> {
-        let mut info = config
-            .url
-            .as_str()
-            .into_connection_info()
-            .map_err(|e| format!("callbacks.redis_url {}: {e}", config.url))?;
-        if let Some(password) = &config.password {
-            let settings = info.redis_settings().clone().set_password(password.expose());
-            info = info.set_redis_settings(settings);
-        }
-        let client = Client::open(info).map_err(|e| format!("callbacks.redis_url {}: {e}", config.url))?;
+        let client = client(config)?;
         Ok(RedisState {
             client,
             con: None,
@@ -400,6 +391,20 @@ impl Subscriber {
     }
 }
 
+/// A client for `callbacks.redis_url`, with the password given apart (never in the URL).
+pub fn client(config: &RedisConfig) -> Result<Client, String> {
+    let mut info = config
+        .url
+        .as_str()
+        .into_connection_info()
+        .map_err(|e| format!("callbacks.redis_url {}: {e}", config.url))?;
+    if let Some(password) = &config.password {
+        let settings = info.redis_settings().clone().set_password(password.expose());
+        info = info.set_redis_settings(settings);
+    }
+    Client::open(info).map_err(|e| format!("callbacks.redis_url {}: {e}", config.url))
+}
+
 fn connect(client: &Client) -> redis::RedisResult<Connection> {
     let con = client.get_connection_with_timeout(CONNECT_TIMEOUT)?;
     con.set_read_timeout(Some(IO_TIMEOUT))?;
@@ -408,7 +413,7 @@ fn connect(client: &Client) -> redis::RedisResult<Connection> {
 }
 
 /// `text` without the password (should a library error ever repeat it).
-fn scrub(text: &str, password: Option<&str>) -> String {
+pub fn scrub(text: &str, password: Option<&str>) -> String {
     match password {
         Some(p) if !p.is_empty() => text.replace(p, "<redacted>"),
         _ => text.to_owned(),
