@@ -723,6 +723,78 @@ async fn sim_stats_measure_a_period_with_poll_intervals_and_restart_on_reset() {
     assert_eq!(sim.handle.calls("get_room_info"), 5);
 }
 
+#[tokio::test]
+async fn the_call_log_names_each_calls_source_port_api_room_and_answer() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let sim = start_with(|o| o.call_log = 100).await;
+    // A call over a connection whose source port we know.
+    let mut stream = tokio::net::TcpStream::connect(sim.handle.addr())
+        .await
+        .expect("connect");
+    let port = stream.local_addr().expect("local address").port();
+    let call = Call::room_info("room-0003");
+    let query: String = url::form_urlencoded::Serializer::new(String::new())
+        .append_pair("sdkappid", &call.sdkappid)
+        .append_pair("identifier", &call.identifier)
+        .append_pair("usersig", &call.usersig)
+        .append_pair("random", "7")
+        .append_pair("contenttype", "json")
+        .finish();
+    let request = format!(
+        "POST {GET_ROOM_INFO}?{query} HTTP/1.1\r\nHost: sim\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{}",
+        call.body.len(),
+        call.body
+    );
+    stream.write_all(request.as_bytes()).await.expect("send");
+    let mut answer = String::new();
+    stream.read_to_string(&mut answer).await.expect("answer");
+    assert!(answer.contains("\"ErrorCode\":0"), "{answer}");
+    // A seat list, and a call refused before its body is checked (bad signature).
+    let seats = Call::new(GET_SEAT_LIST, json!({ "RoomId": "room-0004" }));
+    sim.code(&seats).await;
+    let forged = Call::room_info("room-0005").signed_as(SDKAPPID, ADMIN, &SecretKey::new("x".into()), 1);
+    assert_eq!(sim.code(&forged).await, 70001);
+
+    let log: Value = serde_json::from_str(&sim.get_text("/sim/calls").await).expect("JSON");
+    let calls = log["calls"].as_array().expect("calls");
+    assert_eq!((calls.len(), &log["dropped"]), (3, &json!(0)), "{log}");
+    assert_eq!(calls[0]["peer_port"], port, "{log}");
+    let seen: Vec<(&str, &str, &str)> = calls
+        .iter()
+        .map(|c| {
+            (
+                c["api"].as_str().unwrap_or(""),
+                c["room_id"].as_str().unwrap_or(""),
+                c["code"].as_str().unwrap_or(""),
+            )
+        })
+        .collect();
+    assert_eq!(seen[0], ("get_room_info", "room-0003", "0"));
+    assert_eq!((seen[1].0, seen[1].1), ("get_seat_list", "room-0004"));
+    assert_eq!(seen[2], ("get_room_info", "room-0005", "70001"));
+    assert!(calls
+        .iter()
+        .all(|c| c["at_unix"].as_f64().is_some_and(|t| t > 1.7e9)));
+    // reqwest's connection: another source port, the same for both its calls.
+    assert_ne!(calls[1]["peer_port"], port);
+    assert_eq!(calls[1]["peer_port"], calls[2]["peer_port"]);
+
+    let taken = sim
+        .http
+        .post(sim.url("/sim/calls/take"))
+        .send()
+        .await
+        .expect("take");
+    let taken: Value = taken.json().await.expect("JSON");
+    assert_eq!(taken["calls"].as_array().map(Vec::len), Some(3));
+    assert!(sim.handle.take_call_log().is_empty(), "taking empties the log");
+    sim.code(&Call::room_info("room-0006")).await;
+    let log = sim.handle.take_call_log();
+    assert_eq!(log.len(), 1);
+    assert_eq!(log[0].room_id.as_deref(), Some("room-0006"));
+    assert!(log[0].at <= Instant::now());
+}
+
 // ---- faults, latency, churn, ticking ----
 
 #[tokio::test]

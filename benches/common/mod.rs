@@ -228,7 +228,7 @@ fn clock_ticks_per_second() -> f64 {
 }
 
 /// Inodes of the sockets among a process's open file descriptors.
-fn socket_inodes(pid: u32) -> Vec<u64> {
+pub fn socket_inodes(pid: u32) -> Vec<u64> {
     let Ok(dir) = std::fs::read_dir(format!("/proc/{pid}/fd")) else {
         return Vec::new();
     };

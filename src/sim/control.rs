@@ -30,6 +30,8 @@ pub(crate) fn routes() -> Router<Arc<Shared>> {
         .route("/sim/stats/reset", post(reset_period))
         .route("/sim/fills", get(fills))
         .route("/sim/callbacks", get(callbacks))
+        .route("/sim/calls", get(calls))
+        .route("/sim/calls/take", post(take_calls))
 }
 
 fn plain(status: StatusCode, message: String) -> Response {
@@ -149,6 +151,32 @@ async fn period(State(shared): State<Arc<Shared>>) -> Json<super::stats::PeriodS
 /// oldest first: `[{"room_id": "room-0011", "at_unix": 1764576000.0}, ...]`.
 async fn fills(State(shared): State<Arc<Shared>>) -> Json<Vec<super::stats::Fill>> {
     Json(shared.stats.fills())
+}
+
+/// The call log as `/sim/calls` shows it.
+#[derive(serde::Serialize)]
+struct CallLog {
+    /// Calls the log could not keep (it was full), since the start.
+    dropped: u64,
+    calls: Vec<super::CallRecord>,
+}
+
+/// `GET /sim/calls`: the calls logged since the last take (with `--call-log N`),
+/// `{"dropped": 0, "calls": [{"at_unix": 1764576000.25, "peer_port": 40312,
+/// "api": "get_room_info", "room_id": "room-0001", "code": "0"}, ...]}`.
+async fn calls(State(shared): State<Arc<Shared>>) -> Json<CallLog> {
+    Json(CallLog {
+        dropped: shared.stats.call_log_dropped(),
+        calls: shared.stats.call_log(),
+    })
+}
+
+/// `POST /sim/calls/take`: the same, and the log is emptied.
+async fn take_calls(State(shared): State<Arc<Shared>>) -> Json<CallLog> {
+    Json(CallLog {
+        dropped: shared.stats.call_log_dropped(),
+        calls: shared.stats.take_call_log(),
+    })
 }
 
 /// `POST /sim/stats/reset`: starts a new measurement period; answers 204.

@@ -3,20 +3,22 @@
 //! body) and answered HTTP 200 with the documented ErrorCode, unless an
 //! injected fault answers 502 or truncated JSON instead.
 
+use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use axum::body::Bytes;
-use axum::extract::{Path, RawQuery, State};
+use axum::extract::{ConnectInfo, Path, RawQuery, State};
 use axum::http::{header, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::any;
-use axum::Router;
+use axum::{Extension, Router};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use serde_json::{json, Map, Value};
 
 use super::callbacks::Setting;
+use super::stats::Caller;
 use super::world::{EditError, Editor, Room};
 use super::{Shared, SimOptions};
 use crate::config::SecretKey;
@@ -193,8 +195,11 @@ const BAD_GATEWAY_PAGE: &str = "<html>\r\n<head><title>502 Bad Gateway</title></
 <center><h1>502 Bad Gateway</h1></center>\r\n<hr><center>stgw</center>\r\n</body>\r\n</html>\r\n";
 
 /// Every Tencent path: count the call, decide the answer, wait the latency.
+/// The client's address is known when the server was started with connect
+/// info (as [`super::Simulator::start`] does), for the call log.
 async fn call(
     State(shared): State<Arc<Shared>>,
+    peer: Option<Extension<ConnectInfo<SocketAddr>>>,
     method: Method,
     Path((service, command)): Path<(String, String)>,
     RawQuery(query): RawQuery,
@@ -204,14 +209,25 @@ async fn call(
     let label = Api::label(api);
     let _busy = shared.stats.begin_call();
     let arrival = shared.stats.record_call(label);
-    let answer = match check(
+    let checked = check(
         &shared,
         api,
         &method,
         query.as_deref().unwrap_or(""),
         &body,
         arrival.in_window,
-    ) {
+    );
+    // The room the call names, for the call log: from the checked body, or
+    // (a rejected call, e.g. 60011) read from the body here.
+    let logged_room = match &checked {
+        _ if !shared.stats.logs_calls() => None,
+        Ok((_, request)) => named_room(request),
+        Err(_) => serde_json::from_slice::<Map<String, Value>>(&body)
+            .ok()
+            .as_ref()
+            .and_then(named_room),
+    };
+    let answer = match checked {
         Err(rejection) => rejection,
         Ok((api, request)) => {
             if api == Api::GetRoomInfo {
@@ -227,12 +243,33 @@ async fn call(
             }
         }
     };
-    shared.stats.record_answer(label, &answer.code_label());
+    let caller = Caller {
+        peer_port: peer.map_or(0, |Extension(ConnectInfo(addr))| addr.port()),
+        room_id: logged_room.as_deref(),
+    };
+    shared
+        .stats
+        .record_answer(label, &answer.code_label(), &arrival, caller);
     let delay = jittered(shared.latency);
     if !delay.is_zero() {
         tokio::time::sleep(delay).await;
     }
     answer.into_response()
+}
+
+/// The room a request body names, for the call log: `RoomId` at the top
+/// level (get_room_info, get_seat_list, ...) or in `RoomInfo` (create_room,
+/// update_room_info); none past the API's 48 bytes.
+fn named_room(request: &Map<String, Value>) -> Option<String> {
+    let id = request.get("RoomId").or_else(|| {
+        request
+            .get("RoomInfo")
+            .and_then(Value::as_object)
+            .and_then(|info| info.get("RoomId"))
+    })?;
+    id.as_str()
+        .filter(|id| id.len() <= MAX_ROOM_ID_BYTES)
+        .map(str::to_owned)
 }
 
 /// `mean` times a random factor in [0.5, 1.5).

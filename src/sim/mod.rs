@@ -27,7 +27,7 @@ use crate::BoxError;
 pub use crate::callbacks::command::NAMES as CALLBACK_COMMANDS;
 pub use callbacks::{sign as callback_sign, CallbackStats};
 use skewed_clock::Clock;
-pub use stats::{Fill, PeriodStats, Spread};
+pub use stats::{CallRecord, Fill, PeriodStats, Spread};
 pub use world::{room_id, RoomInfo, TICK_SECONDS};
 
 /// Flags of `roomengine-exporter simulate`.
@@ -79,6 +79,9 @@ pub struct SimulateArgs {
     /// Each callback waits a random 0 to D before it is sent, so some arrive out of order.
     #[arg(long, default_value = "50ms", value_parser = humantime::parse_duration)]
     pub callback_delay: Duration,
+    /// Log up to N calls (arrival, source port, API, room, answer) for `/sim/calls`; 0: none.
+    #[arg(long, default_value_t = 0)]
+    pub call_log: usize,
 }
 
 fn parse_share(text: &str) -> Result<f64, String> {
@@ -120,6 +123,8 @@ pub struct SimOptions {
     pub callback_loss: f64,
     /// Each callback is sent after a uniform random delay of 0 to this.
     pub callback_delay: Duration,
+    /// Calls the call log holds at most until taken ([`SimHandle::take_call_log`]); 0: no log.
+    pub call_log: usize,
 }
 
 impl SimOptions {
@@ -143,6 +148,7 @@ impl SimOptions {
             callback_token: None,
             callback_loss: 0.0,
             callback_delay: Duration::from_millis(50),
+            call_log: 0,
         }
     }
 
@@ -289,7 +295,7 @@ impl Simulator {
                 epoch,
                 options.churn,
             )),
-            stats: stats::Stats::default(),
+            stats: stats::Stats::with_call_log(options.call_log),
             clock,
             auth: handlers::Auth {
                 sdkappid: options.sdkappid,
@@ -317,6 +323,8 @@ impl Simulator {
         let cancel = CancellationToken::new();
         let stop = cancel.clone();
         let mut tasks = vec![tokio::spawn(async move {
+            // With the client's address, for the call log's source ports.
+            let app = app.into_make_service_with_connect_info::<SocketAddr>();
             let server = axum::serve(listener, app).with_graceful_shutdown(stop.cancelled_owned());
             if let Err(e) = server.await {
                 tracing::error!(error = %e, "simulator server failed");
@@ -433,6 +441,19 @@ impl SimHandle {
         self.shared.stats.period()
     }
 
+    /// Every call logged since the last take, emptied: arrival (as an
+    /// `Instant` and Unix seconds), the client's TCP source port, the API,
+    /// the room and the answer; oldest answer first (sort by `at` for
+    /// arrival order). Empty unless [`SimOptions::call_log`] is set.
+    pub fn take_call_log(&self) -> Vec<CallRecord> {
+        self.shared.stats.take_call_log()
+    }
+
+    /// Calls the log could not keep because it was full (since the start).
+    pub fn call_log_dropped(&self) -> u64 {
+        self.shared.stats.call_log_dropped()
+    }
+
     /// What the callback sender did so far, as `GET /sim/callbacks` shows it.
     pub fn callback_stats(&self) -> CallbackStats {
         self.shared.callbacks.stats()
@@ -494,6 +515,7 @@ pub async fn run(args: SimulateArgs) -> Result<(), BoxError> {
         callback_token: args.callback_token,
         callback_loss: args.callback_loss,
         callback_delay: args.callback_delay,
+        call_log: args.call_log,
         ..SimOptions::new(secret_key)
     };
     let (sdkappid, identifier, rooms) = (options.sdkappid, options.identifier.clone(), options.rooms);

@@ -4,13 +4,16 @@
 //! and a resettable measurement period with the spread of intervals between
 //! successive polls of the same room, all timed at arrival on the server;
 //! and the instant each room reached its MaxMemberCount (`/sim/fills`), for
-//! measuring how soon a client sees it.
+//! measuring how soon a client sees it; and, when asked for, a log of every
+//! call (arrival, the client's source port, API, room, answer) so that a
+//! benchmark can tell apart several clients sharing one app (`/sim/calls`).
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::fmt::Write;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
+use compact_str::CompactString;
 use serde::Serialize;
 
 const WINDOW: Duration = Duration::from_secs(1);
@@ -24,6 +27,8 @@ const MAX_FILLS: usize = 1_000_000;
 #[derive(Debug, Default)]
 pub struct Stats {
     inner: Mutex<Counters>,
+    /// Calls the log holds at most; 0: no log.
+    call_log_capacity: usize,
 }
 
 #[derive(Debug, Default)]
@@ -43,6 +48,38 @@ struct Counters {
     peak_in_flight: usize,
     period: Period,
     fills: Vec<Fill>,
+    /// Every call answered since the log was last taken, oldest answer
+    /// first, at most [`Stats::call_log_capacity`]; later ones are counted in
+    /// `call_log_dropped` instead.
+    call_log: Vec<CallRecord>,
+    call_log_dropped: u64,
+}
+
+/// One call in the call log ([`Stats::take_call_log`]): when it arrived, who
+/// sent it (the TCP source port tells apart clients on one host), what it
+/// asked for and how it was answered.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct CallRecord {
+    #[serde(skip)]
+    pub at: Instant,
+    /// The same instant as Unix seconds, for clients in other processes.
+    pub at_unix: f64,
+    /// The client's TCP port (0 when the server did not know it).
+    pub peer_port: u16,
+    /// `get_room_info`, `get_seat_list`, ... as in `/sim/metrics`.
+    pub api: &'static str,
+    /// The `RoomId` of the body (top level, else in `RoomInfo`), also when
+    /// the call was rejected before its body was checked.
+    pub room_id: Option<CompactString>,
+    /// The answer: an ErrorCode (`0`, `60011`, ...), `http_502` or `malformed`.
+    pub code: CompactString,
+}
+
+/// Who sent an answered call and about which room, for the call log.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Caller<'a> {
+    pub peer_port: u16,
+    pub room_id: Option<&'a str>,
 }
 
 /// A room's MemberCount reached its MaxMemberCount (from below) at this tick.
@@ -84,6 +121,8 @@ impl Default for Period {
 #[derive(Debug, Clone, Copy)]
 pub struct Arrival {
     pub at: Instant,
+    /// `at` as Unix seconds.
+    pub at_unix: f64,
     /// Calls that arrived in the second ending with this one, itself included.
     pub in_window: usize,
 }
@@ -139,11 +178,25 @@ impl Spread {
 }
 
 impl Stats {
+    /// Counters with a call log of at most `capacity` calls (0: no log).
+    pub fn with_call_log(capacity: usize) -> Stats {
+        Stats {
+            call_log_capacity: capacity,
+            ..Stats::default()
+        }
+    }
+
+    /// Whether calls are logged.
+    pub fn logs_calls(&self) -> bool {
+        self.call_log_capacity > 0
+    }
+
     /// Counts a call to `api` as received now, rejected or not.
     pub fn record_call(&self, api: &'static str) -> Arrival {
         let mut c = self.lock();
         // Taken under the lock, so the window stays in arrival order.
         let now = Instant::now();
+        let at_unix = crate::clock::unix_now_f64();
         *c.calls.entry(api).or_default() += 1;
         while c.window.front().is_some_and(|&t| now.duration_since(t) >= WINDOW) {
             c.window.pop_front();
@@ -153,7 +206,11 @@ impl Stats {
         c.max_in_window = c.max_in_window.max(in_window);
         c.period.calls += 1;
         c.period.max_in_window = c.period.max_in_window.max(in_window);
-        Arrival { at: now, in_window }
+        Arrival {
+            at: now,
+            at_unix,
+            in_window,
+        }
     }
 
     /// A call is being handled until the guard is dropped: a client's open
@@ -178,11 +235,41 @@ impl Stats {
         std::mem::replace(&mut c.peak_in_flight, now)
     }
 
-    /// Counts the answer given to a call of `api`: an ErrorCode, `http_502` or `malformed`.
-    pub fn record_answer(&self, api: &'static str, code: &str) {
+    /// Counts the answer given to the call of `api` that arrived at
+    /// `arrival` from `caller`: an ErrorCode, `http_502` or `malformed`; and
+    /// logs the call when the log is on and not full.
+    pub fn record_answer(&self, api: &'static str, code: &str, arrival: &Arrival, caller: Caller<'_>) {
         let mut c = self.lock();
         *c.answers.entry((api, code.to_owned())).or_default() += 1;
         *c.period.answers.entry(code.to_owned()).or_default() += 1;
+        if c.call_log.len() < self.call_log_capacity {
+            c.call_log.push(CallRecord {
+                at: arrival.at,
+                at_unix: arrival.at_unix,
+                peer_port: caller.peer_port,
+                api,
+                room_id: caller.room_id.map(CompactString::from),
+                code: CompactString::from(code),
+            });
+        } else if self.logs_calls() {
+            c.call_log_dropped += 1;
+        }
+    }
+
+    /// The calls logged since the last take (oldest answer first; sort by
+    /// `at` for arrival order), emptying the log.
+    pub fn take_call_log(&self) -> Vec<CallRecord> {
+        std::mem::take(&mut self.lock().call_log)
+    }
+
+    /// The calls logged since the last take, the log left as it is.
+    pub fn call_log(&self) -> Vec<CallRecord> {
+        self.lock().call_log.clone()
+    }
+
+    /// Calls not logged because the log was full (since the start).
+    pub fn call_log_dropped(&self) -> u64 {
+        self.lock().call_log_dropped
     }
 
     /// A get_room_info call for `room_id` (accepted by the checks) arrived `at`:
@@ -331,11 +418,15 @@ mod tests {
         assert_eq!(stats.record_call("get_room_info").in_window, 1);
         assert_eq!(stats.max_calls_per_second(), 2);
         assert_eq!(stats.calls("get_room_info"), 2);
-        stats.record_answer("get_room_info", "0");
+        let arrival = stats.record_call("get_room_info");
+        stats.record_answer("get_room_info", "0", &arrival, Caller::default());
         let text = stats.render(3);
-        assert!(text.contains("roomengine_sim_calls_total{api=\"get_room_info\"} 2\n"));
+        assert!(text.contains("roomengine_sim_calls_total{api=\"get_room_info\"} 3\n"));
         assert!(text.contains("roomengine_sim_answers_total{api=\"get_room_info\",code=\"0\"} 1\n"));
         assert!(text.contains("roomengine_sim_max_calls_per_second 2\n"));
+        // No log unless asked for.
+        assert!(stats.take_call_log().is_empty());
+        assert_eq!(stats.call_log_dropped(), 0);
         assert!(text.contains("roomengine_sim_rooms 3\n"));
     }
 
@@ -360,8 +451,8 @@ mod tests {
             (spread.count, spread.p50, spread.p99, spread.min, spread.max),
             (4, 1.0, 2.5, 1.0, 2.5)
         );
-        stats.record_call("get_room_info");
-        stats.record_answer("get_room_info", "60011");
+        let arrival = stats.record_call("get_room_info");
+        stats.record_answer("get_room_info", "60011", &arrival, Caller::default());
         assert_eq!(stats.period().answers.get("60011"), Some(&1));
         stats.reset_period();
         // The room's last poll survives the reset: the next one is an interval.
@@ -372,6 +463,60 @@ mod tests {
         assert_eq!((period.poll_intervals.count, period.poll_intervals.p50), (1, 0.4));
         // The lifetime counters are not reset.
         assert_eq!(stats.calls("get_room_info"), 1);
+    }
+
+    #[test]
+    fn the_call_log_keeps_each_call_with_its_caller_until_taken_and_is_bounded() {
+        let stats = Stats::with_call_log(3);
+        let first = stats.record_call("get_room_info");
+        let second = stats.record_call("get_seat_list");
+        let third = stats.record_call("get_room_info");
+        // Answered out of arrival order: the log keeps each call's arrival.
+        stats.record_answer(
+            "get_seat_list",
+            "0",
+            &second,
+            Caller {
+                peer_port: 40_001,
+                room_id: Some("room-0002"),
+            },
+        );
+        stats.record_answer(
+            "get_room_info",
+            "60011",
+            &first,
+            Caller {
+                peer_port: 40_000,
+                room_id: Some("room-0001"),
+            },
+        );
+        stats.record_answer("get_room_info", "0", &third, Caller::default());
+        assert_eq!(stats.call_log().len(), 3, "reading leaves the log as it is");
+        let log = stats.take_call_log();
+        let seen: Vec<(u16, &str, Option<&str>, &str)> = log
+            .iter()
+            .map(|r| (r.peer_port, r.api, r.room_id.as_deref(), r.code.as_str()))
+            .collect();
+        assert_eq!(
+            seen,
+            vec![
+                (40_001, "get_seat_list", Some("room-0002"), "0"),
+                (40_000, "get_room_info", Some("room-0001"), "60011"),
+                (0, "get_room_info", None, "0"),
+            ]
+        );
+        assert_eq!((log[0].at, log[1].at), (second.at, first.at));
+        assert!(log[1].at_unix <= log[0].at_unix && log[0].at_unix > 1.7e9);
+        assert!(stats.take_call_log().is_empty(), "taking empties it");
+        // Full: later calls are counted, not kept, until it is taken again.
+        for _ in 0..5 {
+            let arrival = stats.record_call("get_room_info");
+            stats.record_answer("get_room_info", "0", &arrival, Caller::default());
+        }
+        assert_eq!((stats.take_call_log().len(), stats.call_log_dropped()), (3, 2));
+        let arrival = stats.record_call("get_room_info");
+        stats.record_answer("get_room_info", "0", &arrival, Caller::default());
+        assert_eq!(stats.take_call_log().len(), 1);
     }
 
     #[test]
