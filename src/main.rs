@@ -73,7 +73,15 @@ enum Command {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     if cli.config_check {
-        let mut ok = match config::load(&cli.config_file, &config::ProcessSecrets) {
+        let loaded = config::load(&cli.config_file, &config::ProcessSecrets).and_then(|mut c| {
+            if let Some(id) = &cli.ha_replica_id {
+                config::check_replica_id(id)
+                    .map_err(|e| config::ConfigErrors(vec![format!("--ha.replica-id: {e}")]))?;
+                c.ha.replica_id = id.clone();
+            }
+            Ok(c)
+        });
+        let mut ok = match loaded {
             Ok(c) => {
                 println!("{}: {}", cli.config_file.display(), c.summary());
                 true

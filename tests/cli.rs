@@ -68,3 +68,40 @@ fn bad_config_at_startup_exits_1_with_the_reason() {
         "{stderr}"
     );
 }
+
+#[test]
+fn config_check_names_the_ha_replica_and_refuses_a_bad_replica_id() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("ha.yaml");
+    std::fs::write(
+        &path,
+        "app:\n  sdkappid: 1400000000\n  identifier: admin\n  region: singapore\nrooms: []\n\
+         callbacks:\n  listen_address: 127.0.0.1:39182\n  redis_url: redis://10.0.0.7\nha:\n  replica_id: from-file\n  dead_after: 12s\n",
+    )
+    .unwrap();
+    let check = |extra: &[&str]| {
+        exporter()
+            .arg("--config.file")
+            .arg(&path)
+            .arg("--config.check")
+            .args(extra)
+            .env("ROOMENGINE_SECRET_KEY", "k")
+            .output()
+            .unwrap()
+    };
+    let out = check(&["--ha.replica-id", "exporter-7"]);
+    assert_eq!(out.status.code(), Some(0));
+    assert!(
+        String::from_utf8_lossy(&out.stdout).ends_with(
+            "(state: Redis redis://10.0.0.7:6379/0; HA replica exporter-7, heartbeat 2s, dead after 12s)\n"
+        ),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    let out = check(&["--ha.replica-id", "exporter 7"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(
+        String::from_utf8_lossy(&out.stderr),
+        "--ha.replica-id: \"exporter 7\" holds ' ': use letters, digits, '.', '_' and '-' only\n"
+    );
+}

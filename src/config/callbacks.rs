@@ -333,9 +333,10 @@ mod tests {
         let redis = callbacks.redis.expect("redis");
         assert_eq!(redis.url, "redis://10.0.0.7:6379/0");
         assert_eq!(redis.password.as_ref().map(|p| p.expose()), Some("s3cret-pw"));
-        assert!(c.summary().ends_with(
-            ", callbacks on 127.0.0.1:39182/callback (state: Redis redis://10.0.0.7:6379/0 with a password)"
-        ));
+        assert!(c.summary().ends_with(&format!(
+            ", callbacks on 127.0.0.1:39182/callback (state: Redis redis://10.0.0.7:6379/0 with a password; HA replica {}, heartbeat 2s, dead after 10s)",
+            crate::config::default_replica_id()
+        )));
         assert!(!format!("{c:?}").contains("s3cret"));
         let c = parse(
             &(GOOD.to_owned()

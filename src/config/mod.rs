@@ -79,13 +79,16 @@ impl Config {
                 c.path,
                 match (&c.redis, &c.state_file) {
                     (Some(redis), _) => format!(
-                        "Redis {}{}",
+                        "Redis {}{}; HA replica {}, heartbeat {}, dead after {}",
                         redis.url,
                         if redis.password.is_some() {
                             " with a password"
                         } else {
                             ""
-                        }
+                        },
+                        self.ha.replica_id,
+                        humantime::format_duration(self.ha.heartbeat),
+                        humantime::format_duration(self.ha.dead_after),
                     ),
                     (None, Some(path)) => path.display().to_string(),
                     (None, None) => "in memory".to_owned(),
