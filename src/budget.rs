@@ -93,8 +93,6 @@ pub enum SharedGrant {
 /// One budget shared by the replicas of an HA group (in Redis).
 pub trait SharedBucket: Send + Sync {
     fn reserve(&self, ask: Ask) -> Pin<Box<dyn Future<Output = SharedGrant> + Send + '_>>;
-    /// A local slot (fallback) was reserved for `slot`: tell the group once it answers.
-    fn granted_locally(&self, slot: Instant);
     /// Replicas sharing the budget: this one's share of the sustained rate.
     fn replicas(&self) -> u32;
 }
@@ -345,7 +343,6 @@ impl Budget {
             };
             match self.reserve(local_deadline) {
                 Ok(slot) => {
-                    self.tell_group(slot);
                     tokio::time::sleep_until(slot).await;
                     return Ok(self.confirm().await);
                 }
@@ -406,13 +403,6 @@ impl Budget {
                 shared: Arc::clone(&self.shared),
                 handed: now,
             }));
-        }
-    }
-
-    /// A local slot, told to the group's bucket (if any) for when it is back.
-    fn tell_group(&self, slot: Instant) {
-        if let Some(group) = self.group.get() {
-            group.granted_locally(slot);
         }
     }
 
@@ -842,7 +832,6 @@ mod tests {
                 SharedGrant::In(slot - now)
             })
         }
-        fn granted_locally(&self, _: Instant) {}
         fn replicas(&self) -> u32 {
             2
         }

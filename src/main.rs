@@ -73,14 +73,8 @@ enum Command {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     if cli.config_check {
-        let loaded = config::load(&cli.config_file, &config::ProcessSecrets).and_then(|mut c| {
-            if let Some(id) = &cli.ha_replica_id {
-                config::check_replica_id(id)
-                    .map_err(|e| config::ConfigErrors(vec![format!("--ha.replica-id: {e}")]))?;
-                c.ha.replica_id = id.clone();
-            }
-            Ok(c)
-        });
+        let loaded = config::load(&cli.config_file, &config::ProcessSecrets)
+            .and_then(|c| with_replica_id(c, &cli).map_err(|e| config::ConfigErrors(vec![e])));
         let mut ok = match loaded {
             Ok(c) => {
                 println!("{}: {}", cli.config_file.display(), c.summary());
@@ -144,12 +138,17 @@ fn main() -> ExitCode {
     }
 }
 
-async fn run_exporter(cli: Cli) -> Result<(), roomengine_exporter::BoxError> {
-    let mut config = config::load(&cli.config_file, &config::ProcessSecrets)?;
+/// `config` with `--ha.replica-id`, when given, as its `ha.replica_id`.
+fn with_replica_id(mut config: config::Config, cli: &Cli) -> Result<config::Config, String> {
     if let Some(id) = &cli.ha_replica_id {
         config::check_replica_id(id).map_err(|e| format!("--ha.replica-id: {e}"))?;
         config.ha.replica_id = id.clone();
     }
+    Ok(config)
+}
+
+async fn run_exporter(cli: Cli) -> Result<(), roomengine_exporter::BoxError> {
+    let config = with_replica_id(config::load(&cli.config_file, &config::ProcessSecrets)?, &cli)?;
     let web_config = match &cli.web_config_file {
         None => None,
         Some(path) => {

@@ -1,10 +1,9 @@
 //! The HA group's one budget: every replica's slots come from a Lua script
 //! in Redis (one round trip per call), timed by the Redis server's clock.
-//! Redis away: each replica grants locally at `rate_limit / replicas`, and
-//! once Redis answers again tells it those grants for a grace period
-//! before going back to the shared slots (docs/ha.md, "One budget").
+//! Redis away: each replica grants locally at `rate_limit / replicas` until
+//! a resume instant the group agrees on in Redis; no window holds both
+//! kinds of grant (docs/ha.md, "One budget").
 
-use std::collections::VecDeque;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
@@ -18,12 +17,10 @@ use crate::budget::{Ask, SharedBucket, SharedGrant};
 
 /// How often a replica on its fallback share checks whether Redis is back.
 const PROBE_EVERY: Duration = Duration::from_millis(250);
-/// After Redis answers again, local grants go on (and are told to Redis)
-/// this long from when the first replica saw it back, so every replica has
-/// noticed and told its own before all take shared slots again, together.
+/// After Redis answers again, local grants go on this long from when the
+/// first replica saw it back, so every replica has noticed before all stop
+/// them at the same instant.
 const GRACE: Duration = Duration::from_secs(2);
-/// Local grants older than this cannot share a window with a new slot.
-const SEED_AGE: Duration = Duration::from_secs(2);
 /// The replica count assumed before the first heartbeat answered: an HA
 /// group is at least a pair, so a replica started while Redis is down
 /// takes half the limit.
@@ -31,11 +28,10 @@ pub const UNKNOWN_REPLICAS: u32 = 2;
 
 /// KEYS: the grant log (sorted set, score = slot in µs of the server's
 /// clock), the next free slot, the instant shared slots resume after an
-/// outage. ARGV: limit, pace µs, window µs, horizon µs (-1: none), member,
-/// then the ages (µs; negative: ahead) of local grants to record. Returns
-/// {now, delay µs or -1 when refused}. With limit 0 it only records the
-/// local grants and returns {now, µs until shared slots resume}, the
-/// resumption set by the first replica to see Redis back (pace = grace).
+/// outage. ARGV: limit, pace µs, window µs, horizon µs (-1: none), member.
+/// Returns {now, delay µs or -1 when refused}. With limit 0 it returns
+/// {now, µs until local grants end}: the instant set by the first replica
+/// to see Redis back (pace = grace); shared slots start a window later.
 const RESERVE: &str = r#"
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
@@ -43,15 +39,12 @@ local limit = tonumber(ARGV[1])
 local pace = tonumber(ARGV[2])
 local window = tonumber(ARGV[3])
 local horizon = tonumber(ARGV[4])
-for i = 6, #ARGV do
-  redis.call('ZADD', KEYS[1], string.format('%.0f', now - tonumber(ARGV[i])), ARGV[5] .. ':' .. i)
-end
-redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', string.format('%.0f', now - 2 * window))
-redis.call('PEXPIRE', KEYS[1], 60000)
 if limit == 0 then
   redis.call('SET', KEYS[3], string.format('%.0f', now + pace), 'NX', 'PX', math.floor(pace / 1000) + 5000)
   return {now, tonumber(redis.call('GET', KEYS[3])) - now}
 end
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', string.format('%.0f', now - 2 * window))
+redis.call('PEXPIRE', KEYS[1], 60000)
 local slot = math.max(now, tonumber(redis.call('GET', KEYS[2]) or '0'))
 -- After an outage: no window holds both local and shared grants.
 slot = math.max(slot, tonumber(redis.call('GET', KEYS[3]) or '0') + window)
@@ -96,8 +89,6 @@ pub struct RedisBucket<F: Fallback> {
     mode: Mutex<Mode>,
     /// Live replicas as last seen (0: never seen).
     replicas: Arc<AtomicU32>,
-    /// Local grants not yet told to Redis, oldest first.
-    seeds: Mutex<VecDeque<Instant>>,
     fallback: F,
 }
 
@@ -113,7 +104,6 @@ impl<F: Fallback> RedisBucket<F> {
             grants: AtomicU64::new(0),
             mode: Mutex::new(Mode::Shared),
             replicas,
-            seeds: Mutex::new(VecDeque::new()),
             fallback,
         }
     }
@@ -129,26 +119,9 @@ impl<F: Fallback> RedisBucket<F> {
         self.mode.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// The local grants to tell Redis, as ages in µs (taken: put back on failure).
-    fn take_seeds(&self, now: Instant) -> Vec<Instant> {
-        let mut seeds = self.seeds.lock().unwrap_or_else(|e| e.into_inner());
-        while seeds.front().is_some_and(|at| now.duration_since(*at) > SEED_AGE) {
-            seeds.pop_front();
-        }
-        seeds.drain(..).collect()
-    }
-
-    fn put_back(&self, taken: Vec<Instant>) {
-        let mut seeds = self.seeds.lock().unwrap_or_else(|e| e.into_inner());
-        for at in taken.into_iter().rev() {
-            seeds.push_front(at);
-        }
-    }
-
     /// One run of the script: `Ok(delay)` (µs; -1 refused), or with no
     /// `ask` the time until shared slots resume.
-    async fn run(&self, ask: Option<Ask>, seeds: &[Instant]) -> Result<i64, String> {
-        let now = Instant::now();
+    async fn run(&self, ask: Option<Ask>) -> Result<i64, String> {
         let mut call = self.script.key(&self.log_key);
         call.key(&self.next_key).key(&self.resume_key);
         let (limit, pace, window, horizon) = match ask {
@@ -166,14 +139,6 @@ impl<F: Fallback> RedisBucket<F> {
             .arg(window)
             .arg(horizon)
             .arg(format!("{}:{grant}", self.member));
-        for at in seeds {
-            let age = if *at > now {
-                -(at.duration_since(now).as_micros() as i64)
-            } else {
-                now.duration_since(*at).as_micros() as i64
-            };
-            call.arg(age);
-        }
         let (_, delay): (i64, i64) = self
             .link
             .call(|mut con| async move { call.invoke_async(&mut con).await })
@@ -212,8 +177,7 @@ impl<F: Fallback> RedisBucket<F> {
                 *self.mode() = Mode::Down {
                     probe_at: now + PROBE_EVERY,
                 };
-                let seeds = self.take_seeds(now);
-                return match self.run(None, &seeds).await {
+                return match self.run(None).await {
                     Ok(resume) => {
                         let until = Instant::now() + Duration::from_micros(resume.max(0) as u64);
                         *self.mode() = Mode::Grace { until };
@@ -223,20 +187,10 @@ impl<F: Fallback> RedisBucket<F> {
                             until: Some(until),
                         }
                     }
-                    Err(e) => {
-                        self.put_back(seeds);
-                        self.went_down(&e)
-                    }
+                    Err(e) => self.went_down(&e),
                 };
             }
             Mode::Grace { until } if now < until => {
-                let seeds = self.take_seeds(now);
-                if !seeds.is_empty() {
-                    if let Err(e) = self.run(None, &seeds).await {
-                        self.put_back(seeds);
-                        return self.went_down(&e);
-                    }
-                }
                 return SharedGrant::Local {
                     replicas: self.known_replicas(),
                     until: Some(until),
@@ -248,14 +202,10 @@ impl<F: Fallback> RedisBucket<F> {
             }
             Mode::Shared => {}
         }
-        let seeds = self.take_seeds(now);
-        match self.run(Some(ask), &seeds).await {
+        match self.run(Some(ask)).await {
             Ok(delay) if delay >= 0 => SharedGrant::In(Duration::from_micros(delay as u64)),
             Ok(_) => SharedGrant::Refused,
-            Err(e) => {
-                self.put_back(seeds);
-                self.went_down(&e)
-            }
+            Err(e) => self.went_down(&e),
         }
     }
 }
@@ -263,15 +213,6 @@ impl<F: Fallback> RedisBucket<F> {
 impl<F: Fallback> SharedBucket for RedisBucket<F> {
     fn reserve(&self, ask: Ask) -> Pin<Box<dyn Future<Output = SharedGrant> + Send + '_>> {
         Box::pin(self.reserve_now(ask))
-    }
-
-    fn granted_locally(&self, slot: Instant) {
-        let mut seeds = self.seeds.lock().unwrap_or_else(|e| e.into_inner());
-        seeds.push_back(slot);
-        // Bounded: a long outage keeps only the newest.
-        if seeds.len() > 4 * crate::budget::API_RATE_LIMIT as usize {
-            seeds.pop_front();
-        }
     }
 
     fn replicas(&self) -> u32 {

@@ -286,14 +286,23 @@ pub async fn start(
         metrics.clone(),
         shutdown.clone(),
     ));
-    match tokio::time::timeout(START_WAIT, results::load(&link, &store)).await {
-        Ok(Ok(n)) => tracing::info!(rooms = n, "read the group's poll results"),
-        Ok(Err(e)) => tracing::warn!(error = %e, "cannot read the group's poll results yet"),
-        Err(_) => tracing::warn!("reading the group's poll results takes long; going on"),
-    }
+    // The subscriber reads every kept outcome once subscribed: waited for
+    // here, so every room shows before the first pass.
+    let (loaded_tx, loaded) = tokio::sync::oneshot::channel();
     let (sink, outcomes) = results::sink(&ha.replica_id);
     tokio::spawn(results::publish(link.clone(), outcomes));
-    tokio::spawn(results::subscribe(link, ha.replica_id.clone(), store, shutdown));
+    tokio::spawn(results::subscribe(
+        link,
+        ha.replica_id.clone(),
+        store,
+        Some(loaded_tx),
+        shutdown,
+    ));
+    match tokio::time::timeout(START_WAIT, loaded).await {
+        Ok(Ok(Ok(n))) => tracing::info!(rooms = n, "read the group's poll results"),
+        Ok(Ok(Err(e))) => tracing::warn!(error = %e, "cannot read the group's poll results yet"),
+        _ => tracing::warn!("reading the group's poll results takes long; going on"),
+    }
     Ok(Ha {
         me: ha.replica_id.clone(),
         group: group_rx,

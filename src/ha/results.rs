@@ -177,8 +177,14 @@ pub async fn load(link: &Link, store: &Store) -> Result<usize, String> {
 
 /// Applies the other replicas' outcomes as they come until `shutdown`;
 /// after every (re)subscription reads every kept one (messages may have
-/// been missed meanwhile).
-pub async fn subscribe(link: Arc<Link>, me: String, store: Arc<Store>, shutdown: CancellationToken) {
+/// been missed meanwhile), and tells `loaded` how many the first read applied.
+pub async fn subscribe(
+    link: Arc<Link>,
+    me: String,
+    store: Arc<Store>,
+    mut loaded: Option<tokio::sync::oneshot::Sender<Result<usize, String>>>,
+    shutdown: CancellationToken,
+) {
     let mut backoff = Duration::from_millis(100);
     let mut down = false;
     while !shutdown.is_cancelled() {
@@ -201,8 +207,16 @@ pub async fn subscribe(link: Arc<Link>, me: String, store: Arc<Store>, shutdown:
                 if std::mem::take(&mut down) {
                     tracing::info!("poll results subscription back; reading every room's");
                 }
-                if let Err(e) = load(&link, &store).await {
-                    tracing::warn!(error = %e, "cannot read the shared poll results");
+                let read = load(&link, &store).await;
+                match loaded.take() {
+                    Some(first) => {
+                        let _ = first.send(read);
+                    }
+                    None => {
+                        if let Err(e) = read {
+                            tracing::warn!(error = %e, "cannot read the shared poll results");
+                        }
+                    }
                 }
                 let mut messages = pubsub.into_on_message();
                 loop {
@@ -226,7 +240,11 @@ pub async fn subscribe(link: Arc<Link>, me: String, store: Arc<Store>, shutdown:
                 }
             }
             Err(e) => {
-                if !std::mem::replace(&mut down, true) {
+                if let Some(first) = loaded.take() {
+                    // Start goes on without them; the first subscription reads them.
+                    let _ = first.send(Err(e));
+                    down = true;
+                } else if !std::mem::replace(&mut down, true) {
                     tracing::warn!(error = %e, "poll results subscription lost; retrying");
                 }
             }
